@@ -1,0 +1,34 @@
+//! `kelp`: the kelp operator and its command-line tools.
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+
+use clap::{Parser, Subcommand};
+
+/// kelp deploys AI modules onto GPU machines in OpenStack, EC2 and EGI FedCloud
+/// clouds, the Kubernetes way.
+#[derive(Parser, Debug)]
+#[command(name = "kelp", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the CustomResourceDefinitions of Module, Cluster and Deployment as one
+    /// multi-document YAML stream, ready for `kubectl apply -f -`.
+    Crds,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crds => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(kelp_crds::crds_yaml().as_bytes())?;
+            out.flush()?;
+        }
+    }
+    Ok(())
+}
