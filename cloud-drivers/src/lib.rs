@@ -1,0 +1,6 @@
+//! kelp's cloud drivers: one narrow async trait for creating, listing and deleting
+//! tagged machines, with one module per cloud (sim, ec2, openstack, egi).
+//!
+//! This crate knows nothing about Kubernetes: it takes plain values and returns
+//! plain values, so the drivers can be tested against their clouds alone.
+#![forbid(unsafe_code)]

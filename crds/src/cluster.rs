@@ -20,10 +20,23 @@ use crate::common::{Condition, SecretReference};
     category = "kelp",
     doc = "A Kubernetes cluster on one cloud with node pools of (GPU) machines, managed by kelp.",
     printcolumn(name = "Cloud", type_ = "string", json_path = ".status.cloud"),
-    printcolumn(name = "Pools", type_ = "string", json_path = ".spec.nodePools[*].name"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.ready", description = "Running machines / desired machines"),
+    printcolumn(
+        name = "Pools",
+        type_ = "string",
+        json_path = ".spec.nodePools[*].name"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.ready",
+        description = "Running machines / desired machines"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
@@ -87,7 +100,9 @@ impl Cloud {
         match self {
             Cloud { sim: Some(_), .. } => Some("sim"),
             Cloud { ec2: Some(_), .. } => Some("ec2"),
-            Cloud { openstack: Some(_), .. } => Some("openstack"),
+            Cloud {
+                openstack: Some(_), ..
+            } => Some("openstack"),
             Cloud { egi: Some(_), .. } => Some("egi"),
             _ => None,
         }
@@ -113,7 +128,11 @@ pub struct SimCloud {
 
 impl Default for SimCloud {
     fn default() -> Self {
-        Self { latency_ms: default_latency_ms(), failure_rate: 0.0, capacity: BTreeMap::new() }
+        Self {
+            latency_ms: default_latency_ms(),
+            failure_rate: 0.0,
+            capacity: BTreeMap::new(),
+        }
     }
 }
 
@@ -290,7 +309,10 @@ fn default_kubeconfig_key() -> String {
 ).message("replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"))]
 pub struct NodePool {
     /// Name of the pool, a DNS label unique within the Cluster.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Number of machines.
     #[serde(default = "default_replicas")]

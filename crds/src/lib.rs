@@ -5,6 +5,9 @@
 //! generated schema (see [`crds`]), so GitOps tools see exactly what the API
 //! server stores.
 #![forbid(unsafe_code)]
+// Repeated `printcolumn(type_ = ...)` arguments of the CustomResource derive are
+// separate columns, not duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
 
 pub mod common;
 pub mod module;
@@ -41,3 +44,9 @@ pub fn crds_yaml() -> String {
     }
     out
 }
+
+pub mod parse;
+pub use parse::{KelpResource, ParseError};
+
+pub mod reference;
+pub use reference::reference_markdown;

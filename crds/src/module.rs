@@ -22,8 +22,16 @@ use crate::common::{Condition, SecretReference};
     doc = "An AI module kelp can run: its image, serving contract and default resources.",
     printcolumn(name = "Image", type_ = "string", json_path = ".spec.image.repository"),
     printcolumn(name = "GPU", type_ = "integer", json_path = ".spec.resources.gpu"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ModuleSpec {
@@ -153,7 +161,11 @@ pub struct ModuleResources {
     #[schemars(range(min = 0))]
     pub gpu: i32,
     /// Minimum memory per GPU in MB.
-    #[serde(rename = "gpuMemoryMB", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "gpuMemoryMB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     #[schemars(range(min = 1))]
     pub gpu_memory_mb: Option<i64>,
     /// Minimum CUDA compute capability, e.g. "7.0".

@@ -18,15 +18,24 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions of Module, Cluster and Deployment as one
     /// multi-document YAML stream, ready for `kubectl apply -f -`.
-    Crds,
+    Crds {
+        /// Print the Markdown field reference (docs/api-reference.md) instead.
+        #[arg(long)]
+        reference: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds => {
+        Command::Crds { reference } => {
+            let text = if reference {
+                kelp_crds::reference_markdown()
+            } else {
+                kelp_crds::crds_yaml()
+            };
             let mut out = std::io::stdout().lock();
-            out.write_all(kelp_crds::crds_yaml().as_bytes())?;
+            out.write_all(text.as_bytes())?;
             out.flush()?;
         }
     }
