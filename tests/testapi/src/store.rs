@@ -456,19 +456,12 @@ impl Store {
                 schema: schema_info.as_ref(),
             })
             .map_err(|conflicts| {
-                let list: Vec<String> = conflicts
-                    .iter()
-                    .map(|c| format!("conflict with {:?}: {}", c.manager, c.field))
-                    .collect();
-                let mut err = ApiError::conflict(
-                    rt,
-                    name,
-                    &format!("Apply failed with {} conflict(s): {}", conflicts.len(), list.join("; ")),
-                );
-                err.details.as_mut().unwrap()["causes"] = json!(conflicts
+                let mut err = ApiError::new(409, "Conflict", patch::conflict_message(&conflicts));
+                let causes: Vec<Value> = conflicts
                     .iter()
                     .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {:?}", c.manager), "field": c.field}))
-                    .collect::<Vec<_>>());
+                    .collect();
+                err.details = Some(json!({"name": name, "group": rt.group, "kind": rt.plural, "causes": causes}));
                 err
             })?;
             if let Some(ns) = &ns {

@@ -1,0 +1,261 @@
+//! The real kubectl against the test server: apply, re-apply, server-side apply,
+//! get with printer columns, explain, wait, watch and delete with a finalizer.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use kelp_testapi::TestApiServer;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+struct Kubectl {
+    kubeconfig: PathBuf,
+}
+
+impl Kubectl {
+    async fn new(server: &TestApiServer) -> Self {
+        let dir = std::env::temp_dir().join(format!("kelp-kubectl-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(&kubeconfig, server.kubeconfig()).unwrap();
+        Kubectl { kubeconfig }
+    }
+
+    fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("kubectl");
+        cmd.args(args)
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("HOME", self.kubeconfig.parent().unwrap())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs kubectl; panics with its output unless it exits as `expect_ok` says.
+    async fn run_expect(&self, args: &[&str], stdin: Option<&str>, expect_ok: bool) -> String {
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("kubectl is installed");
+        if let Some(input) = stdin {
+            use tokio::io::AsyncWriteExt;
+            let mut s = child.stdin.take().unwrap();
+            s.write_all(input.as_bytes()).await.unwrap();
+        }
+        drop(child.stdin.take());
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("kubectl finished")
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            out.status.success(),
+            expect_ok,
+            "kubectl {}:\n{text}",
+            args.join(" ")
+        );
+        text
+    }
+
+    async fn run(&self, args: &[&str]) -> String {
+        self.run_expect(args, None, true).await
+    }
+}
+
+fn repo(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drives_the_test_server() {
+    let server = TestApiServer::start().await.unwrap();
+    let k = Kubectl::new(&server).await;
+
+    let out = k.run(&["apply", "-f", &repo("crds")]).await;
+    assert_eq!(out.matches("created").count(), 3, "{out}");
+    k.run(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/modules.kelp.imagine-ai.eu",
+        "--timeout=10s",
+    ])
+    .await;
+
+    let out = k.run(&["apply", "-f", &repo("examples")]).await;
+    for obj in [
+        "module.kelp.imagine-ai.eu/yolov8 created",
+        "cluster.kelp.imagine-ai.eu/sim-gpu created",
+        "deployment.kelp.imagine-ai.eu/fish-detector created",
+        "secret/nextcloud-alice created",
+    ] {
+        assert!(out.contains(obj), "{out}");
+    }
+    let out = k.run(&["apply", "-f", &repo("examples")]).await;
+    assert_eq!(
+        out.matches("unchanged").count(),
+        4,
+        "re-apply changes nothing:\n{out}"
+    );
+
+    let changed = std::fs::read_to_string(repo("examples/module-yolov8.yaml"))
+        .unwrap()
+        .replace("cpu: 4", "cpu: 8");
+    let out = k
+        .run_expect(&["apply", "-f", "-"], Some(&changed), true)
+        .await;
+    assert!(
+        out.contains("module.kelp.imagine-ai.eu/yolov8 configured"),
+        "{out}"
+    );
+    let cpu = k
+        .run(&[
+            "get",
+            "kmod",
+            "yolov8",
+            "-o",
+            "jsonpath={.spec.resources.cpu}",
+        ])
+        .await;
+    assert_eq!(cpu.trim(), "8");
+
+    let out = k
+        .run(&[
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &repo("examples"),
+        ])
+        .await;
+    assert!(out.contains("serverside-applied"), "{out}");
+
+    let out = k.run(&["get", "kelp", "-A"]).await;
+    for needle in [
+        "module.kelp.imagine-ai.eu/yolov8",
+        "cluster.kelp.imagine-ai.eu/sim-gpu",
+        "deployment.kelp.imagine-ai.eu/fish-detector",
+        "IMAGE",
+        "ai4oshub/ai4os-yolov8-torch",
+        "POOLS",
+        "cpu,gpu-t4",
+        "ENDPOINT",
+    ] {
+        assert!(out.contains(needle), "{needle} missing in:\n{out}");
+    }
+
+    let out = k
+        .run(&["explain", "cluster.spec.nodePools.machine.gpu"])
+        .await;
+    assert!(
+        out.contains("GPUs a machine must have") || out.contains("GPU requirements"),
+        "{out}"
+    );
+    assert!(out.contains("count"), "{out}");
+
+    // Invalid input is rejected with the field named.
+    let bad = changed.replace("port: 5000", "port: 0");
+    let out = k.run_expect(&["apply", "-f", "-"], Some(&bad), false).await;
+    assert!(out.contains("spec.serving.port"), "{out}");
+    let unknown = changed.replace(
+        "  title: YoloV8 model",
+        "  title: YoloV8 model\n  colour: blue",
+    );
+    let out = k
+        .run_expect(&["apply", "-f", "-"], Some(&unknown), false)
+        .await;
+    assert!(out.contains("colour"), "strict field validation: {out}");
+
+    // Watch in the background while the status changes, then wait for Ready.
+    let mut watch = k.command(&["get", "kmod", "-w", "--output-watch-events"]);
+    watch.stdout(Stdio::piped()).stderr(Stdio::null());
+    let mut child = watch.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(
+        first.contains("EVENT") || first.contains("yolov8"),
+        "{first}"
+    );
+    let status = r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"Resolved","message":"image resolved","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+    k.run(&[
+        "patch",
+        "kmod",
+        "yolov8",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        status,
+    ])
+    .await;
+    k.run(&[
+        "wait",
+        "--for=condition=Ready",
+        "kmod/yolov8",
+        "--timeout=10s",
+    ])
+    .await;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.contains("MODIFIED")) {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("watch line")
+            .unwrap()
+            .unwrap();
+        seen.push(line);
+    }
+    assert!(seen.last().unwrap().contains("True"), "{seen:?}");
+    child.kill().await.unwrap();
+
+    // Delete with a finalizer: marked first, gone once the finalizer is removed.
+    k.run(&[
+        "patch",
+        "kcl",
+        "sim-gpu",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":["kelp.imagine-ai.eu/cleanup"]}}"#,
+    ])
+    .await;
+    k.run(&["delete", "kcl", "sim-gpu", "--wait=false"]).await;
+    let ts = k
+        .run(&[
+            "get",
+            "kcl",
+            "sim-gpu",
+            "-o",
+            "jsonpath={.metadata.deletionTimestamp}",
+        ])
+        .await;
+    assert!(!ts.trim().is_empty(), "deletionTimestamp set");
+    k.run(&[
+        "patch",
+        "kcl",
+        "sim-gpu",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers"}]"#,
+    ])
+    .await;
+    let out = k.run_expect(&["get", "kcl", "sim-gpu"], None, false).await;
+    assert!(
+        out.contains("NotFound") || out.contains("not found"),
+        "{out}"
+    );
+
+    let out = k.run(&["delete", "-f", &repo("examples")]).await;
+    assert!(out.contains("deleted"), "{out}");
+    let out = k.run(&["get", "kelp", "-A"]).await;
+    assert!(out.contains("No resources found"), "{out}");
+    server.shutdown().await;
+}
