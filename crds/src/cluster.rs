@@ -323,6 +323,7 @@ pub struct NodePool {
     pub autoscaling: Option<Autoscaling>,
     /// What each machine must offer, or an explicit instance type.
     #[serde(default)]
+    #[schemars(transform = crate::common::no_default)]
     pub machine: MachineRequirements,
     /// OS image (ID or name); the cloud's default Ubuntu LTS otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -378,9 +379,16 @@ pub struct MachineRequirements {
     #[serde(rename = "diskGB", default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub disk_gb: Option<i32>,
-    /// GPU requirements.
-    #[serde(default)]
-    pub gpu: GpuRequirements,
+    /// GPU requirements; absent for CPU-only machines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<GpuRequirements>,
+}
+
+impl MachineRequirements {
+    /// GPUs per machine (0 when `gpu` is absent).
+    pub fn gpu_count(&self) -> i32 {
+        self.gpu.as_ref().map_or(0, |g| g.count)
+    }
 }
 
 /// GPUs a machine must have.

@@ -236,12 +236,14 @@ fn wants_table(headers: &HeaderMap) -> bool {
         })
 }
 
-fn include_object(query: &Query) -> IncludeObject {
-    match query.get("includeObject").map(String::as_str) {
-        Some("None") => IncludeObject::None,
-        Some("Object") => IncludeObject::Object,
-        _ => IncludeObject::Metadata,
-    }
+/// The `includeObject` query parameter of a Table request (Metadata when absent).
+pub(crate) fn include_object(query: &Query) -> Result<IncludeObject, ApiError> {
+    query
+        .get("includeObject")
+        .map(|v| v.parse())
+        .transpose()
+        .map(Option::unwrap_or_default)
+        .map_err(ApiError::bad_request)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -259,12 +261,13 @@ async fn resource(
     let ns = t.namespace.as_deref();
     let sub = t.subresource.as_deref();
     let table = wants_table(headers);
+    let include = include_object(query)?;
     let respond = |code: StatusCode, obj: Value, warnings: &[String]| -> Response {
         let obj = if table && sub.is_none() {
             table::table(
                 std::slice::from_ref(&obj),
                 &t.rt.columns,
-                include_object(query),
+                include,
                 obj["metadata"]["resourceVersion"]
                     .as_str()
                     .unwrap_or_default(),
@@ -294,14 +297,8 @@ async fn resource(
                 table,
             )
             .map(|body: Body| {
-                (
-                    [
-                        ("content-type", "application/json"),
-                        ("transfer-encoding", "chunked"),
-                    ],
-                    body,
-                )
-                    .into_response()
+                // hyper sends a body of unknown length chunked.
+                ([("content-type", "application/json")], body).into_response()
             })
         }
         (Method::GET, None) => {
@@ -332,7 +329,7 @@ async fn resource(
                 let mut tab = table::table(
                     &items,
                     &t.rt.columns,
-                    include_object(query),
+                    include_object(query)?,
                     &rv.to_string(),
                     chrono::Utc::now(),
                 );

@@ -166,6 +166,8 @@ impl std::fmt::Display for PatchError {
 impl std::error::Error for PatchError {}
 
 /// RFC 6902 JSON patch, including `test` (failure -> TestFailed with a message naming the path).
+/// As with the Kubernetes API server, `test` of a missing path against `null` succeeds (the
+/// finalizer helpers of Kubernetes clients send exactly that before adding the first finalizer).
 /// The document is left unchanged when any operation fails.
 pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
     if !patch.is_array() {
@@ -175,13 +177,24 @@ pub fn json_patch(doc: &mut Value, patch: &Value) -> Result<(), PatchError> {
     }
     let ops: ::json_patch::Patch = serde_json::from_value(patch.clone())
         .map_err(|e| PatchError::BadRequest(format!("invalid json patch: {e}")))?;
-    ::json_patch::patch(doc, &ops).map_err(|e| match e.kind {
-        ::json_patch::PatchErrorKind::TestFailed => PatchError::TestFailed(format!(
-            "test operation {} failed: value at path '{}' did not match",
-            e.operation, e.path
-        )),
-        _ => PatchError::Invalid(e.to_string()),
-    })
+    let mut work = doc.clone();
+    for (index, op) in ops.0.into_iter().enumerate() {
+        if let ::json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && work.pointer(t.path.as_str()).is_none_or(Value::is_null)
+        {
+            continue;
+        }
+        ::json_patch::patch(&mut work, &[op]).map_err(|e| match e.kind {
+            ::json_patch::PatchErrorKind::TestFailed => PatchError::TestFailed(format!(
+                "test operation {index} failed: value at path '{}' did not match",
+                e.path
+            )),
+            _ => PatchError::Invalid(format!("operation {index}: {}", e.kind)),
+        })?;
+    }
+    *doc = work;
+    Ok(())
 }
 
 /// RFC 7386 JSON merge patch (null deletes).
@@ -1434,6 +1447,19 @@ mod tests {
             other => panic!("expected TestFailed, got {other:?}"),
         }
         assert_eq!(doc, json!({"spec": {"replicas": 1}}));
+    }
+
+    #[test]
+    fn json_patch_test_null_matches_a_missing_path() {
+        let mut doc = json!({"metadata": {"name": "a"}});
+        let patch = json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}
+        ]);
+        json_patch(&mut doc, &patch).unwrap();
+        assert_eq!(doc["metadata"]["finalizers"], json!(["f"]));
+        let again = json_patch(&mut doc, &patch);
+        assert!(matches!(again, Err(PatchError::TestFailed(_))), "{again:?}");
     }
 
     #[test]

@@ -1,26 +1,2422 @@
-// TEMPORARY interface stub, replaced by the real module.
-#![allow(dead_code, unused_variables)]
-use serde_json::Value;
+//! What the API server does with a custom resource against its CRD's structural
+//! `openAPIV3Schema`: pruning of unknown fields, defaulting, and validation
+//! (OpenAPI value validations, list-type invariants, embedded resources and CEL
+//! `x-kubernetes-validations`), reported as Kubernetes-style field errors.
+//!
+//! The intended order for a write is `prune`, then `apply_defaults`, then
+//! `validate`, the same order the API server applies them in.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+
+use kube_cel::{CompiledSchema, ErrorKind};
+use regex::Regex;
+use serde_json::{Map, Number, Value};
+
+/// `details.causes[].reason` values, spelled as the API server spells them.
+pub const REASON_REQUIRED: &str = "FieldValueRequired";
+pub const REASON_INVALID: &str = "FieldValueInvalid";
+pub const REASON_NOT_SUPPORTED: &str = "FieldValueNotSupported";
+pub const REASON_DUPLICATE: &str = "FieldValueDuplicate";
+pub const REASON_TOO_LONG: &str = "FieldValueTooLong";
+pub const REASON_TOO_MANY: &str = "FieldValueTooMany";
+pub const REASON_TYPE_INVALID: &str = "FieldValueTypeInvalid";
+pub const REASON_FORBIDDEN: &str = "FieldValueForbidden";
+
+/// The field of the error the API server adds when CEL rules were skipped.
+pub const CEL_SKIPPED_FIELD: &str = "<nil>";
+const CEL_SKIPPED_MESSAGE: &str = "Invalid value: \"null\": some validation rules were not checked because the object was invalid; correct the existing errors to complete validation";
+
+const PRESERVE: &str = "x-kubernetes-preserve-unknown-fields";
+const INT_OR_STRING: &str = "x-kubernetes-int-or-string";
+const EMBEDDED: &str = "x-kubernetes-embedded-resource";
+const LIST_TYPE: &str = "x-kubernetes-list-type";
+const LIST_MAP_KEYS: &str = "x-kubernetes-list-map-keys";
+const RULES: &str = "x-kubernetes-validations";
+
+/// One invalid field, as in a Kubernetes Status `details.causes[]` entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FieldError {
+    /// Dotted path with indices: `spec.nodePools[0].replicas`; map keys as `spec.labels[key]`.
     pub field: String,
+    /// One of the `REASON_*` constants.
     pub reason: &'static str,
+    /// The error body (`Invalid value: -1: ...`); never starts with the field path.
     pub message: String,
 }
+
 impl FieldError {
+    fn new(field: &str, reason: &'static str, message: String) -> Self {
+        Self {
+            field: field.to_string(),
+            reason,
+            message,
+        }
+    }
+
+    fn required(field: &str, detail: &str) -> Self {
+        Self::new(
+            field,
+            REASON_REQUIRED,
+            with_detail("Required value", detail),
+        )
+    }
+
+    /// `value` is already rendered (see `render`).
+    fn invalid(field: &str, value: &str, detail: &str) -> Self {
+        Self::new(
+            field,
+            REASON_INVALID,
+            with_detail(&format!("Invalid value: {value}"), detail),
+        )
+    }
+
+    fn type_invalid(field: &str, data_type: &str, expected: &str) -> Self {
+        let q = go_quote(data_type);
+        Self::new(
+            field,
+            REASON_TYPE_INVALID,
+            format!("Invalid value: {q}: {field} in body must be of type {expected}: {q}"),
+        )
+    }
+
+    fn too_many(field: &str, actual: usize, max: i64) -> Self {
+        let unit = if max == 1 { "item" } else { "items" };
+        Self::new(
+            field,
+            REASON_TOO_MANY,
+            format!("Too many: {actual}: must have at most {max} {unit}"),
+        )
+    }
+
+    fn duplicate(field: &str, value: &str) -> Self {
+        Self::new(field, REASON_DUPLICATE, format!("Duplicate value: {value}"))
+    }
+
+    /// "spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0"
     pub fn to_string_with_field(&self) -> String {
         format!("{}: {}", self.field, self.message)
     }
 }
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_string_with_field())
+    }
+}
+
+impl std::error::Error for FieldError {}
+
+fn with_detail(head: &str, detail: &str) -> String {
+    if detail.is_empty() {
+        head.to_string()
+    } else {
+        format!("{head}: {detail}")
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Schema and path helpers
+// ---------------------------------------------------------------------------
+
+fn flag(s: &Value, key: &str) -> bool {
+    s.get(key).and_then(Value::as_bool) == Some(true)
+}
+
+fn type_of(s: &Value) -> &str {
+    s.get("type").and_then(Value::as_str).unwrap_or("")
+}
+
+fn nullable(s: &Value) -> bool {
+    flag(s, "nullable")
+}
+
+fn properties(s: &Value) -> Option<&Map<String, Value>> {
+    s.get("properties").and_then(Value::as_object)
+}
+
+/// `additionalProperties` when it is a schema (structural schemas allow no other form
+/// besides `true`, which behaves like preserve-unknown-fields).
+fn additional_schema(s: &Value) -> Option<&Value> {
+    s.get("additionalProperties").filter(|a| a.is_object())
+}
+
+fn child(path: &str, name: &str) -> String {
+    if path.is_empty() {
+        name.to_string()
+    } else {
+        format!("{path}.{name}")
+    }
+}
+
+fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+fn key(path: &str, k: &str) -> String {
+    format!("{path}[{k}]")
+}
+
+/// The JSON type name the way the OpenAPI validator names data.
+fn data_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_i64() => "integer",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn is_whole(n: &Number) -> bool {
+    n.is_i64()
+        || n.is_u64()
+        || n.as_f64()
+            .is_some_and(|f| f.is_finite() && f.fract() == 0.0)
+}
+
+fn type_matches(ty: &str, v: &Value) -> bool {
+    match (ty, v) {
+        ("string", Value::String(_))
+        | ("boolean", Value::Bool(_))
+        | ("object", Value::Object(_))
+        | ("array", Value::Array(_))
+        | ("number", Value::Number(_)) => true,
+        // Whole-number floats such as 3.0 are accepted as integers.
+        ("integer", Value::Number(n)) => is_whole(n),
+        _ => false,
+    }
+}
+
+/// Quotes like Go's `%q`, which is how the API server prints string values.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{b}' => out.push_str("\\v"),
+            '\u{c}' => out.push_str("\\f"),
+            c if c.is_control() => {
+                let n = c as u32;
+                if n < 0x80 {
+                    out.push_str(&format!("\\x{n:02x}"));
+                } else {
+                    out.push_str(&format!("\\u{n:04x}"));
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Formats a float like Go's `%v` (shortest digits, exponent form past 1e+06),
+/// since bounds and values in the server's messages are printed that way.
+fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    if f == 0.0 {
+        return "0".into();
+    }
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        format!("{f}")
+    }
+}
+
+/// Renders a bad value as the server's field errors do: strings quoted, integers
+/// plain, floats Go-style, composite values as JSON.
+fn render(v: &Value) -> String {
+    match v {
+        Value::Null => go_quote("null"),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.to_string(),
+            None => go_float(n.as_f64().unwrap_or(f64::NAN)),
+        },
+        Value::String(s) => go_quote(s),
+        Value::Array(_) | Value::Object(_) => serde_json::to_string(v).unwrap_or_default(),
+    }
+}
+
+/// JSON equality where 3 and 3.0 are the same number.
+fn json_eq(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(i), Some(j)) => i == j,
+            _ => x.as_f64() == y.as_f64(),
+        },
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, p)| y.get(k).is_some_and(|q| json_eq(p, q)))
+        }
+        _ => a == b,
+    }
+}
+
+thread_local! {
+    // Patterns come from a handful of CRD schemas, so caching them all is cheap.
+    static REGEXES: RefCell<HashMap<String, Result<Regex, String>>> = RefCell::new(HashMap::new());
+}
+
+fn compile_pattern(pattern: &str) -> Result<Regex, String> {
+    REGEXES.with(|cache| {
+        cache
+            .borrow_mut()
+            .entry(pattern.to_string())
+            .or_insert_with(|| Regex::new(pattern).map_err(|e| e.to_string()))
+            .clone()
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Pruning
+// ---------------------------------------------------------------------------
+
+/// Drops fields the schema does not know (unless x-kubernetes-preserve-unknown-fields: true at that level,
+/// or x-kubernetes-embedded-resource / int-or-string handling), returning the dotted paths of what was dropped
+/// (the caller turns them into a 400 "unknown field" for fieldValidation=Strict, warnings for Warn).
+/// At the root, apiVersion, kind and metadata are never pruned here (the caller handles metadata).
+/// Also drops `null` values of fields that are not `nullable: true` (Kubernetes prunes them before defaulting).
 pub fn prune(schema: &Value, obj: &mut Value) -> Vec<String> {
-    todo!()
+    let mut dropped = Vec::new();
+    prune_node(schema, obj, "", true, &mut dropped);
+    dropped
 }
+
+fn prune_node(s: &Value, v: &mut Value, path: &str, root: bool, dropped: &mut Vec<String>) {
+    match v {
+        Value::Object(map) => {
+            // A value of the wrong type is left for validation to report, rather
+            // than emptied field by field.
+            let ty = type_of(s);
+            if !(ty == "object" || ty.is_empty()) || flag(s, INT_OR_STRING) {
+                return;
+            }
+            let props = properties(s);
+            let additional = additional_schema(s);
+            let preserve =
+                flag(s, PRESERVE) || s.get("additionalProperties") == Some(&Value::Bool(true));
+            let keeps_type_meta = root || flag(s, EMBEDDED);
+            let keys: Vec<String> = map.keys().cloned().collect();
+            for k in keys {
+                if keeps_type_meta && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                let sub = props.and_then(|p| p.get(&k)).or(additional);
+                match sub {
+                    Some(sub) => {
+                        if map[&k].is_null() {
+                            if !nullable(sub) {
+                                map.remove(&k);
+                            }
+                            continue;
+                        }
+                        let sub_path = if props.is_some_and(|p| p.contains_key(&k)) {
+                            child(path, &k)
+                        } else {
+                            key(path, &k)
+                        };
+                        if let Some(cv) = map.get_mut(&k) {
+                            prune_node(sub, cv, &sub_path, false, dropped);
+                        }
+                    }
+                    None if preserve => {}
+                    None => {
+                        map.remove(&k);
+                        dropped.push(child(path, &k));
+                    }
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(items_schema) = s.get("items").filter(|i| i.is_object()) {
+                for (i, item) in items.iter_mut().enumerate() {
+                    prune_node(items_schema, item, &index(path, i), false, dropped);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Defaulting
+// ---------------------------------------------------------------------------
+
+/// Applies `default`s from the schema (objects that are present get their missing defaulted fields, recursively,
+/// including inside list items and additionalProperties values; an absent field with a default is created).
 pub fn apply_defaults(schema: &Value, obj: &mut Value) {
-    todo!()
+    default_node(schema, obj);
 }
+
+fn default_node(s: &Value, v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let props = properties(s);
+            if let Some(props) = props {
+                for (k, ps) in props {
+                    let Some(default) = ps.get("default") else {
+                        continue;
+                    };
+                    let missing = match map.get(k) {
+                        None => true,
+                        Some(Value::Null) => !nullable(ps),
+                        Some(_) => false,
+                    };
+                    if missing {
+                        map.insert(k.clone(), default.clone());
+                    }
+                }
+            }
+            let additional = additional_schema(s);
+            // Defaulted values are walked too, so a default of `{}` picks up the
+            // defaults of its own fields, as on the server.
+            for (k, cv) in map.iter_mut() {
+                if let Some(ps) = props.and_then(|p| p.get(k)) {
+                    default_node(ps, cv);
+                } else if let Some(ap) = additional {
+                    default_element(ap, cv);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(items_schema) = s.get("items").filter(|i| i.is_object()) {
+                for item in items.iter_mut() {
+                    default_element(items_schema, item);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A list item or map value: a non-nullable null takes the default, anything
+/// else is defaulted inside.
+fn default_element(s: &Value, v: &mut Value) {
+    if v.is_null()
+        && !nullable(s)
+        && let Some(default) = s.get("default")
+    {
+        *v = default.clone();
+    } else {
+        default_node(s, v);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------
+
+/// Errors in the order the server reports them: OpenAPI value validation,
+/// embedded-resource checks, then list-type invariants.
+#[derive(Default)]
+struct Errs {
+    schema: Vec<FieldError>,
+    embedded: Vec<FieldError>,
+    lists: Vec<FieldError>,
+}
+
+impl Errs {
+    fn is_empty(&self) -> bool {
+        self.schema.is_empty() && self.embedded.is_empty() && self.lists.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.schema.len() + self.embedded.len() + self.lists.len()
+    }
+
+    fn merge(&mut self, other: Errs) {
+        self.schema.extend(other.schema);
+        self.embedded.extend(other.embedded);
+        self.lists.extend(other.lists);
+    }
+}
+
+/// Validates against the structural schema: type (string/integer/number/boolean/object/array, integer accepts
+/// whole-number floats like 3.0, nullable), required, enum, minimum/maximum (+exclusive), minLength/maxLength
+/// (in characters), pattern (ECMA-ish; use regex crate), minItems/maxItems, minProperties/maxProperties,
+/// format int32/int64 range, x-kubernetes-int-or-string, x-kubernetes-list-type map (unique keys → FieldValueDuplicate)
+/// and set (unique items), then CEL x-kubernetes-validations via kube-cel with `old` for transition rules
+/// (rules referencing oldSelf are only evaluated when old is Some). A CEL failure gives FieldValueInvalid with the
+/// rule's message (or "failed rule: <rule>" when no message), field = the rule's location plus its fieldPath.
+/// Run CEL only when the structural checks pass (like Kubernetes, to avoid type errors inside CEL).
+/// Validation starts at the root: errors for the spec appear as "spec.xxx".
+///
+/// As on the server, only "blocking" errors (type, required, enum, too long, too
+/// many) keep CEL from running; they add the server's `<nil>` error saying rules
+/// were not checked. Range, pattern and duplicate errors do not block CEL.
 pub fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
-    todo!()
+    let mut e = Errs::default();
+    validate_node(schema, obj, "", &mut e);
+    let mut errs = e.schema;
+    errs.extend(e.embedded);
+    errs.extend(e.lists);
+    if !has_any_rules(schema) {
+        return errs;
+    }
+    let blocking = errs.iter().any(|e| {
+        matches!(
+            e.reason,
+            REASON_NOT_SUPPORTED
+                | REASON_REQUIRED
+                | REASON_TOO_LONG
+                | REASON_TOO_MANY
+                | REASON_TYPE_INVALID
+        )
+    });
+    if blocking {
+        errs.push(FieldError::new(
+            CEL_SKIPPED_FIELD,
+            REASON_INVALID,
+            CEL_SKIPPED_MESSAGE.to_string(),
+        ));
+        return errs;
+    }
+    let mut cache = HashMap::new();
+    cel_node(schema, obj, old, "", &mut errs, &mut cache);
+    errs
 }
+
+fn validate_node(s: &Value, v: &Value, path: &str, e: &mut Errs) {
+    let int_or_string = flag(s, INT_OR_STRING);
+    let ty = type_of(s);
+    if v.is_null() {
+        if nullable(s) {
+            return;
+        }
+        if int_or_string {
+            e.schema
+                .push(FieldError::type_invalid(path, "null", "integer,string"));
+        } else if !ty.is_empty() {
+            e.schema.push(FieldError::type_invalid(path, "null", ty));
+        }
+        return;
+    }
+    if int_or_string {
+        let ok = match v {
+            Value::String(_) => true,
+            Value::Number(n) => is_whole(n),
+            _ => false,
+        };
+        if !ok {
+            e.schema.push(FieldError::type_invalid(
+                path,
+                data_type(v),
+                "integer,string",
+            ));
+            return;
+        }
+    } else if !ty.is_empty() && !type_matches(ty, v) {
+        e.schema
+            .push(FieldError::type_invalid(path, data_type(v), ty));
+        return;
+    }
+
+    validate_junctors(s, v, path, e);
+
+    match v {
+        Value::String(st) => {
+            validate_string(s, st, v, path, e);
+            validate_format(s, st, path, e);
+        }
+        Value::Number(n) => validate_number(s, n, v, path, e),
+        Value::Array(items) => validate_array(s, items, path, e),
+        _ => {}
+    }
+
+    if let Some(allowed) = s.get("enum").and_then(Value::as_array)
+        && !allowed.iter().any(|a| json_eq(a, v))
+    {
+        let quoted: Vec<String> = allowed
+            .iter()
+            .map(|a| match a {
+                Value::String(s) => go_quote(s),
+                other => go_quote(&serde_json::to_string(other).unwrap_or_default()),
+            })
+            .collect();
+        let head = format!("Unsupported value: {}", render(v));
+        let detail = if quoted.is_empty() {
+            String::new()
+        } else {
+            format!("supported values: {}", quoted.join(", "))
+        };
+        e.schema.push(FieldError::new(
+            path,
+            REASON_NOT_SUPPORTED,
+            with_detail(&head, &detail),
+        ));
+    }
+
+    if let Value::Object(map) = v {
+        validate_object(s, map, path, e);
+    }
+}
+
+/// allOf / anyOf / oneOf / not, evaluated against the same value and path.
+fn validate_junctors(s: &Value, v: &Value, path: &str, e: &mut Errs) {
+    let rendered = render_kind(v);
+    if let Some(all) = s.get("allOf").and_then(Value::as_array) {
+        for branch in all {
+            validate_node(branch, v, path, e);
+        }
+    }
+    if let Some(any) = s.get("anyOf").and_then(Value::as_array)
+        && !any.is_empty()
+    {
+        let results: Vec<Errs> = any.iter().map(|b| branch_errors(b, v, path)).collect();
+        if !results.iter().any(Errs::is_empty) {
+            e.schema.push(FieldError::invalid(
+                path,
+                &rendered,
+                &format!("{path} must validate at least one schema (anyOf)"),
+            ));
+            if let Some(best) = results.into_iter().min_by_key(Errs::len) {
+                e.merge(best);
+            }
+        }
+    }
+    if let Some(one) = s.get("oneOf").and_then(Value::as_array)
+        && !one.is_empty()
+    {
+        let results: Vec<Errs> = one.iter().map(|b| branch_errors(b, v, path)).collect();
+        let valid = results.iter().filter(|r| r.is_empty()).count();
+        if valid != 1 {
+            let found = if valid == 0 {
+                "Found none valid".to_string()
+            } else {
+                format!("Found {valid} valid alternatives")
+            };
+            e.schema.push(FieldError::invalid(
+                path,
+                &rendered,
+                &format!("{path} must validate one and only one schema (oneOf). {found}"),
+            ));
+            if valid == 0
+                && let Some(best) = results.into_iter().min_by_key(Errs::len)
+            {
+                e.merge(best);
+            }
+        }
+    }
+    if let Some(not) = s.get("not").filter(|n| n.is_object())
+        && branch_errors(not, v, path).is_empty()
+    {
+        e.schema.push(FieldError::invalid(
+            path,
+            &rendered,
+            &format!("{path} must not validate the schema (not)"),
+        ));
+    }
+}
+
+fn branch_errors(branch: &Value, v: &Value, path: &str) -> Errs {
+    let mut e = Errs::default();
+    validate_node(branch, v, path, &mut e);
+    e
+}
+
+/// Scalars as themselves, composite values by their type name.
+fn render_kind(v: &Value) -> String {
+    match v {
+        Value::Array(_) | Value::Object(_) => go_quote(data_type(v)),
+        other => render(other),
+    }
+}
+
+fn validate_string(s: &Value, st: &str, v: &Value, path: &str, e: &mut Errs) {
+    let chars = st.chars().count() as u64;
+    if let Some(max) = s.get("maxLength").and_then(Value::as_u64)
+        && chars > max
+    {
+        let unit = if max == 1 { "byte" } else { "bytes" };
+        e.schema.push(FieldError::new(
+            path,
+            REASON_TOO_LONG,
+            format!("Too long: may not be more than {max} {unit}"),
+        ));
+    }
+    if let Some(min) = s.get("minLength").and_then(Value::as_u64)
+        && chars < min
+    {
+        e.schema.push(FieldError::invalid(
+            path,
+            &render(v),
+            &format!("{path} in body should be at least {min} chars long"),
+        ));
+    }
+    if let Some(pattern) = s.get("pattern").and_then(Value::as_str) {
+        match compile_pattern(pattern) {
+            Ok(re) if re.is_match(st) => {}
+            Ok(_) => e.schema.push(FieldError::invalid(
+                path,
+                &render(v),
+                &format!("{path} in body should match '{pattern}'"),
+            )),
+            Err(err) => e.schema.push(FieldError::invalid(
+                path,
+                &render(v),
+                &format!("{path} in body should match '{pattern}, but pattern is invalid: {err}'"),
+            )),
+        }
+    }
+}
+
+/// String formats the server checks; unknown formats are ignored, as there.
+fn format_ok(format: &str, st: &str) -> Option<bool> {
+    const DATE_TIME: &str =
+        r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?$";
+    const DATE: &str = r"^\d{4}-\d{2}-\d{2}$";
+    const UUID: &str =
+        r"^[0-9a-fA-F]{8}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{4}-?[0-9a-fA-F]{12}$";
+    const BYTE: &str = r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$";
+    const MAC: &str = r"^([0-9a-fA-F]{2}[:-]){5}[0-9a-fA-F]{2}$";
+    const HOSTNAME: &str = r"^[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?(\.[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?)*\.?$";
+    const EMAIL: &str = r"^[^@\s]+@[^@\s]+$";
+    let matches = |re: &str| compile_pattern(re).is_ok_and(|re| re.is_match(st));
+    Some(match format {
+        "date-time" | "datetime" => matches(DATE_TIME),
+        "date" => matches(DATE),
+        "uuid" | "uuid3" | "uuid4" | "uuid5" => matches(UUID),
+        "byte" => matches(BYTE),
+        "mac" => matches(MAC),
+        "hostname" => st.len() <= 255 && matches(HOSTNAME),
+        "email" => matches(EMAIL),
+        "ipv4" => st.parse::<std::net::Ipv4Addr>().is_ok(),
+        "ipv6" => st.parse::<std::net::Ipv6Addr>().is_ok(),
+        "cidr" => st.split_once('/').is_some_and(|(ip, bits)| {
+            let bits: Option<u8> = bits.parse().ok();
+            match ip.parse::<std::net::IpAddr>() {
+                Ok(std::net::IpAddr::V4(_)) => bits.is_some_and(|b| b <= 32),
+                Ok(std::net::IpAddr::V6(_)) => bits.is_some_and(|b| b <= 128),
+                Err(_) => false,
+            }
+        }),
+        _ => return None,
+    })
+}
+
+fn validate_format(s: &Value, st: &str, path: &str, e: &mut Errs) {
+    let Some(format) = s.get("format").and_then(Value::as_str) else {
+        return;
+    };
+    if format_ok(format, st) == Some(false) {
+        let q = go_quote(st);
+        e.schema.push(FieldError::new(
+            path,
+            REASON_TYPE_INVALID,
+            format!("Invalid value: {q}: {path} in body must be of type {format}: {q}"),
+        ));
+    }
+}
+
+fn fits_integer_format(n: &Number, format: &str) -> bool {
+    let (lo, hi): (f64, f64) = match format {
+        "int32" => (i32::MIN as f64, i32::MAX as f64),
+        "uint32" => (0.0, u32::MAX as f64),
+        "uint64" => {
+            return n.as_u64().is_some()
+                || n.as_f64().is_some_and(|f| {
+                    f.fract() == 0.0 && (0.0..1.8446744073709552e19).contains(&f)
+                });
+        }
+        _ => {
+            return n.as_i64().is_some()
+                || n.as_f64().is_some_and(|f| {
+                    f.fract() == 0.0 && (-9.223372036854776e18..9.223372036854776e18).contains(&f)
+                });
+        }
+    };
+    match n.as_i64() {
+        Some(i) => (lo..=hi).contains(&(i as f64)),
+        None => n
+            .as_f64()
+            .is_some_and(|f| f.fract() == 0.0 && (lo..=hi).contains(&f)),
+    }
+}
+
+fn validate_number(s: &Value, n: &Number, v: &Value, path: &str, e: &mut Errs) {
+    let ty = type_of(s);
+    let format = s.get("format").and_then(Value::as_str).unwrap_or("");
+    let bad = render(v);
+    let int = n.as_i64();
+    let f = n.as_f64().unwrap_or(f64::NAN);
+
+    // The type's capacity for the declared format (int32, int64, ...).
+    let out_of_range = match ty {
+        "integer" => !fits_integer_format(n, format),
+        "number" if matches!(format, "float" | "float32") => f.abs() > f32::MAX as f64,
+        _ => false,
+    };
+    if out_of_range {
+        let detail = if format.is_empty() {
+            format!("Checked value must be of type {ty} (default format) in {path}")
+        } else {
+            format!("Checked value must be of type {ty} with format {format} in {path}")
+        };
+        e.schema.push(FieldError::invalid(path, &bad, &detail));
+    }
+
+    if let Some(factor) = s.get("multipleOf").and_then(Value::as_f64) {
+        match int {
+            Some(i) if factor >= 1.0 && factor.fract() == 0.0 => {
+                let m = factor as i64;
+                if i % m != 0 {
+                    e.schema.push(FieldError::invalid(
+                        path,
+                        &bad,
+                        &format!("{path} in body should be a multiple of {m}"),
+                    ));
+                }
+            }
+            _ if factor <= 0.0 => e.schema.push(FieldError::invalid(
+                path,
+                &bad,
+                &format!(
+                    "factor MultipleOf declared for {path} must be positive: {}",
+                    go_float(factor)
+                ),
+            )),
+            _ => {
+                let mult = if factor < 1.0 {
+                    1.0 / factor * f
+                } else {
+                    f / factor
+                };
+                if (mult - mult.round()).abs() > 1e-9 * mult.abs().max(1.0) {
+                    e.schema.push(FieldError::invalid(
+                        path,
+                        &bad,
+                        &format!(
+                            "{path} in body should be a multiple of {}",
+                            go_float(factor)
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+
+    // Integer data is compared with the bound truncated to an integer and the
+    // bound printed as one, as the server's validator does.
+    if let Some(max) = s.get("maximum").and_then(Value::as_f64) {
+        let exclusive = flag(s, "exclusiveMaximum");
+        let (over, shown) = match int {
+            Some(i) => {
+                let m = max as i64;
+                (if exclusive { i >= m } else { i > m }, m.to_string())
+            }
+            None => (if exclusive { f >= max } else { f > max }, go_float(max)),
+        };
+        if over {
+            let op = if exclusive {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
+            e.schema.push(FieldError::invalid(
+                path,
+                &bad,
+                &format!("{path} in body should be {op} {shown}"),
+            ));
+        }
+    }
+    if let Some(min) = s.get("minimum").and_then(Value::as_f64) {
+        let exclusive = flag(s, "exclusiveMinimum");
+        let (under, shown) = match int {
+            Some(i) => {
+                let m = min as i64;
+                (if exclusive { i <= m } else { i < m }, m.to_string())
+            }
+            None => (if exclusive { f <= min } else { f < min }, go_float(min)),
+        };
+        if under {
+            let op = if exclusive {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
+            e.schema.push(FieldError::invalid(
+                path,
+                &bad,
+                &format!("{path} in body should be {op} {shown}"),
+            ));
+        }
+    }
+}
+
+fn validate_array(s: &Value, items: &[Value], path: &str, e: &mut Errs) {
+    if let Some(items_schema) = s.get("items").filter(|i| i.is_object()) {
+        for (i, item) in items.iter().enumerate() {
+            validate_node(items_schema, item, &index(path, i), e);
+        }
+    }
+    let size = items.len();
+    if let Some(min) = s.get("minItems").and_then(Value::as_u64)
+        && (size as u64) < min
+    {
+        e.schema.push(FieldError::invalid(
+            path,
+            &size.to_string(),
+            &format!("{path} in body should have at least {min} items"),
+        ));
+    }
+    if let Some(max) = s.get("maxItems").and_then(Value::as_i64)
+        && size as i64 > max
+    {
+        e.schema.push(FieldError::too_many(path, size, max));
+    }
+    if flag(s, "uniqueItems")
+        && items
+            .iter()
+            .enumerate()
+            .any(|(i, a)| items[..i].iter().any(|b| json_eq(a, b)))
+    {
+        e.schema.push(FieldError::invalid(
+            path,
+            "\"\"",
+            &format!("{path} in body shouldn't contain duplicates"),
+        ));
+    }
+    match s.get(LIST_TYPE).and_then(Value::as_str) {
+        Some("set") => {
+            for (i, a) in items.iter().enumerate() {
+                if items[..i].iter().any(|b| json_eq(a, b)) {
+                    e.lists
+                        .push(FieldError::duplicate(&index(path, i), &render(a)));
+                }
+            }
+        }
+        Some("map") => validate_list_map(s, items, path, e),
+        _ => {}
+    }
+}
+
+fn list_map_keys(s: &Value) -> Vec<&str> {
+    s.get(LIST_MAP_KEYS)
+        .and_then(Value::as_array)
+        .map(|keys| keys.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}
+
+/// The key of a list-map item: its key fields (or their defaults), `None` for absent ones.
+fn list_map_key(s: &Value, keys: &[&str], item: &Value) -> Vec<Option<Value>> {
+    let item_props = s.get("items").and_then(properties);
+    keys.iter()
+        .map(|k| {
+            item.get(*k)
+                .filter(|v| !v.is_null())
+                .or_else(|| {
+                    item_props
+                        .and_then(|p| p.get(*k))
+                        .and_then(|p| p.get("default"))
+                })
+                .cloned()
+        })
+        .collect()
+}
+
+fn same_key(a: &[Option<Value>], b: &[Option<Value>]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| match (x, y) {
+            (Some(x), Some(y)) => json_eq(x, y),
+            (None, None) => true,
+            _ => false,
+        })
+}
+
+fn validate_list_map(s: &Value, items: &[Value], path: &str, e: &mut Errs) {
+    let mut not_objects = false;
+    for (i, item) in items.iter().enumerate() {
+        if !item.is_object() && !item.is_null() {
+            not_objects = true;
+            e.lists.push(FieldError::invalid(
+                &index(path, i),
+                &render(item),
+                "must be an object for an array of list-type map",
+            ));
+        }
+    }
+    let keys = list_map_keys(s);
+    if not_objects || keys.is_empty() {
+        return;
+    }
+    let item_keys: Vec<Vec<Option<Value>>> =
+        items.iter().map(|it| list_map_key(s, &keys, it)).collect();
+    for (i, k) in item_keys.iter().enumerate() {
+        if item_keys[..i].iter().any(|prev| same_key(prev, k)) {
+            let mut shown = Map::new();
+            for (name, value) in keys.iter().zip(k) {
+                shown.insert(name.to_string(), value.clone().unwrap_or(Value::Null));
+            }
+            e.lists.push(FieldError::duplicate(
+                &index(path, i),
+                &render(&Value::Object(shown)),
+            ));
+        }
+    }
+}
+
+fn validate_object(s: &Value, map: &Map<String, Value>, path: &str, e: &mut Errs) {
+    let count = map.len();
+    // The server's validator stops at a property-count failure.
+    if let Some(min) = s.get("minProperties").and_then(Value::as_u64)
+        && (count as u64) < min
+    {
+        e.schema.push(FieldError::invalid(
+            path,
+            &count.to_string(),
+            &format!("{path} in body should have at least {min} properties"),
+        ));
+        return;
+    }
+    if let Some(max) = s.get("maxProperties").and_then(Value::as_i64)
+        && count as i64 > max
+    {
+        e.schema.push(FieldError::too_many(path, count, max));
+        return;
+    }
+
+    let props = properties(s);
+    if let Some(ap) = additional_schema(s) {
+        for (k, cv) in map {
+            if props.is_some_and(|p| p.contains_key(k)) {
+                continue;
+            }
+            validate_node(ap, cv, &key(path, k), e);
+        }
+    }
+    if let Some(props) = props {
+        for (name, ps) in props {
+            if let Some(cv) = map.get(name) {
+                validate_node(ps, cv, &child(path, name), e);
+            }
+        }
+    }
+    if let Some(required) = s.get("required").and_then(Value::as_array) {
+        for name in required.iter().filter_map(Value::as_str) {
+            if !map.contains_key(name) {
+                e.schema.push(FieldError::required(&child(path, name), ""));
+            }
+        }
+    }
+    if flag(s, EMBEDDED) {
+        validate_embedded(map, path, e);
+    }
+}
+
+/// An embedded object must say what it is: apiVersion and kind are required strings.
+fn validate_embedded(map: &Map<String, Value>, path: &str, e: &mut Errs) {
+    for field in ["apiVersion", "kind"] {
+        let at = child(path, field);
+        match map.get(field) {
+            None => e
+                .embedded
+                .push(FieldError::required(&at, "must not be empty")),
+            Some(Value::String(s)) if s.is_empty() => {
+                e.embedded
+                    .push(FieldError::invalid(&at, "\"\"", "must not be empty"))
+            }
+            Some(Value::String(_)) => {}
+            Some(other) => {
+                e.embedded
+                    .push(FieldError::invalid(&at, &render(other), "must be a string"))
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// CEL
+// ---------------------------------------------------------------------------
+
+fn own_rules(s: &Value) -> Option<&Vec<Value>> {
+    s.get(RULES)
+        .and_then(Value::as_array)
+        .filter(|r| !r.is_empty())
+}
+
+/// Child schemas: properties, items, additionalProperties and the junctor branches.
+fn child_schemas(s: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    if let Some(props) = properties(s) {
+        out.extend(props.values());
+    }
+    if let Some(items) = s.get("items").filter(|i| i.is_object()) {
+        out.push(items);
+    }
+    if let Some(ap) = additional_schema(s) {
+        out.push(ap);
+    }
+    for junctor in ["allOf", "anyOf", "oneOf"] {
+        if let Some(branches) = s.get(junctor).and_then(Value::as_array) {
+            out.extend(branches.iter());
+        }
+    }
+    if let Some(not) = s.get("not").filter(|n| n.is_object()) {
+        out.push(not);
+    }
+    out
+}
+
+fn has_any_rules(s: &Value) -> bool {
+    own_rules(s).is_some() || child_schemas(s).into_iter().any(has_any_rules)
+}
+
+fn strip_rules(s: &mut Value) {
+    let Some(obj) = s.as_object_mut() else {
+        return;
+    };
+    obj.remove(RULES);
+    for (k, v) in obj.iter_mut() {
+        match k.as_str() {
+            "properties" => {
+                if let Some(props) = v.as_object_mut() {
+                    props.values_mut().for_each(strip_rules);
+                }
+            }
+            "items" | "additionalProperties" | "not" => strip_rules(v),
+            "allOf" | "anyOf" | "oneOf" => {
+                if let Some(branches) = v.as_array_mut() {
+                    branches.iter_mut().for_each(strip_rules);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The node's own rules, with the type information of its subtree (needed to
+/// convert `self` to CEL) but without the rules of its descendants, so that
+/// each rule is evaluated exactly once, here, with this module's paths and
+/// old-value correlation.
+fn compile_node(s: &Value) -> CompiledSchema {
+    let mut shallow = s.clone();
+    if let Some(obj) = shallow.as_object_mut() {
+        let rules = obj.remove(RULES);
+        strip_rules(&mut shallow);
+        if let (Some(obj), Some(rules)) = (shallow.as_object_mut(), rules) {
+            obj.insert(RULES.to_string(), rules);
+        }
+    }
+    kube_cel::compile_schema(&shallow)
+}
+
+fn cel_node(
+    s: &Value,
+    v: &Value,
+    old: Option<&Value>,
+    path: &str,
+    out: &mut Vec<FieldError>,
+    cache: &mut HashMap<usize, CompiledSchema>,
+) {
+    if v.is_null() {
+        return;
+    }
+    // A null old value cannot be correlated, so transition rules do not run.
+    let old = old.filter(|o| !o.is_null());
+    if own_rules(s).is_some() {
+        let compiled = cache
+            .entry(s as *const Value as usize)
+            .or_insert_with(|| compile_node(s));
+        if let Err(errors) = kube_cel::validate_compiled(compiled, v, old) {
+            out.extend(errors.into_iter().map(|err| cel_error(s, path, err)));
+        }
+    }
+    match v {
+        Value::Object(map) => {
+            let props = properties(s);
+            if let Some(props) = props {
+                for (name, ps) in props {
+                    if let Some(cv) = map.get(name) {
+                        let co = old.and_then(|o| o.get(name));
+                        cel_node(ps, cv, co, &child(path, name), out, cache);
+                    }
+                }
+            }
+            if let Some(ap) = additional_schema(s) {
+                for (k, cv) in map {
+                    if props.is_some_and(|p| p.contains_key(k)) {
+                        continue;
+                    }
+                    let co = old.and_then(|o| o.get(k));
+                    cel_node(ap, cv, co, &key(path, k), out, cache);
+                }
+            }
+        }
+        Value::Array(items) => {
+            let Some(items_schema) = s.get("items").filter(|i| i.is_object()) else {
+                return;
+            };
+            // Only list-type map items have an identity across updates (their
+            // keys); items of sets and atomic lists have no old value.
+            let keys = list_map_keys(s);
+            let correlate =
+                s.get(LIST_TYPE).and_then(Value::as_str) == Some("map") && !keys.is_empty();
+            let old_items: Vec<(Vec<Option<Value>>, &Value)> = old
+                .and_then(Value::as_array)
+                .filter(|_| correlate)
+                .map(|olds| {
+                    olds.iter()
+                        .map(|o| (list_map_key(s, &keys, o), o))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (i, item) in items.iter().enumerate() {
+                let co = if old_items.is_empty() {
+                    None
+                } else {
+                    let k = list_map_key(s, &keys, item);
+                    old_items
+                        .iter()
+                        .find(|(ok, _)| same_key(ok, &k))
+                        .map(|(_, o)| *o)
+                };
+                cel_node(items_schema, item, co, &index(path, i), out, cache);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Joins a rule's location with its `fieldPath` (`.a.b`, `.list[0]`, `.map['k']`).
+fn rule_field(path: &str, field_path: &str) -> String {
+    if field_path.is_empty() {
+        return path.to_string();
+    }
+    let normalized = field_path.replace("['", "[").replace("']", "]");
+    let rel = normalized.strip_prefix('.').unwrap_or(&normalized);
+    if path.is_empty() {
+        rel.to_string()
+    } else if rel.starts_with('[') {
+        format!("{path}{rel}")
+    } else {
+        format!("{path}.{rel}")
+    }
+}
+
+fn cel_error(s: &Value, path: &str, err: kube_cel::ValidationError) -> FieldError {
+    let field = rule_field(path, &err.field_path);
+    // The server reports the schema type of the rule's node as the bad value.
+    let value = go_quote(type_of(s));
+    match err.kind {
+        ErrorKind::ValidationFailure => match err.reason.as_deref() {
+            Some(REASON_FORBIDDEN) => FieldError::new(
+                &field,
+                REASON_FORBIDDEN,
+                with_detail("Forbidden", &err.message),
+            ),
+            Some(REASON_REQUIRED) => FieldError::required(&field, &err.message),
+            Some(REASON_DUPLICATE) => FieldError::duplicate(&field, &value),
+            _ => FieldError::invalid(&field, &value, &err.message),
+        },
+        ErrorKind::EvaluationError => {
+            let cause = err
+                .message
+                .strip_prefix("rule evaluation error: ")
+                .unwrap_or(&err.message);
+            FieldError::invalid(
+                &field,
+                &value,
+                &format!("{cause} evaluating rule: {}", err.rule.trim()),
+            )
+        }
+        _ => FieldError::invalid(&field, &value, &err.message),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Structural checks on the CRD schema
+// ---------------------------------------------------------------------------
+
+/// Checks a CRD's openAPIV3Schema is structural enough to serve (every property has a type unless
+/// int-or-string/preserve-unknown-fields; CEL rules compile) and returns messages for problems.
+///
+/// Messages are `<schema path>: <error body>` with the schema path starting at
+/// `openAPIV3Schema`, e.g. `openAPIV3Schema.properties[spec].properties[x].type: Required value: ...`;
+/// the caller prefixes the location of the schema in the CRD.
 pub fn check_structural(schema: &Value) -> Vec<String> {
-    todo!()
+    let mut out = Vec::new();
+    let root = "openAPIV3Schema";
+    if !schema.is_object() {
+        out.push(format!("{root}: Required value: must be an object schema"));
+        return out;
+    }
+    match type_of(schema) {
+        "object" => {}
+        "" => out.push(format!(
+            "{root}.type: Required value: must not be empty at the root"
+        )),
+        other => out.push(format!(
+            "{root}.type: Invalid value: {}: must be object at the root",
+            go_quote(other)
+        )),
+    }
+    check_node(schema, root, "", None, &mut out);
+    out
+}
+
+/// `uncorrelatable` names the nearest enclosing list whose items have no
+/// identity across updates; transition rules are not allowed beneath it.
+fn check_node(
+    s: &Value,
+    path: &str,
+    context: &str,
+    uncorrelatable: Option<&str>,
+    out: &mut Vec<String>,
+) {
+    let ty = type_of(s);
+    let int_or_string = flag(s, INT_OR_STRING);
+    let preserve = flag(s, PRESERVE);
+
+    if !context.is_empty() && ty.is_empty() && !int_or_string && !preserve {
+        out.push(format!(
+            "{path}.type: Required value: must not be empty for specified {context}"
+        ));
+    }
+    if !ty.is_empty()
+        && !matches!(
+            ty,
+            "array" | "boolean" | "integer" | "number" | "object" | "string"
+        )
+    {
+        out.push(format!(
+            "{path}.type: Unsupported value: {}: supported values: \"array\", \"boolean\", \"integer\", \"number\", \"object\", \"string\"",
+            go_quote(ty)
+        ));
+    }
+    if int_or_string && !ty.is_empty() {
+        out.push(format!(
+            "{path}.type: Invalid value: {}: must be empty if x-kubernetes-int-or-string is true",
+            go_quote(ty)
+        ));
+    }
+    if let Some(p) = s.get(PRESERVE)
+        && p != &Value::Bool(true)
+    {
+        out.push(format!(
+            "{path}.{PRESERVE}: Invalid value: {}: must be true or undefined",
+            render(p)
+        ));
+    }
+    if s.get("properties").is_some() && s.get("additionalProperties").is_some() {
+        out.push(format!(
+            "{path}.additionalProperties: Forbidden: additionalProperties and properties are mutual exclusive"
+        ));
+    }
+    if s.get("additionalProperties") == Some(&Value::Bool(false)) {
+        out.push(format!(
+            "{path}.additionalProperties: Forbidden: must not be false"
+        ));
+    }
+    if ty == "array" && s.get("items").is_none() {
+        out.push(format!("{path}.items: Required value: must be specified"));
+    }
+    if let Some(pattern) = s.get("pattern").and_then(Value::as_str)
+        && let Err(err) = compile_pattern(pattern)
+    {
+        out.push(format!(
+            "{path}.pattern: Invalid value: {}: must be a valid regular expression, but isn't: {err}",
+            go_quote(pattern)
+        ));
+    }
+    check_list_type(s, path, out);
+    check_default(s, path, out);
+    check_rules(s, path, uncorrelatable, out);
+
+    if let Some(props) = properties(s) {
+        for (name, ps) in props {
+            check_node(
+                ps,
+                &key(&child(path, "properties"), name),
+                "object fields",
+                uncorrelatable,
+                out,
+            );
+        }
+    }
+    if let Some(ap) = additional_schema(s) {
+        check_node(
+            ap,
+            &child(path, "additionalProperties"),
+            "object fields",
+            uncorrelatable,
+            out,
+        );
+    }
+    if let Some(items) = s.get("items").filter(|i| i.is_object()) {
+        let is_map = s.get(LIST_TYPE).and_then(Value::as_str) == Some("map");
+        let beneath = if is_map { uncorrelatable } else { Some(path) };
+        check_node(items, &child(path, "items"), "array items", beneath, out);
+    }
+    for junctor in ["allOf", "anyOf", "oneOf"] {
+        if let Some(branches) = s.get(junctor).and_then(Value::as_array) {
+            for (i, b) in branches.iter().enumerate() {
+                check_value_validation(b, &index(&child(path, junctor), i), out);
+            }
+        }
+    }
+    if let Some(not) = s.get("not").filter(|n| n.is_object()) {
+        check_value_validation(not, &child(path, "not"), out);
+    }
+}
+
+/// Junctor branches only constrain values: their patterns must still compile,
+/// and they may not carry CEL rules.
+fn check_value_validation(s: &Value, path: &str, out: &mut Vec<String>) {
+    if let Some(pattern) = s.get("pattern").and_then(Value::as_str)
+        && let Err(err) = compile_pattern(pattern)
+    {
+        out.push(format!(
+            "{path}.pattern: Invalid value: {}: must be a valid regular expression, but isn't: {err}",
+            go_quote(pattern)
+        ));
+    }
+    if s.get(RULES).is_some() {
+        out.push(format!(
+            "{path}.{RULES}: Forbidden: must be empty to be structural"
+        ));
+    }
+    for sub in child_schemas(s) {
+        check_value_validation(sub, path, out);
+    }
+}
+
+fn check_list_type(s: &Value, path: &str, out: &mut Vec<String>) {
+    let list_type = s.get(LIST_TYPE).and_then(Value::as_str);
+    if let Some(lt) = list_type {
+        if !matches!(lt, "atomic" | "set" | "map") {
+            out.push(format!(
+                "{path}.{LIST_TYPE}: Unsupported value: {}: supported values: \"atomic\", \"set\", \"map\"",
+                go_quote(lt)
+            ));
+        }
+        if type_of(s) != "array" {
+            out.push(format!(
+                "{path}.{LIST_TYPE}: Invalid value: {}: must only be used if type is array",
+                go_quote(lt)
+            ));
+        }
+    }
+    let keys = list_map_keys(s);
+    if list_type != Some("map") {
+        if s.get(LIST_MAP_KEYS).is_some() {
+            out.push(format!(
+                "{path}.{LIST_MAP_KEYS}: Forbidden: must not be set if {LIST_TYPE} is not map"
+            ));
+        }
+        return;
+    }
+    if keys.is_empty() {
+        out.push(format!(
+            "{path}.{LIST_MAP_KEYS}: Required value: must not be empty if {LIST_TYPE} is map"
+        ));
+        return;
+    }
+    let items = s.get("items");
+    if items.map(type_of) != Some("object") {
+        out.push(format!(
+            "{path}.items.type: Invalid value: {}: must be object if {LIST_TYPE} is map",
+            go_quote(items.map(type_of).unwrap_or(""))
+        ));
+        return;
+    }
+    let item_props = items.and_then(properties);
+    let required: Vec<&str> = items
+        .and_then(|i| i.get("required"))
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    for (i, k) in keys.iter().enumerate() {
+        let at = format!("{path}.{LIST_MAP_KEYS}[{i}]");
+        match item_props.and_then(|p| p.get(*k)) {
+            None => out.push(format!(
+                "{at}: Invalid value: {}: must be a property of items",
+                go_quote(k)
+            )),
+            Some(ps) => {
+                if !matches!(type_of(ps), "string" | "integer" | "number" | "boolean")
+                    && !flag(ps, INT_OR_STRING)
+                {
+                    out.push(format!(
+                        "{at}: Invalid value: {}: must be a scalar property of items",
+                        go_quote(k)
+                    ));
+                }
+                if !required.contains(k) && ps.get("default").is_none() {
+                    out.push(format!(
+                        "{path}.items.properties[{k}]: Invalid value: {}: must be required or have a default, as it is a map key",
+                        go_quote(k)
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// A default must survive pruning unchanged and pass the node's own validation.
+fn check_default(s: &Value, path: &str, out: &mut Vec<String>) {
+    let Some(default) = s.get("default") else {
+        return;
+    };
+    // The server prunes and defaults a default before validating it.
+    let mut pruned = default.clone();
+    let dropped = prune_inner(s, &mut pruned);
+    default_node(s, &mut pruned);
+    for d in dropped {
+        out.push(format!(
+            "{path}.default: Invalid value: {}: unknown field {}",
+            go_quote("object"),
+            go_quote(&d)
+        ));
+    }
+    let mut e = Errs::default();
+    validate_node(s, &pruned, "default", &mut e);
+    for err in e.schema.into_iter().chain(e.embedded).chain(e.lists) {
+        out.push(format!("{path}.{}", err.to_string_with_field()));
+    }
+}
+
+fn prune_inner(s: &Value, v: &mut Value) -> Vec<String> {
+    let mut dropped = Vec::new();
+    prune_node(s, v, "", false, &mut dropped);
+    dropped
+}
+
+fn check_rules(s: &Value, path: &str, uncorrelatable: Option<&str>, out: &mut Vec<String>) {
+    let Some(rules) = s.get(RULES) else {
+        return;
+    };
+    let Some(rules) = rules.as_array() else {
+        out.push(format!(
+            "{path}.{RULES}: Invalid value: {}: must be a list",
+            render(rules)
+        ));
+        return;
+    };
+    for (i, rule) in rules.iter().enumerate() {
+        let at = format!("{path}.{RULES}[{i}]");
+        let Some(text) = rule.get("rule").and_then(Value::as_str) else {
+            out.push(format!("{at}.rule: Required value"));
+            continue;
+        };
+        if text.trim().is_empty() {
+            out.push(format!("{at}.rule: Required value"));
+            continue;
+        }
+        let one = serde_json::json!({ RULES: [rule] });
+        let compiled = kube_cel::compile_schema(&one);
+        for result in &compiled.validations {
+            match result {
+                Err(kube_cel::CompilationError::MessageExpressionParse {
+                    message_expression,
+                    source,
+                    ..
+                }) => {
+                    out.push(format!(
+                        "{at}.messageExpression: Invalid value: {}: messageExpression compilation failed: {source}",
+                        go_quote(message_expression)
+                    ));
+                }
+                Err(kube_cel::CompilationError::Parse { source, .. }) => out.push(format!(
+                    "{at}.rule: Invalid value: {}: compilation failed: {source}",
+                    go_quote(text)
+                )),
+                Err(err) => out.push(format!("{at}: Invalid value: {}: {err}", go_quote(text))),
+                Ok(cr) => {
+                    let optional =
+                        rule.get("optionalOldSelf").and_then(Value::as_bool) == Some(true);
+                    if cr.is_transition_rule
+                        && !optional
+                        && let Some(list) = uncorrelatable
+                    {
+                        out.push(format!(
+                            "{at}.rule: Invalid value: {}: oldSelf cannot be used on the uncorrelatable portion of the schema within {list}",
+                            go_quote(text)
+                        ));
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+    /// A CRD-like root schema exercising every feature the module handles.
+    fn fixture() -> Value {
+        json!({
+            "type": "object",
+            "properties": {
+                "apiVersion": {"type": "string"},
+                "kind": {"type": "string"},
+                "metadata": {"type": "object"},
+                "spec": {
+                    "type": "object",
+                    "required": ["modelName", "nodePools"],
+                    "x-kubernetes-validations": [{
+                        "rule": "(has(self.image) ? 1 : 0) + (has(self.modelRef) ? 1 : 0) == 1",
+                        "message": "exactly one of image or modelRef must be set"
+                    }],
+                    "properties": {
+                        "modelName": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": 63,
+                            "x-kubernetes-validations": [
+                                {"rule": "self == oldSelf", "message": "modelName is immutable"}
+                            ]
+                        },
+                        "runtime": {"type": "string", "enum": ["deepaas", "custom"], "default": "deepaas"},
+                        "port": {"type": "integer", "minimum": 1, "maximum": 65535, "default": 8080},
+                        "timeoutSeconds": {"type": "integer", "format": "int32"},
+                        "image": {"type": "string"},
+                        "modelRef": {"type": "string"},
+                        "description": {"type": "string", "nullable": true},
+                        "maxSurge": {
+                            "x-kubernetes-int-or-string": true,
+                            "anyOf": [{"type": "integer"}, {"type": "string"}],
+                            "default": "25%"
+                        },
+                        "nodePools": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": 32,
+                            "x-kubernetes-list-type": "map",
+                            "x-kubernetes-list-map-keys": ["name"],
+                            "items": {
+                                "type": "object",
+                                "required": ["name"],
+                                "properties": {
+                                    "name": {"type": "string", "pattern": NAME_PATTERN},
+                                    "replicas": {
+                                        "type": "integer",
+                                        "minimum": 0,
+                                        "default": 1,
+                                        "x-kubernetes-validations": [
+                                            {"rule": "self <= 100", "message": "replicas must be at most 100"}
+                                        ]
+                                    },
+                                    "gpu": {
+                                        "type": "object",
+                                        "x-kubernetes-validations": [
+                                            {"rule": "self == oldSelf", "message": "gpu is immutable"}
+                                        ],
+                                        "properties": {
+                                            "count": {"type": "integer", "default": 0},
+                                            "model": {"type": "string", "default": "any"}
+                                        }
+                                    }
+                                }
+                            }
+                        },
+                        "tags": {
+                            "type": "array",
+                            "x-kubernetes-list-type": "set",
+                            "items": {"type": "string"}
+                        },
+                        "resources": {
+                            "type": "object",
+                            "default": {},
+                            "properties": {
+                                "limits": {
+                                    "type": "object",
+                                    "default": {},
+                                    "properties": {
+                                        "cpu": {"type": "string", "default": "1"},
+                                        "memory": {"type": "string", "default": "1Gi"}
+                                    }
+                                }
+                            }
+                        },
+                        "labels": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string", "maxLength": 10}
+                        },
+                        "env": {
+                            "type": "object",
+                            "additionalProperties": {
+                                "type": "object",
+                                "properties": {
+                                    "value": {"type": "string"},
+                                    "secret": {"type": "boolean", "default": false}
+                                }
+                            }
+                        },
+                        "config": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                        "extra": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": true,
+                            "properties": {
+                                "known": {"type": "object", "properties": {"a": {"type": "string"}}}
+                            }
+                        },
+                        "template": {
+                            "type": "object",
+                            "x-kubernetes-embedded-resource": true,
+                            "x-kubernetes-preserve-unknown-fields": true
+                        }
+                    }
+                },
+                "status": {
+                    "type": "object",
+                    "properties": {
+                        "phase": {"type": "string"},
+                        "readyReplicas": {"type": "integer"}
+                    }
+                }
+            }
+        })
+    }
+
+    /// A valid, fully defaulted object.
+    fn valid() -> Value {
+        let mut obj = json!({
+            "apiVersion": "example.com/v1",
+            "kind": "Model",
+            "metadata": {"name": "m1"},
+            "spec": {
+                "modelName": "llama",
+                "image": "registry/llama:1",
+                "nodePools": [
+                    {"name": "cpu", "replicas": 2},
+                    {"name": "gpu", "gpu": {"count": 1}}
+                ],
+                "tags": ["a", "b"],
+                "labels": {"team": "ml"}
+            }
+        });
+        apply_defaults(&fixture(), &mut obj);
+        obj
+    }
+
+    fn errors_for(obj: &Value) -> Vec<String> {
+        validate(&fixture(), obj, None)
+            .iter()
+            .map(FieldError::to_string_with_field)
+            .collect()
+    }
+
+    fn with_spec(field: &str, value: Value) -> Value {
+        let mut obj = valid();
+        obj["spec"][field] = value;
+        obj
+    }
+
+    #[test]
+    fn to_string_with_field_prefixes_the_path() {
+        let e = FieldError {
+            field: "spec.replicas".into(),
+            reason: REASON_INVALID,
+            message:
+                "Invalid value: -1: spec.replicas in body should be greater than or equal to 0"
+                    .into(),
+        };
+        assert_eq!(
+            e.to_string_with_field(),
+            "spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0"
+        );
+        assert_eq!(e.to_string(), e.to_string_with_field());
+    }
+
+    #[test]
+    fn prune_reports_and_removes_unknown_fields() {
+        let mut obj = json!({
+            "apiVersion": "example.com/v1",
+            "kind": "Model",
+            "metadata": {"name": "m1", "whatever": 1},
+            "junk": true,
+            "spec": {
+                "modelName": "llama",
+                "bogus": 1,
+                "nodePools": [{"name": "cpu", "extra": "x", "gpu": {"count": 1, "vendor": "n"}}],
+                "env": {"A": {"value": "1", "bad": 2}},
+                "config": {"anything": {"goes": [1, 2]}},
+                "extra": {"free": 1, "known": {"a": "x", "zzz": 2}},
+                "template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"x": 1}}
+            },
+            "status": {"phase": "Ready", "foo": 1}
+        });
+        let dropped = prune(&fixture(), &mut obj);
+        assert_eq!(
+            dropped,
+            vec![
+                "junk",
+                "spec.bogus",
+                "spec.env[A].bad",
+                "spec.extra.known.zzz",
+                "spec.nodePools[0].extra",
+                "spec.nodePools[0].gpu.vendor",
+                "status.foo",
+            ]
+        );
+        assert_eq!(
+            obj,
+            json!({
+                "apiVersion": "example.com/v1",
+                "kind": "Model",
+                "metadata": {"name": "m1", "whatever": 1},
+                "spec": {
+                    "modelName": "llama",
+                    "nodePools": [{"name": "cpu", "gpu": {"count": 1}}],
+                    "env": {"A": {"value": "1"}},
+                    "config": {"anything": {"goes": [1, 2]}},
+                    "extra": {"free": 1, "known": {"a": "x"}},
+                    "template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"x": 1}}
+                },
+                "status": {"phase": "Ready"}
+            })
+        );
+    }
+
+    #[test]
+    fn prune_drops_non_nullable_nulls_silently() {
+        let mut obj = json!({
+            "spec": {"modelName": "m", "image": null, "description": null, "labels": {"a": null}}
+        });
+        let dropped = prune(&fixture(), &mut obj);
+        assert!(dropped.is_empty(), "{dropped:?}");
+        assert_eq!(
+            obj,
+            json!({"spec": {"modelName": "m", "description": null, "labels": {}}})
+        );
+    }
+
+    #[test]
+    fn prune_leaves_wrong_types_for_validation() {
+        let mut obj = json!({"spec": {"nodePools": "nope", "labels": [1]}});
+        assert!(prune(&fixture(), &mut obj).is_empty());
+        assert_eq!(obj, json!({"spec": {"nodePools": "nope", "labels": [1]}}));
+    }
+
+    #[test]
+    fn defaults_fill_nested_list_item_and_map_value_fields() {
+        let mut obj = json!({
+            "spec": {
+                "modelName": "m",
+                "port": 9000,
+                "nodePools": [{"name": "a"}, {"name": "b", "replicas": 5, "gpu": {}}],
+                "env": {"A": {"value": "1"}, "B": {"secret": true}}
+            }
+        });
+        apply_defaults(&fixture(), &mut obj);
+        assert_eq!(
+            obj["spec"],
+            json!({
+                "modelName": "m",
+                "port": 9000,
+                "runtime": "deepaas",
+                "maxSurge": "25%",
+                "resources": {"limits": {"cpu": "1", "memory": "1Gi"}},
+                "nodePools": [
+                    {"name": "a", "replicas": 1},
+                    {"name": "b", "replicas": 5, "gpu": {"count": 0, "model": "any"}}
+                ],
+                "env": {"A": {"value": "1", "secret": false}, "B": {"secret": true}}
+            })
+        );
+        // Absent objects without a default are not invented.
+        assert!(obj.get("status").is_none());
+        assert!(obj["spec"].get("labels").is_none());
+    }
+
+    #[test]
+    fn defaults_replace_non_nullable_nulls_but_keep_nullable_ones() {
+        let mut obj = json!({"spec": {"runtime": null, "description": null}});
+        apply_defaults(&fixture(), &mut obj);
+        assert_eq!(obj["spec"]["runtime"], json!("deepaas"));
+        assert_eq!(obj["spec"]["description"], Value::Null);
+    }
+
+    #[test]
+    fn valid_object_has_no_errors() {
+        assert_eq!(errors_for(&valid()), Vec::<String>::new());
+        // The fixture itself is structural.
+        assert_eq!(check_structural(&fixture()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn required_fields() {
+        let mut obj = valid();
+        obj["spec"].as_object_mut().unwrap().remove("modelName");
+        obj["spec"]["nodePools"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("name");
+        let errs = validate(&fixture(), &obj, None);
+        assert_eq!(errs[0].field, "spec.nodePools[1].name");
+        assert_eq!(errs[0].reason, REASON_REQUIRED);
+        assert_eq!(errs[0].message, "Required value");
+        assert_eq!(
+            errs[1].to_string_with_field(),
+            "spec.modelName: Required value"
+        );
+    }
+
+    #[test]
+    fn type_errors() {
+        let errs = validate(&fixture(), &with_spec("port", json!("80")), None);
+        assert_eq!(errs[0].reason, REASON_TYPE_INVALID);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            r#"spec.port: Invalid value: "string": spec.port in body must be of type integer: "string""#
+        );
+        assert_eq!(
+            errors_for(&with_spec("nodePools", json!({"name": "x"})))[0],
+            r#"spec.nodePools: Invalid value: "object": spec.nodePools in body must be of type array: "object""#
+        );
+        // Whole-number floats are integers; fractional ones are numbers.
+        assert!(errors_for(&with_spec("port", json!(80.0))).is_empty());
+        assert_eq!(
+            errors_for(&with_spec("port", json!(80.5)))[0],
+            r#"spec.port: Invalid value: "number": spec.port in body must be of type integer: "number""#
+        );
+    }
+
+    #[test]
+    fn nullable_and_non_nullable_nulls() {
+        assert!(errors_for(&with_spec("description", Value::Null)).is_empty());
+        assert_eq!(
+            errors_for(&with_spec("modelRef", Value::Null))[0],
+            r#"spec.modelRef: Invalid value: "null": spec.modelRef in body must be of type string: "null""#
+        );
+    }
+
+    #[test]
+    fn enum_violation() {
+        let errs = validate(&fixture(), &with_spec("runtime", json!("grpc")), None);
+        assert_eq!(errs[0].reason, REASON_NOT_SUPPORTED);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            r#"spec.runtime: Unsupported value: "grpc": supported values: "deepaas", "custom""#
+        );
+    }
+
+    #[test]
+    fn minimum_and_maximum() {
+        let errs = validate(&fixture(), &with_spec("port", json!(0)), None);
+        assert_eq!(errs[0].reason, REASON_INVALID);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            "spec.port: Invalid value: 0: spec.port in body should be greater than or equal to 1"
+        );
+        assert_eq!(
+            errors_for(&with_spec("port", json!(65536)))[0],
+            "spec.port: Invalid value: 65536: spec.port in body should be less than or equal to 65535"
+        );
+        assert!(errors_for(&with_spec("port", json!(65535))).is_empty());
+    }
+
+    #[test]
+    fn exclusive_bounds_and_float_formatting() {
+        let schema = json!({"type": "object", "properties": {
+            "ratio": {"type": "number", "minimum": 0.5, "maximum": 1000000, "exclusiveMaximum": true},
+            "step": {"type": "number", "multipleOf": 0.25}
+        }});
+        let msgs = |v: Value| -> Vec<String> {
+            validate(&schema, &v, None)
+                .iter()
+                .map(FieldError::to_string_with_field)
+                .collect()
+        };
+        assert_eq!(
+            msgs(json!({"ratio": 0.25})),
+            vec![
+                "ratio: Invalid value: 0.25: ratio in body should be greater than or equal to 0.5"
+            ]
+        );
+        assert_eq!(
+            msgs(json!({"ratio": 1000000.0})),
+            vec!["ratio: Invalid value: 1e+06: ratio in body should be less than 1e+06"]
+        );
+        assert!(msgs(json!({"ratio": 999999.5, "step": 1.75})).is_empty());
+        assert_eq!(
+            msgs(json!({"step": 0.3})),
+            vec!["step: Invalid value: 0.3: step in body should be a multiple of 0.25"]
+        );
+    }
+
+    #[test]
+    fn string_lengths_count_characters() {
+        let errs = validate(
+            &fixture(),
+            &with_spec("modelName", json!("x".repeat(64))),
+            None,
+        );
+        assert_eq!(errs[0].reason, REASON_TOO_LONG);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            "spec.modelName: Too long: may not be more than 63 bytes"
+        );
+        // 63 two-byte characters are 63 characters.
+        assert!(errors_for(&with_spec("modelName", json!("é".repeat(63)))).is_empty());
+        let errs = validate(&fixture(), &with_spec("modelName", json!("")), None);
+        assert_eq!(errs[0].reason, REASON_INVALID);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            r#"spec.modelName: Invalid value: "": spec.modelName in body should be at least 1 chars long"#
+        );
+    }
+
+    #[test]
+    fn pattern_in_list_item() {
+        let mut obj = valid();
+        obj["spec"]["nodePools"][0]["name"] = json!("GPU_pool");
+        let errs = validate(&fixture(), &obj, None);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].reason, REASON_INVALID);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            format!(
+                r#"spec.nodePools[0].name: Invalid value: "GPU_pool": spec.nodePools[0].name in body should match '{NAME_PATTERN}'"#
+            )
+        );
+    }
+
+    #[test]
+    fn item_counts() {
+        let pools: Vec<Value> = (0..33)
+            .map(|i| json!({"name": format!("p{i}"), "replicas": 1}))
+            .collect();
+        let errs = validate(
+            &fixture(),
+            &with_spec("nodePools", Value::Array(pools)),
+            None,
+        );
+        assert_eq!(errs[0].reason, REASON_TOO_MANY);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            "spec.nodePools: Too many: 33: must have at most 32 items"
+        );
+        let errs = validate(&fixture(), &with_spec("nodePools", json!([])), None);
+        assert_eq!(errs[0].reason, REASON_INVALID);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            "spec.nodePools: Invalid value: 0: spec.nodePools in body should have at least 1 items"
+        );
+    }
+
+    #[test]
+    fn list_map_duplicate_keys_and_set_duplicates() {
+        let mut obj = valid();
+        obj["spec"]["nodePools"][1]["name"] = json!("cpu");
+        let errs = validate(&fixture(), &obj, None);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].reason, REASON_DUPLICATE);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            r#"spec.nodePools[1]: Duplicate value: {"name":"cpu"}"#
+        );
+        let errs = validate(&fixture(), &with_spec("tags", json!(["a", "b", "a"])), None);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].reason, REASON_DUPLICATE);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            r#"spec.tags[2]: Duplicate value: "a""#
+        );
+    }
+
+    #[test]
+    fn map_values_use_key_paths() {
+        let errs = validate(
+            &fixture(),
+            &with_spec("labels", json!({"team": "x".repeat(11), "ok": "y"})),
+            None,
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[1].field, CEL_SKIPPED_FIELD);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            "spec.labels[team]: Too long: may not be more than 10 bytes"
+        );
+        assert_eq!(
+            errors_for(&with_spec("labels", json!({"n": 1})))[0],
+            r#"spec.labels[n]: Invalid value: "integer": spec.labels[n] in body must be of type string: "integer""#
+        );
+    }
+
+    #[test]
+    fn int_or_string() {
+        assert!(errors_for(&with_spec("maxSurge", json!(3))).is_empty());
+        assert!(errors_for(&with_spec("maxSurge", json!("50%"))).is_empty());
+        assert_eq!(
+            errors_for(&with_spec("maxSurge", json!(true)))[0],
+            r#"spec.maxSurge: Invalid value: "boolean": spec.maxSurge in body must be of type integer,string: "boolean""#
+        );
+    }
+
+    #[test]
+    fn int32_format_range() {
+        assert!(errors_for(&with_spec("timeoutSeconds", json!(2147483647))).is_empty());
+        assert_eq!(
+            errors_for(&with_spec("timeoutSeconds", json!(2147483648_i64)))[0],
+            "spec.timeoutSeconds: Invalid value: 2147483648: Checked value must be of type integer with format int32 in spec.timeoutSeconds"
+        );
+    }
+
+    #[test]
+    fn string_formats() {
+        let schema = json!({"type": "object", "properties": {
+            "when": {"type": "string", "format": "date-time"},
+            "ip": {"type": "string", "format": "ipv4"},
+            "net": {"type": "string", "format": "cidr"},
+            "id": {"type": "string", "format": "uuid"},
+            "any": {"type": "string", "format": "not-a-known-format"}
+        }});
+        let ok = json!({
+            "when": "2024-05-01T10:00:00Z", "ip": "10.0.0.1", "net": "10.0.0.0/8",
+            "id": "123e4567-e89b-12d3-a456-426614174000", "any": "whatever"
+        });
+        assert!(validate(&schema, &ok, None).is_empty());
+        let errs = validate(
+            &schema,
+            &json!({"when": "yesterday", "net": "10.0.0.0/33"}),
+            None,
+        );
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert_eq!(errs[0].reason, REASON_TYPE_INVALID);
+        assert_eq!(
+            errs[1].to_string_with_field(),
+            r#"when: Invalid value: "yesterday": when in body must be of type date-time: "yesterday""#
+        );
+        assert_eq!(errs[0].field, "net");
+    }
+
+    #[test]
+    fn embedded_resource_needs_api_version_and_kind() {
+        assert!(
+            errors_for(&with_spec(
+                "template",
+                json!({"apiVersion": "v1", "kind": "Pod", "x": 1})
+            ))
+            .is_empty()
+        );
+        assert_eq!(
+            errors_for(&with_spec("template", json!({"kind": "Pod"})))[0],
+            "spec.template.apiVersion: Required value: must not be empty"
+        );
+    }
+
+    #[test]
+    fn min_and_max_properties() {
+        let schema = json!({"type": "object", "properties": {
+            "m": {"type": "object", "minProperties": 1, "maxProperties": 2,
+                  "additionalProperties": {"type": "string"}}
+        }});
+        let msgs = |v: Value| -> Vec<String> {
+            validate(&schema, &v, None)
+                .iter()
+                .map(FieldError::to_string_with_field)
+                .collect()
+        };
+        assert_eq!(
+            msgs(json!({"m": {}})),
+            vec!["m: Invalid value: 0: m in body should have at least 1 properties"]
+        );
+        assert_eq!(
+            msgs(json!({"m": {"a": "", "b": "", "c": ""}})),
+            vec!["m: Too many: 3: must have at most 2 items"]
+        );
+    }
+
+    #[test]
+    fn one_of_required_alternatives() {
+        let schema = json!({"type": "object", "properties": {"s": {
+            "type": "object",
+            "properties": {"a": {"type": "string"}, "b": {"type": "string"}},
+            "oneOf": [{"required": ["a"]}, {"required": ["b"]}]
+        }}});
+        assert!(validate(&schema, &json!({"s": {"a": "x"}}), None).is_empty());
+        let errs = validate(&schema, &json!({"s": {"a": "x", "b": "y"}}), None);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            r#"s: Invalid value: "object": s must validate one and only one schema (oneOf). Found 2 valid alternatives"#
+        );
+    }
+
+    #[test]
+    fn cel_cross_field_rule_at_object_level() {
+        let mut obj = valid();
+        obj["spec"]["modelRef"] = json!("hub/llama");
+        let errs = validate(&fixture(), &obj, None);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].reason, REASON_INVALID);
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            r#"spec: Invalid value: "object": exactly one of image or modelRef must be set"#
+        );
+        obj["spec"].as_object_mut().unwrap().remove("modelRef");
+        obj["spec"].as_object_mut().unwrap().remove("image");
+        assert_eq!(
+            errors_for(&obj),
+            vec![r#"spec: Invalid value: "object": exactly one of image or modelRef must be set"#]
+        );
+    }
+
+    #[test]
+    fn cel_field_rule_in_list_item() {
+        let mut obj = valid();
+        obj["spec"]["nodePools"][1]["replicas"] = json!(101);
+        assert_eq!(
+            errors_for(&obj),
+            vec![
+                r#"spec.nodePools[1].replicas: Invalid value: "integer": replicas must be at most 100"#
+            ]
+        );
+    }
+
+    #[test]
+    fn cel_skipped_while_blocking_errors_exist() {
+        let mut obj = valid();
+        obj["spec"].as_object_mut().unwrap().remove("image"); // CEL rule would fail
+        obj["spec"]["runtime"] = json!("grpc");
+        let errs = errors_for(&obj);
+        assert_eq!(
+            errs,
+            vec![
+                r#"spec.runtime: Unsupported value: "grpc": supported values: "deepaas", "custom""#
+                    .to_string(),
+                format!("<nil>: {CEL_SKIPPED_MESSAGE}"),
+            ]
+        );
+    }
+
+    #[test]
+    fn cel_runs_alongside_non_blocking_errors() {
+        let mut obj = valid();
+        obj["spec"].as_object_mut().unwrap().remove("image");
+        obj["spec"]["port"] = json!(0);
+        assert_eq!(
+            errors_for(&obj),
+            vec![
+                "spec.port: Invalid value: 0: spec.port in body should be greater than or equal to 1",
+                r#"spec: Invalid value: "object": exactly one of image or modelRef must be set"#,
+            ]
+        );
+    }
+
+    #[test]
+    fn old_self_rule_only_on_update() {
+        let schema = fixture();
+        let old = valid();
+        let mut renamed = valid();
+        renamed["spec"]["modelName"] = json!("mistral");
+        // Create: the transition rule is not evaluated.
+        assert!(validate(&schema, &renamed, None).is_empty());
+        // Unchanged update passes.
+        assert!(validate(&schema, &old, Some(&old)).is_empty());
+        let errs = validate(&schema, &renamed, Some(&old));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(errs[0].field, "spec.modelName");
+        assert_eq!(errs[0].reason, REASON_INVALID);
+        assert_eq!(
+            errs[0].message,
+            r#"Invalid value: "string": modelName is immutable"#
+        );
+    }
+
+    #[test]
+    fn old_self_in_list_map_items_correlates_by_key() {
+        let schema = fixture();
+        let old = valid();
+        let mut reordered = valid();
+        reordered["spec"]["nodePools"]
+            .as_array_mut()
+            .unwrap()
+            .reverse();
+        assert!(validate(&schema, &reordered, Some(&old)).is_empty());
+
+        reordered["spec"]["nodePools"][0]["gpu"]["count"] = json!(2);
+        assert_eq!(
+            validate(&schema, &reordered, Some(&old))
+                .iter()
+                .map(FieldError::to_string_with_field)
+                .collect::<Vec<_>>(),
+            vec![r#"spec.nodePools[0].gpu: Invalid value: "object": gpu is immutable"#]
+        );
+        // A new pool has no old value, so its transition rule does not run.
+        let mut added = valid();
+        added["spec"]["nodePools"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"name": "new", "replicas": 1, "gpu": {"count": 4, "model": "x"}}));
+        assert!(validate(&schema, &added, Some(&old)).is_empty());
+    }
+
+    #[test]
+    fn old_self_in_atomic_list_items_is_not_evaluated() {
+        let schema = json!({"type": "object", "properties": {"steps": {
+            "type": "array",
+            "items": {"type": "string", "x-kubernetes-validations": [
+                {"rule": "self == oldSelf", "message": "step is immutable"}
+            ]},
+            "x-kubernetes-validations": [
+                {"rule": "size(self) >= size(oldSelf)", "message": "steps may not be removed"}
+            ]
+        }}});
+        let old = json!({"steps": ["a", "b"]});
+        // Items have no identity, so changing them is not a transition; the list itself is.
+        assert!(validate(&schema, &json!({"steps": ["b", "c"]}), Some(&old)).is_empty());
+        let errs = validate(&schema, &json!({"steps": ["a"]}), Some(&old));
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            r#"steps: Invalid value: "array": steps may not be removed"#
+        );
+    }
+
+    #[test]
+    fn cel_default_message_field_path_and_reason() {
+        let schema = json!({"type": "object", "properties": {"spec": {
+            "type": "object",
+            "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            "x-kubernetes-validations": [
+                {"rule": "self.a < self.b"},
+                {"rule": "self.a != 0", "message": "a must not be zero", "fieldPath": ".a", "reason": "FieldValueForbidden"}
+            ]
+        }}});
+        let errs = validate(&schema, &json!({"spec": {"a": 0, "b": 0}}), None);
+        assert_eq!(
+            errs,
+            vec![
+                FieldError {
+                    field: "spec".into(),
+                    reason: REASON_INVALID,
+                    message: r#"Invalid value: "object": failed rule: self.a < self.b"#.into(),
+                },
+                FieldError {
+                    field: "spec.a".into(),
+                    reason: REASON_FORBIDDEN,
+                    message: "Forbidden: a must not be zero".into(),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn cel_rules_on_map_values_use_key_paths() {
+        let schema = json!({"type": "object", "properties": {"m": {
+            "type": "object",
+            "additionalProperties": {"type": "string", "x-kubernetes-validations": [
+                {"rule": "self.startsWith('v')", "message": "must start with v"}
+            ]}
+        }}});
+        let errs = validate(&schema, &json!({"m": {"ok": "v1", "bad": "x"}}), None);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert_eq!(
+            errs[0].to_string_with_field(),
+            r#"m[bad]: Invalid value: "string": must start with v"#
+        );
+    }
+
+    #[test]
+    fn check_structural_flags_missing_type_and_bad_rule() {
+        let mut schema = fixture();
+        schema["properties"]["spec"]["properties"]["untyped"] = json!({"description": "no type"});
+        schema["properties"]["spec"]["properties"]["nodePools"]["items"]["x-kubernetes-validations"] =
+            json!([{"rule": "self.name ==", "message": "broken"}]);
+        let problems = check_structural(&schema);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems[0].starts_with(
+                "openAPIV3Schema.properties[spec].properties[nodePools].items.x-kubernetes-validations[0].rule: \
+                 Invalid value: \"self.name ==\": compilation failed: ERROR: <input>:1:13: Syntax error"
+            ),
+            "{}",
+            problems[0]
+        );
+        assert_eq!(
+            problems[1],
+            "openAPIV3Schema.properties[spec].properties[untyped].type: Required value: must not be empty for specified object fields"
+        );
+    }
+
+    #[test]
+    fn check_structural_other_problems() {
+        let schema = json!({"type": "object", "properties": {
+            "list": {"type": "array"},
+            "pools": {"type": "array", "x-kubernetes-list-type": "map",
+                      "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+            "tags": {"type": "array", "items": {"type": "string", "x-kubernetes-validations": [
+                {"rule": "self == oldSelf"}
+            ]}},
+            "port": {"type": "integer", "default": "http"},
+            "limits": {"type": "object", "default": {}, "required": ["cpu"],
+                       "properties": {"cpu": {"type": "string", "default": "1"}}},
+            "name": {"type": "string", "pattern": "("}
+        }});
+        let problems = check_structural(&schema);
+        let has = |needle: &str| problems.iter().any(|p| p.starts_with(needle));
+        assert!(
+            has("openAPIV3Schema.properties[list].items: Required value: must be specified"),
+            "{problems:?}"
+        );
+        assert!(
+            has("openAPIV3Schema.properties[pools].x-kubernetes-list-map-keys: Required value"),
+            "{problems:?}"
+        );
+        assert!(
+            has(
+                "openAPIV3Schema.properties[tags].items.x-kubernetes-validations[0].rule: Invalid value: \"self == oldSelf\": oldSelf cannot be used on the uncorrelatable portion of the schema within openAPIV3Schema.properties[tags]"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            has(
+                "openAPIV3Schema.properties[port].default: Invalid value: \"string\": default in body must be of type integer"
+            ),
+            "{problems:?}"
+        );
+        assert!(
+            has(
+                "openAPIV3Schema.properties[name].pattern: Invalid value: \"(\": must be a valid regular expression"
+            ),
+            "{problems:?}"
+        );
+        assert_eq!(problems.len(), 5, "{problems:?}");
+        assert_eq!(
+            check_structural(&json!({"type": "string"})),
+            vec![r#"openAPIV3Schema.type: Invalid value: "string": must be object at the root"#]
+        );
+    }
+
+    #[test]
+    fn go_style_value_rendering() {
+        assert_eq!(go_float(1e6), "1e+06");
+        assert_eq!(go_float(123456.0), "123456");
+        assert_eq!(go_float(0.5), "0.5");
+        assert_eq!(go_float(0.00001), "1e-05");
+        assert_eq!(go_quote("a\"b\n"), r#""a\"b\n""#);
+        assert_eq!(render(&json!({"name": "cpu"})), r#"{"name":"cpu"}"#);
+        assert_eq!(render(&json!(3)), "3");
+    }
 }

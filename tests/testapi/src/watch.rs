@@ -12,7 +12,7 @@ use crate::http::{Query, labels_of};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::ApiError;
 use crate::store::{Event, EventType, Store};
-use crate::table::{self, IncludeObject};
+use crate::table;
 use crate::types::ResourceType;
 
 struct Filter {
@@ -79,11 +79,7 @@ pub fn serve(
         .and_then(|t| t.parse::<u64>().ok())
         .map(Duration::from_secs)
         .unwrap_or(Duration::from_secs(1800));
-    let include = match query.get("includeObject").map(String::as_str) {
-        Some("None") => IncludeObject::None,
-        Some("Object") => IncludeObject::Object,
-        _ => IncludeObject::Metadata,
-    };
+    let include = crate::http::include_object(query)?;
     let filter = Filter {
         namespace,
         labels,
@@ -94,7 +90,8 @@ pub fn serve(
         // An expired resourceVersion is reported inside the stream, as the API server does.
         Err(err) if err.code == 410 => {
             let line = json!({"type": "ERROR", "object": err.to_status()}).to_string() + "\n";
-            return Ok(Body::from(line));
+            let once = futures::stream::once(async move { Ok::<_, Infallible>(Bytes::from(line)) });
+            return Ok(Body::from_stream(once));
         }
         Err(err) => return Err(err),
     };
@@ -113,7 +110,7 @@ pub fn serve(
                 let mut t = table::table(
                     std::slice::from_ref(&obj),
                     &rt.columns,
-                    include_clone(&include),
+                    include,
                     &rv,
                     chrono::Utc::now(),
                 );
@@ -176,12 +173,4 @@ pub fn serve(
     Ok(Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(out),
     ))
-}
-
-fn include_clone(i: &IncludeObject) -> IncludeObject {
-    match i {
-        IncludeObject::None => IncludeObject::None,
-        IncludeObject::Metadata => IncludeObject::Metadata,
-        IncludeObject::Object => IncludeObject::Object,
-    }
 }

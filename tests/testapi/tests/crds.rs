@@ -214,11 +214,7 @@ async fn server_side_apply_tracks_managers_and_conflicts() {
         .await
         .unwrap();
     assert!(
-        out.metadata
-            .labels
-            .unwrap_or_default()
-            .get("team")
-            .is_none(),
+        !out.metadata.labels.unwrap_or_default().contains_key("team"),
         "label removed"
     );
 
@@ -359,9 +355,13 @@ async fn install_kelp_crds_again(client: &kube::Client) {
     crds.create(&PostParams::default(), &crd).await.unwrap();
 }
 
+/// The test controller's context: the Cluster API and the names seen and cleaned up.
+type Ctx = (Api<Cluster>, Names, Names);
+type Names = Arc<std::sync::Mutex<Vec<String>>>;
+
 #[derive(Debug, thiserror::Error)]
-#[error("reconcile failed")]
-struct ReconcileError;
+#[error("reconcile failed: {0}")]
+struct ReconcileError(String);
 
 #[tokio::test]
 async fn a_controller_with_a_finalizer_sees_new_objects_and_cleans_up() {
@@ -373,12 +373,7 @@ async fn a_controller_with_a_finalizer_sees_new_objects_and_cleans_up() {
     let ctx = Arc::new((clusters.clone(), seen.clone(), cleaned.clone()));
     let controller = Controller::new(clusters.clone(), watcher::Config::default())
         .run(
-            |obj: Arc<Cluster>,
-             ctx: Arc<(
-                Api<Cluster>,
-                Arc<std::sync::Mutex<Vec<String>>>,
-                Arc<std::sync::Mutex<Vec<String>>>,
-            )>| async move {
+            |obj: Arc<Cluster>, ctx: Arc<Ctx>| async move {
                 let (api, seen, cleaned) = (&ctx.0, ctx.1.clone(), ctx.2.clone());
                 finalizer(api, "kelp.imagine-ai.eu/test", obj, |event| async move {
                     match event {
@@ -390,15 +385,19 @@ async fn a_controller_with_a_finalizer_sees_new_objects_and_cleans_up() {
                             .unwrap()
                             .push(c.metadata.name.clone().unwrap()),
                     }
-                    Ok::<_, ReconcileError>(Action::await_change())
+                    Ok::<_, std::convert::Infallible>(Action::await_change())
                 })
                 .await
-                .map_err(|_| ReconcileError)
+                .map_err(|e| ReconcileError(e.to_string()))
             },
             |_, _, _| Action::requeue(Duration::from_millis(100)),
             ctx,
         )
-        .for_each(|_| async {});
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                eprintln!("reconcile error: {e:?}");
+            }
+        });
     let handle = tokio::spawn(controller);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cluster: Cluster = serde_json::from_value(json!({

@@ -79,7 +79,9 @@ async fn errors_are_status_objects_with_code_and_reason() {
     );
 
     let mut stale = cms.get("x").await.unwrap();
-    cms.replace("x", &PostParams::default(), &stale)
+    let mut fresh = stale.clone();
+    fresh.metadata.labels = Some([("edited".to_string(), "yes".to_string())].into());
+    cms.replace("x", &PostParams::default(), &fresh)
         .await
         .unwrap();
     stale.data = Some([("k".to_string(), "v".to_string())].into());
