@@ -4,3 +4,7 @@
 //! This crate knows nothing about Kubernetes: it takes plain values and returns
 //! plain values, so the drivers can be tested against their clouds alone.
 #![forbid(unsafe_code)]
+
+pub mod driver;
+
+pub use driver::*;

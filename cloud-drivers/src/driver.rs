@@ -1,0 +1,223 @@
+//! The driver contract, after Karpenter's CloudProvider: instance types with GPU facts,
+//! images, create a batch of machines, list machines by ownership tags, delete.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Tag keys every machine kelp creates carries, so a restarted operator adopts what
+/// exists instead of creating it again.
+pub mod tags {
+    /// Always `kelp`.
+    pub const MANAGED_BY: &str = "kelp.imagine-ai.eu/managed-by";
+    /// The owning Cluster's UID.
+    pub const CLUSTER_UID: &str = "kelp.imagine-ai.eu/cluster-uid";
+    /// `namespace/name` of the owning Cluster.
+    pub const CLUSTER: &str = "kelp.imagine-ai.eu/cluster";
+    /// The node pool (or `control-plane`).
+    pub const POOL: &str = "kelp.imagine-ai.eu/pool";
+    /// The value of [`MANAGED_BY`].
+    pub const MANAGED_BY_VALUE: &str = "kelp";
+}
+
+/// GPUs of one instance type.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GpuInfo {
+    pub count: u32,
+    /// e.g. NVIDIA.
+    pub vendor: String,
+    /// e.g. T4, A100.
+    pub model: String,
+    /// Memory per GPU in MB.
+    pub memory_mb: u64,
+}
+
+/// A machine size the cloud offers (EC2 instance type, OpenStack flavor).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InstanceType {
+    pub name: String,
+    pub vcpus: u32,
+    pub memory_mb: u64,
+    /// Root disk in GB when the type fixes it (OpenStack flavors), else None.
+    pub disk_gb: Option<u32>,
+    /// None for CPU-only types.
+    pub gpu: Option<GpuInfo>,
+    /// On-demand price per hour in USD (an estimate), when known.
+    pub price_per_hour: Option<f64>,
+}
+
+impl InstanceType {
+    pub fn gpu_count(&self) -> u32 {
+        self.gpu.as_ref().map_or(0, |g| g.count)
+    }
+}
+
+/// An OS image.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    pub id: String,
+    pub name: String,
+    /// RFC 3339 creation time, when known (newest wins when a name matches several).
+    pub created_at: Option<String>,
+}
+
+/// What a pool's machines must offer (the Cluster's `machine` block, in plain values).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Requirements {
+    /// An explicit instance type or flavor: wins over everything else.
+    pub instance_type: Option<String>,
+    pub cpu: Option<u32>,
+    pub memory_mb: Option<u64>,
+    pub disk_gb: Option<u32>,
+    pub gpu_count: u32,
+    pub gpu_vendor: Option<String>,
+    pub gpu_model: Option<String>,
+    pub gpu_memory_mb: Option<u64>,
+}
+
+/// One batch of identical machines to create.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRequest {
+    /// How many machines (>= 1).
+    pub count: u32,
+    pub instance_type: String,
+    /// Image ID or name; None: the cloud's default image.
+    pub image: Option<String>,
+    /// cloud-init user-data, plain text (drivers encode it as their cloud needs).
+    pub user_data: String,
+    /// Ownership tags put on every machine (and every object created with it).
+    pub tags: BTreeMap<String, String>,
+    /// Machines are named `<name_prefix>-<suffix>`.
+    pub name_prefix: String,
+    /// The same key for a retried request: a cloud that honours it never creates the
+    /// batch twice. Callers must still list by tags first; clouds forget keys.
+    pub idempotency_key: String,
+}
+
+/// Lifecycle of a machine as the cloud reports it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum MachineState {
+    #[default]
+    Pending,
+    Running,
+    /// Being deleted.
+    Terminating,
+    /// The cloud gave up on it (OpenStack ERROR); it should be deleted and replaced.
+    Failed,
+}
+
+impl MachineState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MachineState::Pending => "pending",
+            MachineState::Running => "running",
+            MachineState::Terminating => "terminating",
+            MachineState::Failed => "failed",
+        }
+    }
+}
+
+/// A machine address.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Address {
+    /// `InternalIP` or `ExternalIP`, as in Kubernetes Node addresses.
+    pub kind: String,
+    pub address: String,
+}
+
+/// A machine the cloud has (terminated machines are never returned).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    /// The cloud's ID (what [`CloudDriver::delete`] takes).
+    pub id: String,
+    /// Kubernetes provider ID, e.g. `aws:///us-east-1a/i-0123`, `openstack:///<uuid>`, `sim:///<id>`.
+    pub provider_id: String,
+    pub name: String,
+    pub instance_type: String,
+    pub state: MachineState,
+    pub addresses: Vec<Address>,
+    pub tags: BTreeMap<String, String>,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+/// Typed driver errors: the controller decides what to do from the variant alone.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+pub enum CloudError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("insufficient capacity for {instance_type}: {message}")]
+    InsufficientCapacity {
+        instance_type: String,
+        message: String,
+    },
+    #[error("quota exceeded: {0}")]
+    QuotaExceeded(String),
+    #[error("throttled: {message}")]
+    Throttled {
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("unauthorized: {0}")]
+    Unauthorized(String),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Anything else: network errors, 5xx, timeouts. Retried with backoff.
+    #[error("cloud error: {0}")]
+    Transient(String),
+}
+
+impl CloudError {
+    /// A short stable label for metrics and Events.
+    pub fn label(&self) -> &'static str {
+        match self {
+            CloudError::NotFound(_) => "NotFound",
+            CloudError::InsufficientCapacity { .. } => "InsufficientCapacity",
+            CloudError::QuotaExceeded(_) => "QuotaExceeded",
+            CloudError::Throttled { .. } => "Throttled",
+            CloudError::Unauthorized(_) => "Unauthorized",
+            CloudError::Invalid(_) => "Invalid",
+            CloudError::Transient(_) => "Transient",
+        }
+    }
+
+    /// Worth retrying soon with backoff (as opposed to waiting for a spec or credential change).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CloudError::Throttled { .. } | CloudError::Transient(_) | CloudError::NotFound(_)
+        )
+    }
+}
+
+/// One cloud account/project/region. Implementations are cheap to share (`Arc`).
+#[async_trait]
+pub trait CloudDriver: Send + Sync {
+    /// `sim`, `ec2`, `openstack` or `egi`: the label of metrics.
+    fn name(&self) -> &str;
+
+    /// The instance types (flavors) this account can start, with GPU facts and prices.
+    async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError>;
+
+    /// Resolves an image by ID or name (newest wins); None asks for the cloud's default.
+    async fn resolve_image(&self, image: Option<&str>) -> Result<Image, CloudError>;
+
+    /// Starts `req.count` machines in one call; returns them (possibly still pending).
+    async fn create(&self, req: &CreateRequest) -> Result<Vec<Machine>, CloudError>;
+
+    /// Every non-terminated machine carrying all of `tags`.
+    async fn list(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError>;
+
+    /// Deletes machines by ID; IDs the cloud no longer knows are success.
+    async fn delete(&self, ids: &[String]) -> Result<(), CloudError>;
+}
