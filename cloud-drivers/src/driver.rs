@@ -26,6 +26,7 @@ pub mod tags {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GpuInfo {
+    /// GPUs per machine.
     pub count: u32,
     /// e.g. NVIDIA.
     pub vendor: String,
@@ -39,8 +40,11 @@ pub struct GpuInfo {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceType {
+    /// The cloud's name for it (`g4dn.xlarge`, `m1.large`).
     pub name: String,
+    /// Virtual CPUs.
     pub vcpus: u32,
+    /// Memory in MB.
     pub memory_mb: u64,
     /// Root disk in GB when the type fixes it (OpenStack flavors), else None.
     pub disk_gb: Option<u32>,
@@ -51,6 +55,7 @@ pub struct InstanceType {
 }
 
 impl InstanceType {
+    /// GPUs per machine (0 for CPU-only types).
     pub fn gpu_count(&self) -> u32 {
         self.gpu.as_ref().map_or(0, |g| g.count)
     }
@@ -60,7 +65,9 @@ impl InstanceType {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Image {
+    /// The cloud's image ID.
     pub id: String,
+    /// The image name (several images may share one).
     pub name: String,
     /// RFC 3339 creation time, when known (newest wins when a name matches several).
     pub created_at: Option<String>,
@@ -72,12 +79,19 @@ pub struct Image {
 pub struct Requirements {
     /// An explicit instance type or flavor: wins over everything else.
     pub instance_type: Option<String>,
+    /// Minimum vCPUs.
     pub cpu: Option<u32>,
+    /// Minimum memory in MB.
     pub memory_mb: Option<u64>,
+    /// Minimum root disk in GB.
     pub disk_gb: Option<u32>,
+    /// GPUs per machine; 0 asks for a CPU-only type.
     pub gpu_count: u32,
+    /// GPU vendor, e.g. NVIDIA (ignoring case).
     pub gpu_vendor: Option<String>,
+    /// GPU model, e.g. A100 (ignoring case; a word of the type's model matches).
     pub gpu_model: Option<String>,
+    /// Minimum memory per GPU in MB.
     pub gpu_memory_mb: Option<u64>,
 }
 
@@ -87,6 +101,7 @@ pub struct Requirements {
 pub struct CreateRequest {
     /// How many machines (>= 1).
     pub count: u32,
+    /// The instance type or flavor name.
     pub instance_type: String,
     /// Image ID or name; None: the cloud's default image.
     pub image: Option<String>,
@@ -106,7 +121,9 @@ pub struct CreateRequest {
 #[serde(rename_all = "camelCase")]
 pub enum MachineState {
     #[default]
+    /// Created, not yet booted.
     Pending,
+    /// Booted.
     Running,
     /// Being deleted.
     Terminating,
@@ -115,6 +132,7 @@ pub enum MachineState {
 }
 
 impl MachineState {
+    /// The lowercase name, for logs and status.
     pub fn as_str(&self) -> &'static str {
         match self {
             MachineState::Pending => "pending",
@@ -131,6 +149,7 @@ impl MachineState {
 pub struct Address {
     /// `InternalIP` or `ExternalIP`, as in Kubernetes Node addresses.
     pub kind: String,
+    /// The IP address.
     pub address: String,
 }
 
@@ -142,10 +161,15 @@ pub struct Machine {
     pub id: String,
     /// Kubernetes provider ID, e.g. `aws:///us-east-1a/i-0123`, `openstack:///<uuid>`, `sim:///<id>`.
     pub provider_id: String,
+    /// The machine's name (hostname).
     pub name: String,
+    /// The instance type or flavor it runs as.
     pub instance_type: String,
+    /// Where it is in its lifecycle.
     pub state: MachineState,
+    /// Its IP addresses.
     pub addresses: Vec<Address>,
+    /// The tags it carries (ownership tags among them).
     pub tags: BTreeMap<String, String>,
     /// RFC 3339.
     pub created_at: String,
@@ -155,22 +179,32 @@ pub struct Machine {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum CloudError {
     #[error("not found: {0}")]
+    /// The cloud does not know the object.
     NotFound(String),
     #[error("insufficient capacity for {instance_type}: {message}")]
+    /// The cloud has no room for the batch now.
     InsufficientCapacity {
+        /// The type that ran out.
         instance_type: String,
+        /// The cloud's explanation.
         message: String,
     },
     #[error("quota exceeded: {0}")]
+    /// An account limit would be exceeded.
     QuotaExceeded(String),
     #[error("throttled: {message}")]
+    /// Too many requests: slow down.
     Throttled {
+        /// The cloud's explanation.
         message: String,
+        /// How long the cloud asked us to wait, when it said.
         retry_after: Option<Duration>,
     },
     #[error("unauthorized: {0}")]
+    /// Credentials missing, expired or refused.
     Unauthorized(String),
     #[error("invalid request: {0}")]
+    /// The request can never succeed as it is.
     Invalid(String),
     /// Anything else: network errors, 5xx, timeouts. Retried with backoff.
     #[error("cloud error: {0}")]
@@ -220,4 +254,60 @@ pub trait CloudDriver: Send + Sync {
 
     /// Deletes machines by ID; IDs the cloud no longer knows are success.
     async fn delete(&self, ids: &[String]) -> Result<(), CloudError>;
+}
+
+/// A shared driver is a driver, so wrappers such as `Metered<Arc<dyn CloudDriver>>` work.
+#[async_trait]
+impl<T: CloudDriver + ?Sized> CloudDriver for std::sync::Arc<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {
+        (**self).instance_types().await
+    }
+
+    async fn resolve_image(&self, image: Option<&str>) -> Result<Image, CloudError> {
+        (**self).resolve_image(image).await
+    }
+
+    async fn create(&self, req: &CreateRequest) -> Result<Vec<Machine>, CloudError> {
+        (**self).create(req).await
+    }
+
+    async fn list(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError> {
+        (**self).list(tags).await
+    }
+
+    async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {
+        (**self).delete(ids).await
+    }
+}
+
+/// A boxed driver is a driver.
+#[async_trait]
+impl<T: CloudDriver + ?Sized> CloudDriver for Box<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {
+        (**self).instance_types().await
+    }
+
+    async fn resolve_image(&self, image: Option<&str>) -> Result<Image, CloudError> {
+        (**self).resolve_image(image).await
+    }
+
+    async fn create(&self, req: &CreateRequest) -> Result<Vec<Machine>, CloudError> {
+        (**self).create(req).await
+    }
+
+    async fn list(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError> {
+        (**self).list(tags).await
+    }
+
+    async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {
+        (**self).delete(ids).await
+    }
 }

@@ -6,5 +6,11 @@
 #![forbid(unsafe_code)]
 
 pub mod driver;
+pub mod metered;
+pub mod select;
+pub mod sim;
 
 pub use driver::*;
+pub use metered::{CallRecord, CallStats, Metered};
+pub use select::{NoFit, candidates, choose};
+pub use sim::{SimCloud, SimConfig, SimDriver, sim_config_from};

@@ -1,0 +1,1238 @@
+//! The Cluster controller: node pools of tagged machines in one cloud, and the Kubernetes
+//! they join.
+//!
+//! fetch (driver, instance types) -> validate (a type per pool) -> build (plans, user-data)
+//! -> apply (create/delete batches, Secrets, sim Nodes) -> status.
+
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kelp_cloud_drivers::{
+    CloudDriver, CloudError, CreateRequest, InstanceType, Machine, MachineState, select, tags,
+};
+use kelp_crds::condition_types as ct;
+use kelp_crds::{
+    Cluster, ClusterPhase, ClusterStatus, KubernetesMode, MachineAddress, MachineStatus, NodePool,
+    NodePoolStatus, SecretReference,
+};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::watcher;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use crate::conditions;
+use crate::context::{Ctx, Error, Result, from_finalizer, key};
+use crate::pki::{self, ClusterPki};
+use crate::sim_kube::SimNode;
+use plan::{CONTROL_PLANE_POOL, ROLE_TAG};
+
+/// The finalizer kelp puts on Clusters: machines are deleted before the Cluster goes.
+pub const FINALIZER: &str = "kelp.imagine-ai.eu/cluster";
+
+/// Runs the Cluster controller until `shutdown` resolves.
+pub async fn run(
+    ctx: Ctx,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<Cluster> = Api::all(ctx.client.clone());
+    Controller::new(api, watcher::Config::default().any_semantic())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "cluster reconcile");
+            }
+        })
+        .await;
+}
+
+#[tracing::instrument(skip(cluster, ctx), fields(cluster = %cluster.name_any(), ns = cluster.namespace()))]
+async fn reconcile(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
+    ctx.metrics.reconciled();
+    let ns = cluster.namespace().unwrap_or_default();
+    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let k = key(cluster.as_ref());
+    let action = finalizer(&api, FINALIZER, cluster, |event| async {
+        match event {
+            Finalizer::Apply(c) => apply(c, ctx.clone()).await,
+            Finalizer::Cleanup(c) => cleanup(c, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(from_finalizer)?;
+    ctx.reset_backoff(&k);
+    Ok(action)
+}
+
+fn error_policy(cluster: Arc<Cluster>, err: &Error, ctx: Ctx) -> Action {
+    tracing::info!(cluster = %cluster.name_any(), error = %err, "cluster reconcile failed");
+    ctx.error_action(&key(cluster.as_ref()), err)
+}
+
+/// What agents need to join the cluster's Kubernetes.
+struct Join {
+    server_url: String,
+    token: String,
+    ca_cert_pem: String,
+    ca_key_pem: String,
+}
+
+/// One reconcile's working state.
+struct Run<'a> {
+    cluster: &'a Cluster,
+    ctx: &'a Ctx,
+    driver: Arc<dyn CloudDriver>,
+    types: Vec<InstanceType>,
+    uid: String,
+    ns: String,
+    name: String,
+    generation: i64,
+    status: ClusterStatus,
+    converged: bool,
+    stalled: Vec<String>,
+    is_sim: bool,
+}
+
+async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
+    let generation = cluster.metadata.generation.unwrap_or_default();
+    let mut status = cluster.status.clone().unwrap_or_default();
+    status.observed_generation = Some(generation);
+    status.cloud = cluster.spec.cloud.kind().map(String::from);
+
+    if cluster.spec.paused {
+        conditions::set(
+            &mut status.conditions,
+            ct::RECONCILING,
+            false,
+            "Paused",
+            "spec.paused is true: kelp leaves the cloud and the machines alone",
+            Some(generation),
+        );
+        write_status(&ctx, &cluster, status).await?;
+        return Ok(Action::await_change());
+    }
+
+    let driver = match ctx.drivers.for_cluster(&ctx.client, &cluster).await {
+        Ok(d) => d,
+        Err(e) => {
+            let reason = e.label();
+            conditions::set(
+                &mut status.conditions,
+                ct::CLOUD_REACHABLE,
+                false,
+                reason,
+                e.to_string(),
+                Some(generation),
+            );
+            stall(&mut status, generation, reason, &e.to_string());
+            write_status(&ctx, &cluster, status).await?;
+            ctx.event(cluster.as_ref(), true, reason, "Connect", e.to_string())
+                .await;
+            return if e.is_transient() {
+                Err(e)
+            } else {
+                Ok(Action::await_change())
+            };
+        }
+    };
+    let uid = cluster.uid().unwrap_or_default();
+    let types = match ctx.drivers.instance_types(&uid, driver.as_ref()).await {
+        Ok(t) => t,
+        Err(e) => return cloud_failed(&ctx, &cluster, status, generation, e).await,
+    };
+    conditions::set(
+        &mut status.conditions,
+        ct::CLOUD_REACHABLE,
+        true,
+        "Reachable",
+        "the cloud API answers",
+        Some(generation),
+    );
+
+    let mut run = Run {
+        is_sim: cluster.spec.cloud.sim.is_some(),
+        cluster: cluster.as_ref(),
+        ctx: &ctx,
+        driver,
+        types,
+        uid,
+        ns: cluster.namespace().unwrap_or_default(),
+        name: cluster.name_any(),
+        generation,
+        status,
+        converged: true,
+        stalled: Vec::new(),
+    };
+    match run.reconcile().await {
+        Ok(()) => {}
+        Err(Error::Cloud(e)) => {
+            let status = run.status;
+            return cloud_failed(&ctx, &cluster, status, generation, e).await;
+        }
+        Err(e) => {
+            write_status(&ctx, &cluster, run.status).await?;
+            return Err(e);
+        }
+    }
+    let converged = run.converged;
+    let stalled = !run.stalled.is_empty();
+    write_status(&ctx, &cluster, run.status).await?;
+    Ok(if stalled {
+        Action::requeue(ctx.config.resync)
+    } else if converged {
+        Action::requeue(ctx.config.resync)
+    } else {
+        Action::requeue(ctx.config.poll)
+    })
+}
+
+async fn cloud_failed(
+    ctx: &Ctx,
+    cluster: &Cluster,
+    mut status: ClusterStatus,
+    generation: i64,
+    e: CloudError,
+) -> Result<Action> {
+    let reason = e.label();
+    conditions::set(
+        &mut status.conditions,
+        ct::CLOUD_REACHABLE,
+        !matches!(e, CloudError::Unauthorized(_) | CloudError::Transient(_)),
+        reason,
+        e.to_string(),
+        Some(generation),
+    );
+    if !e.is_transient() {
+        stall(&mut status, generation, reason, &e.to_string());
+    }
+    write_status(ctx, cluster, status).await?;
+    ctx.event(cluster, true, reason, "Reconcile", e.to_string())
+        .await;
+    if e.is_transient() {
+        Err(Error::Cloud(e))
+    } else {
+        // Unauthorized / quota / invalid: no retry storm; look again after a while.
+        Ok(Action::requeue(ctx.config.resync))
+    }
+}
+
+fn stall(status: &mut ClusterStatus, generation: i64, reason: &str, message: &str) {
+    conditions::set(
+        &mut status.conditions,
+        ct::STALLED,
+        true,
+        reason,
+        message,
+        Some(generation),
+    );
+    conditions::set(
+        &mut status.conditions,
+        ct::READY,
+        false,
+        reason,
+        message,
+        Some(generation),
+    );
+    status.phase = Some(ClusterPhase::Failed);
+}
+
+impl Run<'_> {
+    async fn reconcile(&mut self) -> Result<()> {
+        let join = self.control_plane().await?;
+        let mut pools = Vec::new();
+        let mut all_running: Vec<(String, Machine)> = Vec::new();
+        for pool in &self.cluster.spec.node_pools {
+            let (st, running) = self.pool(pool, join.as_ref()).await?;
+            pools.push(st);
+            all_running.extend(running.into_iter().map(|m| (pool.name.clone(), m)));
+        }
+        let nodes_ready = self.nodes(&all_running, &mut pools).await?;
+
+        let desired: i32 = pools.iter().map(|p| p.desired).sum();
+        let ready: i32 = pools.iter().map(|p| p.ready).sum();
+        self.status.node_pools = pools;
+        self.status.ready = Some(format!("{ready}/{desired}"));
+        let g = Some(self.generation);
+        let c = &mut self.status.conditions;
+        if self.stalled.is_empty() {
+            conditions::set(c, ct::STALLED, false, "Progressing", "", g);
+        } else {
+            let msg = self.stalled.join("; ");
+            conditions::set(c, ct::STALLED, true, "NoInstanceType", msg, g);
+        }
+        let pools_ready = ready == desired && nodes_ready;
+        conditions::set(
+            c,
+            ct::NODE_POOLS_READY,
+            pools_ready,
+            if pools_ready {
+                "AllReady"
+            } else {
+                "Provisioning"
+            },
+            format!("{ready}/{desired} machines ready"),
+            g,
+        );
+        let cp_ready = conditions::is_true(c, ct::CONTROL_PLANE_READY);
+        let all = pools_ready && cp_ready && self.stalled.is_empty();
+        if !all {
+            self.converged = false;
+        }
+        conditions::set(
+            c,
+            ct::RECONCILING,
+            !all,
+            if all { "Reconciled" } else { "Provisioning" },
+            if all {
+                String::new()
+            } else {
+                format!("{ready}/{desired} machines ready")
+            },
+            g,
+        );
+        let (reason, msg) = if all {
+            ("Ready", format!("{ready}/{desired} machines ready"))
+        } else if !self.stalled.is_empty() {
+            ("NoInstanceType", self.stalled.join("; "))
+        } else if !cp_ready {
+            (
+                "ControlPlaneNotReady",
+                "waiting for the control plane".to_string(),
+            )
+        } else {
+            ("Provisioning", format!("{ready}/{desired} machines ready"))
+        };
+        conditions::set(c, ct::READY, all, reason, msg, g);
+        self.status.phase = Some(if all {
+            ClusterPhase::Ready
+        } else if !self.stalled.is_empty() {
+            ClusterPhase::Failed
+        } else if ready > 0 {
+            ClusterPhase::Degraded
+        } else {
+            ClusterPhase::Provisioning
+        });
+        if !all && ready > 0 && self.stalled.is_empty() {
+            // Machines still booting, not degraded.
+            self.status.phase = Some(ClusterPhase::Provisioning);
+        }
+        Ok(())
+    }
+
+    fn owner(&self) -> OwnerReference {
+        self.cluster
+            .controller_owner_ref(&())
+            .expect("cluster has a uid")
+    }
+
+    /// Creates `name` once (never overwrites: a CA must not change under running machines).
+    async fn ensure_secret(&self, name: &str, data: BTreeMap<String, String>) -> Result<Secret> {
+        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        if let Some(s) = api.get_opt(name).await? {
+            return Ok(s);
+        }
+        let secret: Secret = serde_json::from_value(json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": name, "namespace": self.ns, "ownerReferences": [self.owner()],
+                          "labels": {"app.kubernetes.io/managed-by": "kelp", tags::CLUSTER_UID: self.uid}},
+            "type": "Opaque",
+            "stringData": data,
+        }))
+        .expect("secret");
+        match api.create(&PostParams::default(), &secret).await {
+            Ok(s) => Ok(s),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(api.get(name).await?),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The cluster PKI, generated once and kept in `<name>-kelp-pki`.
+    async fn pki(&self) -> Result<ClusterPki> {
+        let name = format!("{}-kelp-pki", self.name);
+        let generated =
+            ClusterPki::generate(&self.name).map_err(|e| Error::Invalid(format!("PKI: {e}")))?;
+        let data: BTreeMap<String, String> = [
+            ("ca.crt", &generated.ca_cert_pem),
+            ("ca.key", &generated.ca_key_pem),
+            ("token", &generated.token),
+            ("admin.crt", &generated.admin_cert_pem),
+            ("admin.key", &generated.admin_key_pem),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect();
+        let secret = self.ensure_secret(&name, data).await?;
+        let get = |k: &str| -> String {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(k).cloned()))
+                .unwrap_or_default()
+        };
+        Ok(ClusterPki {
+            ca_cert_pem: get("ca.crt"),
+            ca_key_pem: get("ca.key"),
+            token: get("token"),
+            admin_cert_pem: get("admin.crt"),
+            admin_key_pem: get("admin.key"),
+        })
+    }
+
+    /// Writes (or refreshes) the admin kubeconfig Secret `<name>-kubeconfig`.
+    async fn write_kubeconfig(&mut self, kubeconfig: &str) -> Result<()> {
+        let name = format!("{}-kubeconfig", self.name);
+        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
+        let current = api.get_opt(&name).await?;
+        let same = current
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get(crate::targets::KUBECONFIG_KEY))
+            .is_some_and(|v| v.0 == kubeconfig.as_bytes());
+        if !same {
+            let secret = json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": name, "namespace": self.ns, "ownerReferences": [self.owner()],
+                              "labels": {"app.kubernetes.io/managed-by": "kelp", tags::CLUSTER_UID: self.uid}},
+                "type": "Opaque",
+                "stringData": {crate::targets::KUBECONFIG_KEY: kubeconfig},
+            });
+            api.patch(
+                &name,
+                &PatchParams::apply("kelp").force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+        }
+        self.status.kubeconfig_secret_ref = Some(SecretReference { name });
+        Ok(())
+    }
+
+    /// Ensures the control plane; returns how agents join, or None while that is unknown.
+    async fn control_plane(&mut self) -> Result<Option<Join>> {
+        let g = Some(self.generation);
+        let k8s = &self.cluster.spec.kubernetes;
+        match k8s.mode {
+            KubernetesMode::Existing => {
+                // The kubeconfig is the user's; reachability is the readiness.
+                let reachable = match self
+                    .ctx
+                    .targets
+                    .client(&self.ctx.client, self.cluster)
+                    .await
+                {
+                    Ok(c) => c
+                        .apiserver_version()
+                        .await
+                        .map(|_| c)
+                        .map_err(|e| Error::Target(e.to_string())),
+                    Err(e) => Err(e),
+                };
+                let (ok, msg) = match &reachable {
+                    Ok(_) => (true, "the existing cluster's API answers".to_string()),
+                    Err(e) => (false, e.to_string()),
+                };
+                conditions::set(
+                    &mut self.status.conditions,
+                    ct::CONTROL_PLANE_READY,
+                    ok,
+                    if ok { "Reachable" } else { "Unreachable" },
+                    msg,
+                    g,
+                );
+                let (secret_name, key) =
+                    crate::targets::kubeconfig_secret(self.cluster).unwrap_or_default();
+                let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.ns)
+                    .get_opt(&secret_name)
+                    .await?;
+                let text = secret
+                    .as_ref()
+                    .and_then(|s| s.data.as_ref())
+                    .and_then(|d| d.get(&key))
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                    .unwrap_or_default();
+                let kc = kube::config::Kubeconfig::from_yaml(&text).ok();
+                let server = kc
+                    .as_ref()
+                    .and_then(|k| k.clusters.first())
+                    .and_then(|c| c.cluster.as_ref())
+                    .and_then(|c| c.server.clone());
+                self.status.api_endpoint = server.clone();
+                let token = secret
+                    .as_ref()
+                    .and_then(|s| s.data.as_ref())
+                    .and_then(|d| d.get("token"))
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                    .unwrap_or_default();
+                Ok(server.map(|server_url| Join {
+                    server_url,
+                    token,
+                    ca_cert_pem: String::new(),
+                    ca_key_pem: String::new(),
+                }))
+            }
+            KubernetesMode::Provision => {
+                let pki = self.pki().await?;
+                let cp_pool = k8s.control_plane.as_ref().and_then(|c| c.pool.clone());
+                // A separate control-plane machine unless a pool hosts the server.
+                let server_machine = if cp_pool.is_none() {
+                    self.control_plane_machine(&pki).await?
+                } else {
+                    None
+                };
+                if self.is_sim {
+                    let (url, kubeconfig) = self
+                        .ctx
+                        .sim_kube
+                        .control_plane(&self.uid, &self.name)
+                        .await?;
+                    self.write_kubeconfig(&kubeconfig).await?;
+                    self.status.api_endpoint = Some(url.clone());
+                    let ready = cp_pool.is_some()
+                        || server_machine
+                            .as_ref()
+                            .is_some_and(|m| m.state == MachineState::Running);
+                    let msg = if ready {
+                        "the simulated control plane answers"
+                    } else {
+                        "the control-plane machine is booting"
+                    };
+                    conditions::set(
+                        &mut self.status.conditions,
+                        ct::CONTROL_PLANE_READY,
+                        ready,
+                        if ready { "Ready" } else { "Provisioning" },
+                        msg,
+                        g,
+                    );
+                    return Ok(Some(Join {
+                        server_url: url,
+                        token: pki.token,
+                        ca_cert_pem: pki.ca_cert_pem,
+                        ca_key_pem: pki.ca_key_pem,
+                    }));
+                }
+                let machine = match (&cp_pool, server_machine) {
+                    (None, m) => m,
+                    (Some(pool), _) => self
+                        .list(Some(pool))
+                        .await?
+                        .into_iter()
+                        .find(|m| m.tags.get(ROLE_TAG).map(String::as_str) == Some("server")),
+                };
+                let running = machine.filter(|m| m.state == MachineState::Running);
+                let internal = running
+                    .as_ref()
+                    .and_then(|m| address(m, "InternalIP").or_else(|| address(m, "ExternalIP")));
+                let external = running
+                    .as_ref()
+                    .and_then(|m| address(m, "ExternalIP").or_else(|| address(m, "InternalIP")));
+                match (internal, external) {
+                    (Some(internal), Some(external)) => {
+                        let endpoint = format!("https://{external}:6443");
+                        let kc = pki::kubeconfig(
+                            &self.name,
+                            &endpoint,
+                            Some(&pki.ca_cert_pem),
+                            Some((&pki.admin_cert_pem, &pki.admin_key_pem)),
+                        );
+                        self.write_kubeconfig(&kc).await?;
+                        self.status.api_endpoint = Some(endpoint);
+                        conditions::set(
+                            &mut self.status.conditions,
+                            ct::CONTROL_PLANE_READY,
+                            true,
+                            "Running",
+                            "the control-plane machine is running",
+                            g,
+                        );
+                        Ok(Some(Join {
+                            server_url: format!("https://{internal}:6443"),
+                            token: pki.token,
+                            ca_cert_pem: pki.ca_cert_pem,
+                            ca_key_pem: pki.ca_key_pem,
+                        }))
+                    }
+                    _ => {
+                        conditions::set(
+                            &mut self.status.conditions,
+                            ct::CONTROL_PLANE_READY,
+                            false,
+                            "Provisioning",
+                            "waiting for the control-plane machine and its address",
+                            g,
+                        );
+                        self.converged = false;
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+
+    /// The separate control-plane machine (pool `control-plane`), created when missing.
+    async fn control_plane_machine(&mut self, pki: &ClusterPki) -> Result<Option<Machine>> {
+        let cp = self
+            .cluster
+            .spec
+            .kubernetes
+            .control_plane
+            .clone()
+            .unwrap_or_default();
+        let req = kelp_cloud_drivers::Requirements {
+            instance_type: cp.instance_type.clone(),
+            cpu: Some(cp.cpu.unwrap_or(2).max(1) as u32),
+            memory_mb: Some(cp.memory_mb.unwrap_or(4096).max(1) as u64),
+            ..Default::default()
+        };
+        let machines = self.list(Some(CONTROL_PLANE_POOL)).await?;
+        let plan = plan::plan_pool(1, &machines);
+        self.delete_machines(
+            CONTROL_PLANE_POOL,
+            &plan.failed,
+            "MachineFailed",
+            "replacing failed control-plane machine",
+        )
+        .await?;
+        self.delete_machines(
+            CONTROL_PLANE_POOL,
+            &plan.scale_down,
+            "MachinesDeleted",
+            "removing an extra control-plane machine",
+        )
+        .await?;
+        let mut alive: Vec<Machine> = machines
+            .into_iter()
+            .filter(|m| {
+                matches!(m.state, MachineState::Pending | MachineState::Running)
+                    && !plan.scale_down.contains(&m.id)
+            })
+            .collect();
+        if plan.create > 0 {
+            let candidates = match select::candidates(&self.types, &req) {
+                Ok(c) => c.into_iter().cloned().collect::<Vec<_>>(),
+                Err(e) => {
+                    self.stalled.push(format!("control plane: {e}"));
+                    return Ok(None);
+                }
+            };
+            let user_data = self.user_data(
+                None,
+                kelp_recipes::NodeRole::Server,
+                &Join {
+                    server_url: String::new(),
+                    token: pki.token.clone(),
+                    ca_cert_pem: pki.ca_cert_pem.clone(),
+                    ca_key_pem: pki.ca_key_pem.clone(),
+                },
+                0,
+            )?;
+            let mut tags =
+                plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(CONTROL_PLANE_POOL));
+            tags.insert(ROLE_TAG.into(), "server".into());
+            if let Some(created) = self
+                .create_batch(CONTROL_PLANE_POOL, &candidates, 1, 0, user_data, tags, None)
+                .await?
+            {
+                alive.extend(created.1);
+            }
+        }
+        if alive.iter().all(|m| m.state != MachineState::Running) {
+            self.converged = false;
+        }
+        Ok(alive
+            .into_iter()
+            .max_by_key(|m| (m.state == MachineState::Running) as u8))
+    }
+
+    async fn list(&self, pool: Option<&str>) -> Result<Vec<Machine>> {
+        let tags = plan::ownership_tags(&self.uid, &self.ns, &self.name, pool);
+        Ok(self.driver.list(&tags).await?)
+    }
+
+    async fn delete_machines(
+        &self,
+        pool: &str,
+        ids: &[String],
+        reason: &str,
+        why: &str,
+    ) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.driver.delete(ids).await?;
+        self.ctx
+            .event(
+                self.cluster,
+                reason == "MachineFailed",
+                reason,
+                "DeleteMachines",
+                format!("pool {pool}: {why}: {}", ids.join(", ")),
+            )
+            .await;
+        Ok(())
+    }
+
+    /// Renders a pool's node recipes into one user-data.
+    fn user_data(
+        &self,
+        pool: Option<&NodePool>,
+        role: kelp_recipes::NodeRole,
+        join: &Join,
+        gpu_count: u32,
+    ) -> Result<String> {
+        let (name, labels, taints, recipes, vendor) = match pool {
+            Some(p) => (
+                p.name.clone(),
+                p.labels.clone(),
+                p.taints
+                    .iter()
+                    .map(|t| kelp_recipes::TaintInfo {
+                        key: t.key.clone(),
+                        value: t.value.clone(),
+                        effect: format!("{:?}", t.effect),
+                    })
+                    .collect(),
+                p.recipes.clone(),
+                p.machine.gpu.as_ref().and_then(|g| g.vendor.clone()),
+            ),
+            None => (
+                CONTROL_PLANE_POOL.to_string(),
+                BTreeMap::new(),
+                Vec::new(),
+                None,
+                None,
+            ),
+        };
+        let uses = match recipes {
+            Some(list) => {
+                let mut uses: Vec<kelp_recipes::RecipeUse> = list
+                    .iter()
+                    .map(|r| kelp_recipes::RecipeUse {
+                        name: r.name.clone(),
+                        inputs: r.inputs.clone(),
+                    })
+                    .collect();
+                // The join recipe is kelp's business, not the pool's: make sure it is there once.
+                let join_recipe = match role {
+                    kelp_recipes::NodeRole::Server => "k3s-server",
+                    kelp_recipes::NodeRole::Agent => "k3s-agent",
+                };
+                uses.retain(|u| u.name != "k3s-server" && u.name != "k3s-agent");
+                uses.push(kelp_recipes::RecipeUse {
+                    name: join_recipe.into(),
+                    inputs: BTreeMap::new(),
+                });
+                uses
+            }
+            None => kelp_recipes::default_node_recipes(gpu_count, role),
+        };
+        let ctx = kelp_recipes::NodeContext {
+            cluster: kelp_recipes::ClusterInfo {
+                name: self.name.clone(),
+                namespace: self.ns.clone(),
+                uid: self.uid.clone(),
+            },
+            pool: kelp_recipes::PoolInfo {
+                name,
+                labels,
+                taints,
+                gpu_count,
+                gpu_vendor: vendor.or_else(|| (gpu_count > 0).then(|| "NVIDIA".to_string())),
+            },
+            ssh_authorized_keys: self.cluster.spec.ssh_authorized_keys.clone(),
+            kubernetes: kelp_recipes::KubernetesJoin {
+                role,
+                version: self.cluster.spec.kubernetes.version.clone(),
+                server_url: join.server_url.clone(),
+                token: join.token.clone(),
+                ca_cert_pem: join.ca_cert_pem.clone(),
+                ca_key_pem: matches!(role, kelp_recipes::NodeRole::Server)
+                    .then(|| join.ca_key_pem.clone()),
+            },
+        };
+        Ok(self.ctx.recipes.render_node(&uses, &ctx)?)
+    }
+
+    /// Creates `count` machines in one call, trying the candidates in order on
+    /// InsufficientCapacity. Returns the type used and the machines, or None when no
+    /// candidate had capacity (recorded as not converged, with an Event).
+    #[allow(clippy::too_many_arguments)]
+    async fn create_batch(
+        &mut self,
+        pool: &str,
+        candidates: &[InstanceType],
+        count: u32,
+        alive: u32,
+        user_data: String,
+        tags: BTreeMap<String, String>,
+        image: Option<String>,
+    ) -> Result<Option<(String, Vec<Machine>)>> {
+        for (i, t) in candidates.iter().enumerate() {
+            let req = CreateRequest {
+                count,
+                instance_type: t.name.clone(),
+                image: image.clone(),
+                user_data: user_data.clone(),
+                tags: tags.clone(),
+                name_prefix: plan::name_prefix(&self.name, pool),
+                idempotency_key: plan::idempotency_key(
+                    &self.uid,
+                    pool,
+                    self.generation,
+                    alive,
+                    &t.name,
+                ),
+            };
+            match self.driver.create(&req).await {
+                Ok(machines) => {
+                    self.ctx
+                        .event(
+                            self.cluster,
+                            false,
+                            "MachinesCreated",
+                            "CreateMachines",
+                            format!("pool {pool}: created {count} {} machine(s)", t.name),
+                        )
+                        .await;
+                    self.converged = false;
+                    return Ok(Some((t.name.clone(), machines)));
+                }
+                Err(CloudError::InsufficientCapacity { message, .. }) => {
+                    let next = candidates
+                        .get(i + 1)
+                        .map(|n| format!("; trying {}", n.name))
+                        .unwrap_or_default();
+                    self.ctx
+                        .event(
+                            self.cluster,
+                            true,
+                            "InsufficientCapacity",
+                            "CreateMachines",
+                            format!("pool {pool}: {} has no capacity ({message}){next}", t.name),
+                        )
+                        .await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        self.converged = false;
+        self.stalled_capacity(pool);
+        Ok(None)
+    }
+
+    fn stalled_capacity(&mut self, pool: &str) {
+        tracing::info!(pool, "no matching instance type has capacity");
+    }
+
+    /// Reconciles one pool; returns its status and its running machines.
+    async fn pool(
+        &mut self,
+        pool: &NodePool,
+        join: Option<&Join>,
+    ) -> Result<(NodePoolStatus, Vec<Machine>)> {
+        let req = plan::requirements(pool);
+        let desired = pool.replicas.max(0) as u32;
+        let previous = self
+            .status
+            .node_pools
+            .iter()
+            .find(|p| p.name == pool.name)
+            .cloned();
+        let mut st = NodePoolStatus {
+            name: pool.name.clone(),
+            desired: desired as i32,
+            ..Default::default()
+        };
+        let candidates: Vec<InstanceType> = match select::candidates(&self.types, &req) {
+            Ok(c) => c.into_iter().cloned().collect(),
+            Err(e) => {
+                let msg = format!("pool {}: {e}", pool.name);
+                if !previous.as_ref().is_some_and(|p| p.instance_type.is_none())
+                    || self.status.observed_generation
+                        != self
+                            .cluster
+                            .status
+                            .as_ref()
+                            .and_then(|s| s.observed_generation)
+                {
+                    self.ctx
+                        .event(
+                            self.cluster,
+                            true,
+                            "NoInstanceType",
+                            "ChooseType",
+                            msg.clone(),
+                        )
+                        .await;
+                }
+                self.stalled.push(msg);
+                // Nothing to create, but machines already there are still reported.
+                Vec::new()
+            }
+        };
+        let mut machines = self.list(Some(&pool.name)).await?;
+        let is_cp_pool = self.cluster.spec.kubernetes.mode == KubernetesMode::Provision
+            && self
+                .cluster
+                .spec
+                .kubernetes
+                .control_plane
+                .as_ref()
+                .and_then(|c| c.pool.as_deref())
+                == Some(pool.name.as_str());
+        // Prefer the type the pool already runs, so a pool does not flip between types.
+        let mut ordered = candidates.clone();
+        if let Some(current) = machines
+            .iter()
+            .find(|m| matches!(m.state, MachineState::Pending | MachineState::Running))
+            .map(|m| m.instance_type.clone())
+            && let Some(pos) = ordered.iter().position(|t| t.name == current)
+        {
+            let t = ordered.remove(pos);
+            ordered.insert(0, t);
+        }
+        if let Some(join) = join.filter(|_| !candidates.is_empty()) {
+            // The k3s server of a single-machine style cluster is the pool's first machine.
+            let mut agents_desired = desired;
+            if is_cp_pool && desired > 0 {
+                agents_desired -= 1;
+                let servers: Vec<Machine> = machines
+                    .iter()
+                    .filter(|m| m.tags.get(ROLE_TAG).map(String::as_str) == Some("server"))
+                    .cloned()
+                    .collect();
+                let splan = plan::plan_pool(1, &servers);
+                self.delete_machines(
+                    &pool.name,
+                    &splan.failed,
+                    "MachineFailed",
+                    "replacing the failed server machine",
+                )
+                .await?;
+                self.delete_machines(
+                    &pool.name,
+                    &splan.scale_down,
+                    "MachinesDeleted",
+                    "removing an extra server machine",
+                )
+                .await?;
+                if splan.create > 0 {
+                    let ud = self.user_data(
+                        Some(pool),
+                        kelp_recipes::NodeRole::Server,
+                        join,
+                        req.gpu_count,
+                    )?;
+                    let mut tags =
+                        plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(&pool.name));
+                    tags.insert(ROLE_TAG.into(), "server".into());
+                    if let Some((_, created)) = self
+                        .create_batch(
+                            &format!("{}-server", pool.name),
+                            &ordered,
+                            1,
+                            0,
+                            ud,
+                            tags,
+                            pool.image.clone(),
+                        )
+                        .await?
+                    {
+                        machines.extend(created);
+                    }
+                }
+            }
+            // Machines of a type that no longer meets the pool's requirements are replaced:
+            // new ones first, the old ones go once enough new ones run.
+            let fits: std::collections::HashSet<&str> =
+                candidates.iter().map(|t| t.name.as_str()).collect();
+            let (agents, outdated): (Vec<Machine>, Vec<Machine>) = machines
+                .iter()
+                .filter(|m| m.tags.get(ROLE_TAG).map(String::as_str) != Some("server"))
+                .cloned()
+                .partition(|m| {
+                    fits.contains(m.instance_type.as_str()) || m.state == MachineState::Terminating
+                });
+            let outdated: Vec<Machine> = outdated
+                .into_iter()
+                .filter(|m| m.state != MachineState::Terminating)
+                .collect();
+            let plan = plan::plan_pool(agents_desired, &agents);
+            let running_current = agents
+                .iter()
+                .filter(|m| m.state == MachineState::Running)
+                .count() as u32;
+            if !outdated.is_empty() {
+                if running_current >= agents_desired {
+                    let ids: Vec<String> = outdated.iter().map(|m| m.id.clone()).collect();
+                    self.delete_machines(
+                        &pool.name,
+                        &ids,
+                        "MachinesReplaced",
+                        "their instance type no longer meets the pool's requirements",
+                    )
+                    .await?;
+                    machines.retain(|m| !ids.contains(&m.id));
+                } else {
+                    self.converged = false;
+                }
+            }
+            self.delete_machines(
+                &pool.name,
+                &plan.failed,
+                "MachineFailed",
+                "the cloud reports these machines failed; replacing them",
+            )
+            .await?;
+            self.delete_machines(
+                &pool.name,
+                &plan.scale_down,
+                "MachinesDeleted",
+                &format!("scaling down to {desired}"),
+            )
+            .await?;
+            let gone: Vec<&String> = plan.failed.iter().chain(plan.scale_down.iter()).collect();
+            machines.retain(|m| !gone.contains(&&m.id));
+            if plan.create > 0 {
+                let ud = self.user_data(
+                    Some(pool),
+                    kelp_recipes::NodeRole::Agent,
+                    join,
+                    req.gpu_count,
+                )?;
+                let tags = plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(&pool.name));
+                if let Some((_, created)) = self
+                    .create_batch(
+                        &pool.name,
+                        &ordered,
+                        plan.create,
+                        plan.alive,
+                        ud,
+                        tags,
+                        pool.image.clone(),
+                    )
+                    .await?
+                {
+                    machines.extend(created);
+                }
+            }
+        } else if join.is_none() {
+            self.converged = false;
+        }
+        let alive: Vec<&Machine> = machines
+            .iter()
+            .filter(|m| m.state != MachineState::Terminating)
+            .collect();
+        let type_name = alive
+            .iter()
+            .find(|m| m.state == MachineState::Running)
+            .or(alive.first())
+            .map(|m| m.instance_type.clone())
+            .or_else(|| ordered.first().map(|t| t.name.clone()));
+        st.price_per_hour = type_name
+            .as_ref()
+            .and_then(|n| self.types.iter().find(|t| &t.name == n))
+            .and_then(|t| t.price_per_hour);
+        st.instance_type = type_name;
+        let mut listed: Vec<&Machine> = machines.iter().collect();
+        listed.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+        st.machines = listed
+            .iter()
+            .map(|m| MachineStatus {
+                name: m.name.clone(),
+                provider_id: Some(m.provider_id.clone()),
+                state: Some(m.state.as_str().to_string()),
+                addresses: m
+                    .addresses
+                    .iter()
+                    .map(|a| MachineAddress {
+                        r#type: a.kind.clone(),
+                        address: a.address.clone(),
+                    })
+                    .collect(),
+                created_at: Some(m.created_at.clone()),
+            })
+            .collect();
+        if machines.iter().any(|m| m.state != MachineState::Running)
+            || (alive.len() as u32) < desired
+        {
+            self.converged = false;
+        }
+        let running = machines
+            .into_iter()
+            .filter(|m| m.state == MachineState::Running)
+            .collect();
+        Ok((st, running))
+    }
+
+    /// Readiness from the cluster's Nodes; the sim registers them first, as k3s agents would.
+    async fn nodes(
+        &mut self,
+        running: &[(String, Machine)],
+        pools: &mut [NodePoolStatus],
+    ) -> Result<bool> {
+        let target = match self
+            .ctx
+            .targets
+            .client(&self.ctx.client, self.cluster)
+            .await
+        {
+            Ok(c) => c,
+            Err(_) => return Ok(false),
+        };
+        if self.is_sim {
+            let nodes: Vec<SimNode> = running
+                .iter()
+                .map(|(pool_name, m)| {
+                    let pool = self
+                        .cluster
+                        .spec
+                        .node_pools
+                        .iter()
+                        .find(|p| &p.name == pool_name);
+                    let t = self.types.iter().find(|t| t.name == m.instance_type);
+                    SimNode {
+                        name: m.name.clone(),
+                        provider_id: m.provider_id.clone(),
+                        pool: pool_name.clone(),
+                        labels: pool.map(|p| p.labels.clone()).unwrap_or_default(),
+                        taints: pool
+                            .map(|p| {
+                                p.taints
+                                    .iter()
+                                    .map(|t| {
+                                        (t.key.clone(), t.value.clone(), format!("{:?}", t.effect))
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default(),
+                        cpu: t.map_or(1, |t| t.vcpus),
+                        memory_mb: t.map_or(1024, |t| t.memory_mb),
+                        gpu: t.map_or(0, |t| t.gpu_count()),
+                        internal_ip: address(m, "InternalIP"),
+                    }
+                })
+                .collect();
+            self.ctx
+                .sim_kube
+                .sync_nodes(&target, &self.uid, &nodes)
+                .await?;
+            if let Some(url) = &self.status.api_endpoint {
+                self.ctx.sim_kube.ensure_kubelet(url, &target);
+            }
+        }
+        let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(target);
+        let list = match nodes.list(&Default::default()).await {
+            Ok(l) => l.items,
+            Err(e) => {
+                tracing::debug!(error = %e, "listing nodes");
+                return Ok(false);
+            }
+        };
+        let ready_ids: std::collections::HashSet<String> = list
+            .iter()
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            })
+            .filter_map(|n| n.spec.as_ref().and_then(|s| s.provider_id.clone()))
+            .collect();
+        for p in pools.iter_mut() {
+            p.ready = running
+                .iter()
+                .filter(|(pool, m)| pool == &p.name && ready_ids.contains(&m.provider_id))
+                .count() as i32;
+        }
+        Ok(true)
+    }
+}
+
+fn address(m: &Machine, kind: &str) -> Option<String> {
+    m.addresses
+        .iter()
+        .find(|a| a.kind == kind)
+        .map(|a| a.address.clone())
+}
+
+async fn write_status(ctx: &Ctx, cluster: &Cluster, status: ClusterStatus) -> Result<()> {
+    if cluster.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<Cluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Cluster", "metadata": {"name": cluster.name_any(), "namespace": cluster.namespace()}, "status": status});
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply("kelp").force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Deletes every machine tagged for the Cluster; the finalizer goes only when the cloud
+/// lists none. `deletionPolicy: Retain` leaves them, with an Event.
+async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
+    let uid = cluster.uid().unwrap_or_default();
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
+    let tags = plan::ownership_tags(&uid, &ns, &name, None);
+    if cluster.spec.deletion_policy == kelp_crds::DeletionPolicy::Retain {
+        let count = match ctx.drivers.for_cluster(&ctx.client, &cluster).await {
+            Ok(d) => d.list(&tags).await.map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        };
+        ctx.event(cluster.as_ref(), false, "Retained", "Delete", format!("deletionPolicy is Retain: {count} machine(s) left running in the cloud, tagged {}={uid}", tags::CLUSTER_UID)).await;
+    } else {
+        let driver = ctx.drivers.for_cluster(&ctx.client, &cluster).await?;
+        let machines = driver.list(&tags).await?;
+        if !machines.is_empty() {
+            let ids: Vec<String> = machines
+                .iter()
+                .filter(|m| m.state != MachineState::Terminating)
+                .map(|m| m.id.clone())
+                .collect();
+            if !ids.is_empty() {
+                driver.delete(&ids).await?;
+                ctx.event(
+                    cluster.as_ref(),
+                    false,
+                    "MachinesDeleted",
+                    "Delete",
+                    format!("deleting {} machine(s) with the Cluster", ids.len()),
+                )
+                .await;
+            }
+            let mut status = cluster.status.clone().unwrap_or_default();
+            status.phase = Some(ClusterPhase::Deleting);
+            let _ = write_status(&ctx, &cluster, status).await;
+            return Err(Error::Waiting(format!(
+                "{} machine(s) still terminating",
+                machines.len()
+            )));
+        }
+    }
+    // Owned Secrets: no garbage collector is assumed.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    for s in [format!("{name}-kubeconfig"), format!("{name}-kelp-pki")] {
+        match secrets.delete(&s, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    ctx.sim_kube.stop_control_plane(&uid).await;
+    ctx.drivers.forget(&uid);
+    Ok(Action::await_change())
+}

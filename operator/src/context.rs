@@ -1,0 +1,212 @@
+//! The one Context every controller shares, the operator's error type, and per-object backoff.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kelp_cloud_drivers::CloudError;
+use kube::Client;
+use kube::Resource;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+
+use crate::drivers::Drivers;
+use crate::sim_kube::SimKube;
+use crate::targets::Targets;
+
+/// Tunables of a running operator.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// How soon to look again while something is still converging (machines booting,
+    /// pods starting).
+    pub poll: Duration,
+    /// How often a converged object is looked at again to catch drift in the cloud.
+    pub resync: Duration,
+    /// First and largest delay of the per-object exponential backoff on transient errors.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            poll: Duration::from_secs(5),
+            resync: Duration::from_secs(300),
+            backoff_base: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(120),
+        }
+    }
+}
+
+/// Shared by every reconcile as `Arc<Context>`.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub config: Config,
+    pub drivers: Drivers,
+    pub recipes: kelp_recipes::Catalog,
+    pub sim_kube: Arc<SimKube>,
+    pub targets: Targets,
+    backoff: Mutex<HashMap<String, u32>>,
+    pub metrics: Metrics,
+}
+
+/// Counters a benchmark or a metrics endpoint reads.
+#[derive(Default)]
+pub struct Metrics {
+    pub reconciles: std::sync::atomic::AtomicU64,
+    pub failures: Mutex<HashMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub fn reconciled(&self) {
+        self.reconciles
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn failed(&self, label: &'static str) {
+        *self.failures.lock().unwrap().entry(label).or_default() += 1;
+    }
+    pub fn reconcile_count(&self) -> u64 {
+        self.reconciles.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, drivers: Drivers, sim_kube: Arc<SimKube>) -> Self {
+        let reporter = Reporter {
+            controller: "kelp".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            config,
+            drivers,
+            recipes: kelp_recipes::Catalog::builtin(),
+            sim_kube,
+            targets: Targets::default(),
+            backoff: Mutex::default(),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// Publishes an Event on `obj`; failures are logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) {
+        let event = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "could not publish event");
+        }
+    }
+
+    /// Forgets the failures of `key` after a successful reconcile.
+    pub fn reset_backoff(&self, key: &str) {
+        self.backoff.lock().unwrap().remove(key);
+    }
+
+    /// The next delay for `key`: base * 2^failures, capped, with up to 20% jitter.
+    pub fn next_backoff(&self, key: &str) -> Duration {
+        let mut map = self.backoff.lock().unwrap();
+        let n = map.entry(key.to_string()).or_default();
+        *n = n.saturating_add(1);
+        let exp = self
+            .config
+            .backoff_base
+            .saturating_mul(1u32 << (*n - 1).min(16))
+            .min(self.config.backoff_max);
+        let jitter = exp.mul_f64(rand::random::<f64>() * 0.2);
+        exp + jitter
+    }
+
+    /// What the controllers do after an error: transient errors back off per object;
+    /// errors that need a user's change wait for one (they are already in a condition).
+    pub fn error_action(&self, key: &str, err: &Error) -> Action {
+        self.metrics.failed(err.label());
+        match err {
+            Error::Waiting(_) => Action::requeue(self.config.poll),
+            e if e.is_transient() => Action::requeue(self.next_backoff(key)),
+            _ => Action::requeue(self.config.resync),
+        }
+    }
+}
+
+/// The operator's errors; each variant has a short stable label for metrics and Events.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("cloud: {0}")]
+    Cloud(#[from] CloudError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Recipe(#[from] kelp_recipes::RecipeError),
+    /// Not an error: something the reconcile waits for (machines still terminating).
+    #[error("waiting: {0}")]
+    Waiting(String),
+    #[error("target cluster: {0}")]
+    Target(String),
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+}
+
+impl Error {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "KubeError",
+            Error::Cloud(e) => e.label(),
+            Error::Invalid(_) => "Invalid",
+            Error::Recipe(_) => "RecipeError",
+            Error::Waiting(_) => "Waiting",
+            Error::Target(_) => "TargetUnreachable",
+            Error::Finalizer(_) => "FinalizerError",
+        }
+    }
+
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Kube(_) | Error::Target(_) | Error::Finalizer(_) | Error::Waiting(_) => true,
+            Error::Cloud(e) => e.is_transient(),
+            Error::Invalid(_) | Error::Recipe(_) => false,
+        }
+    }
+}
+
+/// Unwraps kube-runtime's finalizer error into ours.
+pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
+    use kube::runtime::finalizer::Error as F;
+    match e {
+        F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+        F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube(e),
+        other => Error::Finalizer(other.to_string()),
+    }
+}
+
+/// `kind/namespace/name`, the key of per-object state.
+pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Ctx = Arc<Context>;

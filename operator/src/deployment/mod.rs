@@ -1,0 +1,684 @@
+//! The Deployment controller: a Module running on a Cluster.
+//!
+//! fetch (Module, Cluster, Secrets) -> validate (pool, image) -> build (recipe objects,
+//! rclone and env Secrets) -> apply (server-side apply to the Cluster's Kubernetes, prune)
+//! -> status (readiness and endpoint from that cluster).
+
+pub mod build;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kelp_crds::condition_types as ct;
+use kelp_crds::{Cluster, Deployment, DeploymentPhase, DeploymentStatus, Module};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
+};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::conditions;
+use crate::context::{Ctx, Error, Result, from_finalizer, key};
+use build::{DEPLOYMENT_LABEL, NAMESPACE_LABEL};
+
+/// The finalizer kelp puts on Deployments: the workload is removed from the target first.
+pub const FINALIZER: &str = "kelp.imagine-ai.eu/deployment";
+/// The field manager of everything kelp applies.
+pub const MANAGER: &str = "kelp";
+
+/// Kinds kelp prunes on a target cluster when a recipe no longer renders them.
+const PRUNED: &[(&str, &str, &str, &str)] = &[
+    ("apps", "v1", "Deployment", "deployments"),
+    ("", "v1", "Service", "services"),
+    ("networking.k8s.io", "v1", "Ingress", "ingresses"),
+    ("", "v1", "Secret", "secrets"),
+    ("", "v1", "ConfigMap", "configmaps"),
+];
+
+/// Runs the Deployment controller until `shutdown` resolves. Module and Cluster changes
+/// re-reconcile the Deployments that reference them.
+pub async fn run(
+    ctx: Ctx,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: Api<Deployment> = Api::all(ctx.client.clone());
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let store = controller.store();
+    let by_module = store.clone();
+    let by_cluster = store;
+    controller
+        .watches(
+            Api::<Module>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |m: Module| {
+                let (ns, name) = (m.namespace(), m.name_any());
+                by_module
+                    .state()
+                    .into_iter()
+                    .filter(|d| d.namespace() == ns && d.spec.module_ref.name == name)
+                    .map(|d| ObjectRef::from_obj(d.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<Cluster>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |c: Cluster| {
+                let (ns, name) = (c.namespace(), c.name_any());
+                by_cluster
+                    .state()
+                    .into_iter()
+                    .filter(|d| d.namespace() == ns && d.spec.cluster_ref.name == name)
+                    .map(|d| ObjectRef::from_obj(d.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "deployment reconcile");
+            }
+        })
+        .await;
+}
+
+async fn reconcile(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
+    ctx.metrics.reconciled();
+    let ns = dep.namespace().unwrap_or_default();
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let k = key(dep.as_ref());
+    let action = finalizer(&api, FINALIZER, dep, |event| async {
+        match event {
+            Finalizer::Apply(d) => apply(d, ctx.clone()).await,
+            Finalizer::Cleanup(d) => cleanup(d, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(from_finalizer)?;
+    ctx.reset_backoff(&k);
+    Ok(action)
+}
+
+fn error_policy(dep: Arc<Deployment>, err: &Error, ctx: Ctx) -> Action {
+    tracing::info!(deployment = %dep.name_any(), error = %err, "deployment reconcile failed");
+    ctx.error_action(&key(dep.as_ref()), err)
+}
+
+/// A reason the Deployment cannot go on yet, shown in its conditions.
+struct Blocked {
+    reason: &'static str,
+    message: String,
+    /// Needs a change from the user (Stalled), rather than waiting for another object.
+    stalled: bool,
+}
+
+fn blocked(reason: &'static str, message: impl Into<String>, stalled: bool) -> Blocked {
+    Blocked {
+        reason,
+        message: message.into(),
+        stalled,
+    }
+}
+
+async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
+    let generation = dep.metadata.generation;
+    let mut status = dep.status.clone().unwrap_or_default();
+    status.observed_generation = generation;
+    let outcome = deploy(&dep, &ctx, &mut status).await;
+    let action = match outcome {
+        Ok(ready) => {
+            let desired = dep.spec.replicas.max(0);
+            status.ready = Some(format!("{}/{desired}", status.ready_replicas));
+            let g = generation;
+            conditions::set(
+                &mut status.conditions,
+                ct::STALLED,
+                false,
+                "Progressing",
+                "",
+                g,
+            );
+            conditions::set(
+                &mut status.conditions,
+                ct::AVAILABLE,
+                ready,
+                if ready {
+                    "MinimumReplicasAvailable"
+                } else {
+                    "ReplicasNotReady"
+                },
+                format!("{}/{desired} replicas ready", status.ready_replicas),
+                g,
+            );
+            conditions::set(
+                &mut status.conditions,
+                ct::READY,
+                ready,
+                if ready { "Ready" } else { "Deploying" },
+                format!("{}/{desired} replicas ready", status.ready_replicas),
+                g,
+            );
+            conditions::set(
+                &mut status.conditions,
+                ct::RECONCILING,
+                !ready,
+                if ready { "Reconciled" } else { "Deploying" },
+                "",
+                g,
+            );
+            status.phase = Some(if ready {
+                DeploymentPhase::Ready
+            } else {
+                DeploymentPhase::Deploying
+            });
+            if ready {
+                Action::requeue(ctx.config.resync)
+            } else {
+                Action::requeue(ctx.config.poll)
+            }
+        }
+        Err(Ok(b)) => {
+            let g = generation;
+            conditions::set(
+                &mut status.conditions,
+                ct::READY,
+                false,
+                b.reason,
+                b.message.clone(),
+                g,
+            );
+            conditions::set(
+                &mut status.conditions,
+                ct::STALLED,
+                b.stalled,
+                b.reason,
+                if b.stalled {
+                    b.message.clone()
+                } else {
+                    String::new()
+                },
+                g,
+            );
+            conditions::set(
+                &mut status.conditions,
+                ct::RECONCILING,
+                !b.stalled,
+                b.reason,
+                b.message.clone(),
+                g,
+            );
+            if b.reason == "NoPoolFits" {
+                conditions::set(
+                    &mut status.conditions,
+                    ct::SCHEDULED,
+                    false,
+                    b.reason,
+                    b.message.clone(),
+                    g,
+                );
+            }
+            status.phase = Some(if b.stalled {
+                DeploymentPhase::Failed
+            } else {
+                DeploymentPhase::Pending
+            });
+            if dep
+                .status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, ct::READY))
+                .map(|c| c.reason.as_str())
+                != Some(b.reason)
+            {
+                ctx.event(dep.as_ref(), true, b.reason, "Reconcile", b.message.clone())
+                    .await;
+            }
+            // Module and Cluster changes wake us; a slow look-again covers the rest.
+            Action::requeue(ctx.config.resync)
+        }
+        Err(Err(e)) => {
+            write_status(&ctx, &dep, status).await?;
+            return Err(e);
+        }
+    };
+    write_status(&ctx, &dep, status).await?;
+    Ok(action)
+}
+
+/// Deploys; Ok(ready), Err(Ok(blocked)) for conditions, Err(Err(e)) for errors to retry.
+async fn deploy(
+    dep: &Deployment,
+    ctx: &Ctx,
+    status: &mut DeploymentStatus,
+) -> Result<bool, Result<Blocked, Error>> {
+    let ns = dep.namespace().unwrap_or_default();
+    let name = dep.name_any();
+    let g = dep.metadata.generation;
+    let module = Api::<Module>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&dep.spec.module_ref.name)
+        .await
+        .map_err(|e| Err(e.into()))?
+        .ok_or_else(|| {
+            Ok(blocked(
+                "ModuleNotFound",
+                format!(
+                    "spec.moduleRef: Module {ns}/{} not found",
+                    dep.spec.module_ref.name
+                ),
+                false,
+            ))
+        })?;
+    let cluster = Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&dep.spec.cluster_ref.name)
+        .await
+        .map_err(|e| Err(e.into()))?
+        .ok_or_else(|| {
+            Ok(blocked(
+                "ClusterNotFound",
+                format!(
+                    "spec.clusterRef: Cluster {ns}/{} not found",
+                    dep.spec.cluster_ref.name
+                ),
+                false,
+            ))
+        })?;
+    let need = build::need(dep, &module);
+    let pool = build::choose_pool(&cluster, dep.spec.node_pool.as_deref(), need)
+        .map_err(|m| Ok(blocked("NoPoolFits", m, dep.spec.node_pool.is_some())))?
+        .clone();
+    status.node_pool = Some(pool.name.clone());
+    conditions::set(
+        &mut status.conditions,
+        ct::SCHEDULED,
+        true,
+        "PoolChosen",
+        format!("node pool {}", pool.name),
+        g,
+    );
+    let image = build::image(dep, &module, need).ok_or_else(|| {
+        let why = module
+            .status
+            .as_ref()
+            .and_then(|s| conditions::get(&s.conditions, ct::READY))
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| "not resolved yet".into());
+        Ok(blocked(
+            "ModuleNotReady",
+            format!("Module {}: {why}", module.name_any()),
+            false,
+        ))
+    })?;
+    status.image = Some(image.clone());
+    if cluster.metadata.deletion_timestamp.is_some() {
+        return Err(Ok(blocked(
+            "ClusterDeleting",
+            format!("Cluster {} is being deleted", cluster.name_any()),
+            false,
+        )));
+    }
+    let cp_ready = cluster
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY));
+    if !cp_ready {
+        return Err(Ok(blocked(
+            "ClusterNotReady",
+            format!(
+                "Cluster {}: waiting for its control plane",
+                cluster.name_any()
+            ),
+            false,
+        )));
+    }
+    let target = ctx
+        .targets
+        .client(&ctx.client, &cluster)
+        .await
+        .map_err(Err)?;
+
+    // Secrets first: copied credentials, then the objects that use them.
+    let mut secrets: Vec<Value> = Vec::new();
+    for s in dep.spec.storage.iter() {
+        let Some(webdav) = &s.webdav else { continue };
+        let field = format!("spec.storage[{}].webdav.credentialsSecretRef", s.name);
+        let creds = read_secret(ctx, &ns, &webdav.credentials_secret_ref.name, &field).await?;
+        let get = |k: &str| {
+            creds.get(k).cloned().ok_or_else(|| {
+                Ok(blocked(
+                    "SecretKeyMissing",
+                    format!(
+                        "{field}: Secret {} has no key {k:?}",
+                        webdav.credentials_secret_ref.name
+                    ),
+                    true,
+                ))
+            })
+        };
+        let (user, password) = (get("user")?, get("password")?);
+        let secret_name = build::rclone_secret_name(&name, &s.name);
+        let remote = s.name.to_uppercase().replace(['-', '.'], "_");
+        let prefix = format!("RCLONE_CONFIG_{remote}_");
+        // rclone obscure uses a random IV: keep the stored value while it still reveals to the password.
+        let existing = Api::<Secret>::namespaced(target.clone(), &ns)
+            .get_opt(&secret_name)
+            .await
+            .ok()
+            .flatten();
+        let pass_key = format!("{prefix}PASS");
+        let obscured = existing
+            .and_then(|s| s.data)
+            .and_then(|d| {
+                d.get(&pass_key)
+                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            })
+            .filter(|old| {
+                kelp_recipes::rclone::reveal(old).ok().as_deref() == Some(password.as_str())
+            })
+            .unwrap_or_else(|| kelp_recipes::rclone::obscure(&password));
+        let vendor = match webdav.vendor {
+            kelp_crds::WebdavVendor::Nextcloud => "nextcloud",
+            kelp_crds::WebdavVendor::Owncloud => "owncloud",
+            kelp_crds::WebdavVendor::Other => "other",
+        };
+        secrets.push(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name}, "type": "Opaque",
+            "stringData": {
+                format!("{prefix}TYPE"): "webdav",
+                format!("{prefix}URL"): webdav.url,
+                format!("{prefix}VENDOR"): vendor,
+                format!("{prefix}USER"): user,
+                pass_key: obscured,
+            }
+        }));
+    }
+    let mut env_values = BTreeMap::new();
+    for (i, e) in dep.spec.env.iter().enumerate() {
+        let Some(from) = &e.value_from else { continue };
+        if let Some(r) = &from.secret_key_ref {
+            let field = format!("spec.env[{i}].valueFrom.secretKeyRef");
+            let data = read_secret(ctx, &ns, &r.name, &field).await?;
+            let v = data.get(&r.key).cloned().ok_or_else(|| {
+                Ok(blocked(
+                    "SecretKeyMissing",
+                    format!("{field}: Secret {} has no key {:?}", r.name, r.key),
+                    true,
+                ))
+            })?;
+            env_values.insert(build::env_key(&r.name, &r.key), v);
+        } else if let Some(r) = &from.config_map_key_ref {
+            let field = format!("spec.env[{i}].valueFrom.configMapKeyRef");
+            let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&r.name)
+                .await
+                .map_err(|e| Err(e.into()))?
+                .ok_or_else(|| {
+                    Ok(blocked(
+                        "ConfigMapNotFound",
+                        format!("{field}: ConfigMap {} not found", r.name),
+                        true,
+                    ))
+                })?;
+            let v = cm
+                .data
+                .unwrap_or_default()
+                .get(&r.key)
+                .cloned()
+                .ok_or_else(|| {
+                    Ok(blocked(
+                        "ConfigMapKeyMissing",
+                        format!("{field}: ConfigMap {} has no key {:?}", r.name, r.key),
+                        true,
+                    ))
+                })?;
+            env_values.insert(build::env_key(&r.name, &r.key), v);
+        }
+    }
+    if !env_values.is_empty() {
+        secrets.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": build::env_secret_name(&name)}, "type": "Opaque", "stringData": env_values}));
+    }
+    let mut pull = None;
+    if let Some(r) = &module.spec.image.pull_secret_ref {
+        let src = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| Err(e.into()))?
+            .ok_or_else(|| {
+                Ok(blocked(
+                    "SecretNotFound",
+                    format!(
+                        "Module {} spec.image.pullSecretRef: Secret {} not found",
+                        module.name_any(),
+                        r.name
+                    ),
+                    true,
+                ))
+            })?;
+        let pull_name = format!("{name}-pull");
+        secrets.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": pull_name}, "type": src.type_, "data": src.data}));
+        pull = Some(pull_name);
+    }
+
+    let wctx = build::workload_context(dep, &module, &pool, need, image, pull);
+    let recipe = kelp_recipes::RecipeUse {
+        name: dep.spec.recipe.clone(),
+        inputs: BTreeMap::new(),
+    };
+    let objects = ctx.recipes.render_workload(&recipe, &wctx).map_err(|e| {
+        Ok(blocked(
+            "RecipeError",
+            format!("spec.recipe {}: {e}", dep.spec.recipe),
+            true,
+        ))
+    })?;
+
+    ensure_namespace(&target, &ns).await.map_err(Err)?;
+    let mut applied = BTreeSet::new();
+    for mut obj in secrets.into_iter().chain(objects) {
+        obj["metadata"]["namespace"] = json!(ns);
+        let labels = obj["metadata"]["labels"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut labels = labels;
+        labels.insert(DEPLOYMENT_LABEL.into(), json!(name));
+        labels.insert(NAMESPACE_LABEL.into(), json!(ns));
+        labels.insert("app.kubernetes.io/managed-by".into(), json!("kelp"));
+        obj["metadata"]["labels"] = Value::Object(labels);
+        applied.insert(server_side_apply(&target, &obj).await.map_err(Err)?);
+    }
+    prune(&target, &ns, &name, &applied).await.map_err(Err)?;
+
+    // Readiness and endpoint from the target cluster.
+    let workload = Api::<AppsDeployment>::namespaced(target.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(|e| Err(e.into()))?;
+    let st = workload
+        .as_ref()
+        .and_then(|w| w.status.clone())
+        .unwrap_or_default();
+    let observed = workload
+        .as_ref()
+        .is_some_and(|w| st.observed_generation >= w.metadata.generation);
+    status.replicas = dep.spec.replicas.max(0);
+    status.ready_replicas = if observed {
+        st.ready_replicas.unwrap_or(0)
+    } else {
+        0
+    };
+    status.endpoint = build::endpoint(&cluster, &wctx);
+    let unavailable = st
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("False"))
+        .and_then(|c| c.message);
+    let ready = observed && status.ready_replicas >= status.replicas;
+    if !ready && let Some(msg) = unavailable {
+        conditions::set(
+            &mut status.conditions,
+            ct::AVAILABLE,
+            false,
+            "ReplicasNotReady",
+            msg,
+            g,
+        );
+    }
+    Ok(ready)
+}
+
+async fn read_secret(
+    ctx: &Ctx,
+    ns: &str,
+    name: &str,
+    field: &str,
+) -> Result<BTreeMap<String, String>, Result<Blocked, Error>> {
+    let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(name)
+        .await
+        .map_err(|e| Err(e.into()))?
+        .ok_or_else(|| {
+            Ok(blocked(
+                "SecretNotFound",
+                format!("{field}: Secret {ns}/{name} not found"),
+                true,
+            ))
+        })?;
+    let mut out: BTreeMap<String, String> = secret
+        .data
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    out.extend(secret.string_data.unwrap_or_default());
+    Ok(out)
+}
+
+async fn ensure_namespace(target: &Client, ns: &str) -> Result<()> {
+    let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(target.clone());
+    if api.get_opt(ns).await?.is_none() {
+        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        api.patch(
+            ns,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+fn api_resource(api_version: &str, kind: &str) -> ApiResource {
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let plural = PRUNED
+        .iter()
+        .find(|(g, v, k, _)| *g == group && *v == version && *k == kind)
+        .map(|(_, _, _, p)| p.to_string())
+        .unwrap_or_else(|| format!("{}s", kind.to_lowercase()));
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural)
+}
+
+/// Server-side applies `obj` with field manager `kelp`; returns `apiVersion/kind/name`.
+async fn server_side_apply(target: &Client, obj: &Value) -> Result<String> {
+    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+    let kind = obj["kind"].as_str().unwrap_or_default();
+    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    let ar = api_resource(api_version, kind);
+    let api: Api<DynamicObject> = Api::namespaced_with(target.clone(), ns, &ar);
+    api.patch(
+        name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(obj),
+    )
+    .await?;
+    tracing::debug!(%api_version, kind, name, ns, "applied");
+    Ok(format!("{api_version}/{kind}/{name}"))
+}
+
+/// Deletes objects kelp applied for this Deployment earlier that the recipe no longer renders.
+async fn prune(target: &Client, ns: &str, name: &str, keep: &BTreeSet<String>) -> Result<usize> {
+    let selector = format!("{DEPLOYMENT_LABEL}={name},{NAMESPACE_LABEL}={ns}");
+    let mut deleted = 0;
+    for (group, version, kind, _) in PRUNED {
+        let api_version = if group.is_empty() {
+            version.to_string()
+        } else {
+            format!("{group}/{version}")
+        };
+        let ar = api_resource(&api_version, kind);
+        let api: Api<DynamicObject> = Api::namespaced_with(target.clone(), ns, &ar);
+        for obj in api
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items
+        {
+            let id = format!("{api_version}/{kind}/{}", obj.name_any());
+            if !keep.contains(&id) {
+                tracing::debug!(%id, "pruning");
+                match api.delete(&obj.name_any(), &DeleteParams::default()).await {
+                    Ok(_) => deleted += 1,
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    Ok(deleted)
+}
+
+async fn write_status(ctx: &Ctx, dep: &Deployment, status: DeploymentStatus) -> Result<()> {
+    if dep.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<Deployment> =
+        Api::namespaced(ctx.client.clone(), &dep.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Deployment", "metadata": {"name": dep.name_any(), "namespace": dep.namespace()}, "status": status});
+    api.patch_status(
+        &dep.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Removes the workload from the target cluster. A Cluster that is gone (or has no
+/// Kubernetes yet) has nothing left to remove.
+async fn cleanup(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
+    let ns = dep.namespace().unwrap_or_default();
+    let cluster = Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&dep.spec.cluster_ref.name)
+        .await?;
+    if let Some(cluster) = cluster
+        && let Ok(target) = ctx.targets.client(&ctx.client, &cluster).await
+    {
+        match prune(&target, &ns, &dep.name_any(), &BTreeSet::new()).await {
+            Ok(n) => {
+                if n > 0 {
+                    ctx.event(
+                        dep.as_ref(),
+                        false,
+                        "WorkloadDeleted",
+                        "Delete",
+                        format!("deleted {n} object(s) from Cluster {}", cluster.name_any()),
+                    )
+                    .await;
+                }
+            }
+            // An unreachable cluster that is itself being deleted takes the workload with it.
+            Err(e) if cluster.metadata.deletion_timestamp.is_some() => {
+                tracing::info!(error = %e, "cluster going away")
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(Action::await_change())
+}

@@ -1,0 +1,76 @@
+//! `kelp dev`: a whole kelp on one laptop. The Kubernetes-API test server, kelp's CRDs,
+//! and the operator with the simulated cloud, in one process.
+
+use std::path::Path;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kelp_testapi::{Config as ApiConfig, TestApiServer};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams};
+
+/// Installs (server-side applies) kelp's CRDs and waits until they are served.
+pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in kelp_crds::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        api.patch(
+            &name,
+            &PatchParams::apply("kelp").force(),
+            &Patch::Apply(&crd),
+        )
+        .await?;
+    }
+    for crd in kelp_crds::crds() {
+        let name = crd.metadata.name.clone().unwrap_or_default();
+        let established = |c: &CustomResourceDefinition| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
+        };
+        for _ in 0..100 {
+            if established(&api.get(&name).await?) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Starts the test API server on `127.0.0.1:port` (0: any free port), writes its kubeconfig
+/// to `kubeconfig`, installs the CRDs. Returns the server and a client for it.
+pub async fn start(port: u16, kubeconfig: &Path) -> anyhow::Result<(TestApiServer, Client)> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let server = TestApiServer::start_with(ApiConfig::default(), addr).await?;
+    std::fs::write(kubeconfig, server.kubeconfig())?;
+    let client = crate::targets::client_from_kubeconfig(&server.kubeconfig())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    install_crds(&client).await?;
+    Ok((server, client))
+}
+
+/// What to try next, printed once kelp dev is up.
+pub fn banner(url: &str, kubeconfig: &Path) -> String {
+    let kc = kubeconfig.display();
+    format!(
+        "kelp dev is running: Kubernetes API (test server) at {url}, simulated cloud, operator.\n\
+         \n\
+         Try:\n\
+         \x20 export KUBECONFIG={kc}\n\
+         \x20 kubectl apply -f examples/\n\
+         \x20 kubectl get kelp -w\n\
+         \x20 kubectl wait --for=condition=Ready deployment.kelp.imagine-ai.eu/fish-detector --timeout=120s\n\
+         \x20 kubectl describe kcl sim-gpu\n\
+         \n\
+         The sim Cluster's own Kubernetes (its nodes and the module's workload):\n\
+         \x20 kubectl get secret sim-gpu-kubeconfig -o jsonpath='{{.data.value}}' | base64 -d > sim-gpu.kubeconfig\n\
+         \x20 kubectl --kubeconfig sim-gpu.kubeconfig get nodes,deployments -A\n\
+         \n\
+         Everything is in memory and simulated; Ctrl-C stops it.\n"
+    )
+}

@@ -1,0 +1,76 @@
+//! kelp's operator: the controllers for Module, Cluster and Deployment, and what wires
+//! them to a Kubernetes API server and the clouds.
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod conditions;
+pub mod context;
+pub mod deployment;
+pub mod dev;
+pub mod drivers;
+pub mod module;
+pub mod pki;
+pub mod sim_kube;
+pub mod targets;
+
+use std::sync::Arc;
+
+use context::{Config, Context};
+use drivers::{Drivers, SimClouds};
+use kube::Client;
+use sim_kube::SimKube;
+
+/// What an operator run needs besides a client: the simulated clouds and control planes
+/// (shared with tests so a restarted operator sees the same sim cloud).
+#[derive(Clone)]
+pub struct Environment {
+    pub sims: Arc<SimClouds>,
+    pub sim_kube: Arc<SimKube>,
+    pub config: Config,
+}
+
+impl Default for Environment {
+    fn default() -> Self {
+        Self {
+            sims: SimClouds::new(kelp_cloud_drivers::sim::SimConfig::default()),
+            sim_kube: Arc::new(SimKube::default()),
+            config: Config::default(),
+        }
+    }
+}
+
+/// Runs the three controllers against `client` until `shutdown` resolves, then returns
+/// after in-flight reconciles finish. Returns the Context (its metrics) for callers.
+pub async fn run(
+    client: Client,
+    env: Environment,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> Arc<Context> {
+    let ctx = Arc::new(Context::new(
+        client,
+        env.config,
+        Drivers::new(env.sims),
+        env.sim_kube,
+    ));
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let signal = move || {
+        let mut rx = rx.clone();
+        async move {
+            let _ = rx.wait_for(|v| *v).await;
+        }
+    };
+    let controllers = futures::future::join3(
+        module::run(ctx.clone(), signal()),
+        cluster::run(ctx.clone(), signal()),
+        deployment::run(ctx.clone(), signal()),
+    );
+    tokio::pin!(controllers);
+    tokio::select! {
+        _ = &mut controllers => {}
+        _ = shutdown => {
+            let _ = tx.send(true);
+            controllers.await;
+        }
+    }
+    ctx
+}

@@ -1,0 +1,407 @@
+//! The Kubernetes side of the `sim` cloud. **A simulation**, for `kelp dev` and tests:
+//!
+//! - a sim Cluster with `kubernetes: Provision` gets an in-process test API server as its
+//!   "control-plane machine";
+//! - every running sim machine appears there as a Node with its pool's labels and taints and
+//!   its instance type's CPU, memory and `nvidia.com/gpu` capacity (what a real k3s agent
+//!   would register);
+//! - a small simulated kubelet marks apps/v1 Deployments ready when nodes with enough free
+//!   CPU, memory and GPU (and matching node selectors and tolerated taints) exist, and not
+//!   otherwise. No container ever runs.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
+use k8s_openapi::api::core::v1::Node;
+use kelp_testapi::TestApiServer;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::context::{Error, Result};
+
+/// Label on every simulated Node: the owning Cluster's UID.
+pub const NODE_CLUSTER_LABEL: &str = "kelp.imagine-ai.eu/cluster-uid";
+/// Label on every simulated Node: its pool.
+pub const NODE_POOL_LABEL: &str = "kelp.imagine-ai.eu/pool";
+
+/// A Node the simulation registers for a running machine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimNode {
+    pub name: String,
+    pub provider_id: String,
+    pub pool: String,
+    pub labels: BTreeMap<String, String>,
+    /// (key, value, effect)
+    pub taints: Vec<(String, Option<String>, String)>,
+    pub cpu: u32,
+    pub memory_mb: u64,
+    pub gpu: u32,
+    pub internal_ip: Option<String>,
+}
+
+/// In-process control planes and simulated kubelets, shared across operator restarts in tests.
+#[derive(Default)]
+pub struct SimKube {
+    planes: tokio::sync::Mutex<HashMap<String, TestApiServer>>,
+    kubelets: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+}
+
+impl SimKube {
+    /// The control plane of the sim Cluster `uid`: started on first use. Returns its URL and
+    /// an admin kubeconfig.
+    pub async fn control_plane(&self, uid: &str, cluster_name: &str) -> Result<(String, String)> {
+        let mut planes = self.planes.lock().await;
+        if !planes.contains_key(uid) {
+            let server = TestApiServer::start().await.map_err(|e| {
+                Error::Target(format!("could not start the sim control plane: {e}"))
+            })?;
+            tracing::info!(cluster = cluster_name, url = %server.url(), "sim control plane started");
+            planes.insert(uid.to_string(), server);
+        }
+        let server = &planes[uid];
+        let kubeconfig = crate::pki::kubeconfig(cluster_name, &server.url(), None, None);
+        Ok((server.url(), kubeconfig))
+    }
+
+    /// Stops the control plane of `uid` (the Cluster is gone).
+    pub async fn stop_control_plane(&self, uid: &str) {
+        let server = self.planes.lock().await.remove(uid);
+        if let Some(server) = server {
+            let url = server.url();
+            if let Some(task) = self.kubelets.lock().unwrap().remove(&url) {
+                task.abort();
+            }
+            server.shutdown().await;
+        }
+    }
+
+    /// Number of control planes running (for tests and benchmarks).
+    pub async fn control_planes(&self) -> usize {
+        self.planes.lock().await.len()
+    }
+
+    /// Makes sure a simulated kubelet schedules the Deployments of the API server at `url`.
+    pub fn ensure_kubelet(&self, url: &str, client: &Client) {
+        let mut kubelets = self.kubelets.lock().unwrap();
+        if kubelets.get(url).is_some_and(|t| !t.is_finished()) {
+            return;
+        }
+        let client = client.clone();
+        kubelets.insert(url.to_string(), tokio::spawn(kubelet(client)));
+    }
+
+    /// Registers `nodes` for the Cluster `uid` on `client`'s API server and removes the
+    /// Nodes of machines that are gone.
+    pub async fn sync_nodes(&self, client: &Client, uid: &str, nodes: &[SimNode]) -> Result<()> {
+        let api: Api<Node> = Api::all(client.clone());
+        let existing = api
+            .list(&ListParams::default().labels(&format!("{NODE_CLUSTER_LABEL}={uid}")))
+            .await?;
+        for node in nodes {
+            let current = existing.items.iter().find(|n| n.name_any() == node.name);
+            let desired = node_object(uid, node);
+            if current.is_some_and(|c| same_node(c, &desired)) {
+                continue;
+            }
+            let pp = PatchParams::apply("kelp-sim-kubelet").force();
+            api.patch(&node.name, &pp, &Patch::Apply(&desired)).await?;
+            api.patch_status(&node.name, &pp, &Patch::Apply(&desired))
+                .await?;
+        }
+        for stale in existing
+            .items
+            .iter()
+            .filter(|n| !nodes.iter().any(|d| d.name == n.name_any()))
+        {
+            match api
+                .delete(&stale.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn same_node(current: &Node, desired: &Value) -> bool {
+    let labels = serde_json::to_value(&current.metadata.labels).unwrap_or_default();
+    let ready = current
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+    ready && labels == desired["metadata"]["labels"]
+}
+
+fn node_object(uid: &str, node: &SimNode) -> Value {
+    let mut labels = node.labels.clone();
+    labels.insert(NODE_CLUSTER_LABEL.into(), uid.into());
+    labels.insert(NODE_POOL_LABEL.into(), node.pool.clone());
+    labels.insert("kubernetes.io/hostname".into(), node.name.clone());
+    labels.insert("node.kubernetes.io/instance-type".into(), "sim".into());
+    let taints: Vec<Value> = node
+        .taints
+        .iter()
+        .map(|(k, v, e)| json!({"key": k, "value": v, "effect": e}))
+        .collect();
+    let mut capacity = json!({
+        "cpu": node.cpu.to_string(),
+        "memory": format!("{}Mi", node.memory_mb),
+        "pods": "110",
+    });
+    if node.gpu > 0 {
+        capacity["nvidia.com/gpu"] = json!(node.gpu.to_string());
+    }
+    let addresses: Vec<Value> = node
+        .internal_ip
+        .iter()
+        .map(|ip| json!({"type": "InternalIP", "address": ip}))
+        .chain(std::iter::once(
+            json!({"type": "Hostname", "address": node.name}),
+        ))
+        .collect();
+    json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node.name, "labels": labels},
+        "spec": {"providerID": node.provider_id, "taints": taints},
+        "status": {
+            "capacity": capacity,
+            "allocatable": capacity,
+            "addresses": addresses,
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "simulated kubelet is posting ready status",
+                "lastHeartbeatTime": crate::conditions::now(),
+                "lastTransitionTime": crate::conditions::now(),
+            }],
+            "nodeInfo": {"kubeletVersion": "v1.31.4+k3s1 (kelp sim)"},
+        },
+    })
+}
+
+/// Recomputes placement whenever a Deployment or a Node changes.
+async fn kubelet(client: Client) {
+    let deployments: Api<AppsDeployment> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let d = watcher(deployments, watcher::Config::default())
+        .map(|_| ())
+        .boxed();
+    let n = watcher(nodes, watcher::Config::default())
+        .map(|_| ())
+        .boxed();
+    let mut events = futures::stream::select(d, n);
+    loop {
+        let tick = tokio::time::sleep(Duration::from_secs(2));
+        tokio::select! {
+            e = events.next() => if e.is_none() { return },
+            _ = tick => {},
+        }
+        // Let a burst of events settle into one pass.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        while let Some(Some(_)) = futures::FutureExt::now_or_never(events.next()) {}
+        if let Err(e) = schedule(&client).await {
+            tracing::debug!(error = %e, "sim kubelet pass failed");
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Res {
+    cpu: f64,
+    memory: f64,
+    gpu: f64,
+}
+
+/// One placement pass over every Deployment, oldest first; writes status where it changed.
+pub async fn schedule(client: &Client) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deployments: Api<AppsDeployment> = Api::all(client.clone());
+    let nodes = nodes.list(&ListParams::default()).await?.items;
+    let mut deps = deployments.list(&ListParams::default()).await?.items;
+    deps.sort_by(|a, b| {
+        (a.metadata.creation_timestamp.clone(), a.name_any())
+            .cmp(&(b.metadata.creation_timestamp.clone(), b.name_any()))
+    });
+    let mut free: Vec<(Node, Res)> = nodes
+        .into_iter()
+        .filter(|n| {
+            n.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .map(|n| {
+            let alloc = n
+                .status
+                .as_ref()
+                .and_then(|s| s.allocatable.clone())
+                .unwrap_or_default();
+            let get = |k: &str| alloc.get(k).map(|q| parse_quantity(&q.0)).unwrap_or(0.0);
+            let r = Res {
+                cpu: get("cpu"),
+                memory: get("memory"),
+                gpu: get("nvidia.com/gpu"),
+            };
+            (n, r)
+        })
+        .collect();
+    for dep in deps {
+        let spec = &dep.spec;
+        let want = spec.replicas.unwrap_or(1).max(0);
+        let pod = spec.template.spec.clone().unwrap_or_default();
+        let mut need = Res::default();
+        for c in &pod.containers {
+            let r = c.resources.clone().unwrap_or_default();
+            let req = r.requests.unwrap_or_default();
+            let lim = r.limits.unwrap_or_default();
+            let q = |k: &str| {
+                req.get(k)
+                    .or_else(|| lim.get(k))
+                    .map(|q| parse_quantity(&q.0))
+                    .unwrap_or(0.0)
+            };
+            need.cpu += q("cpu");
+            need.memory += q("memory");
+            need.gpu += q("nvidia.com/gpu");
+        }
+        let selector = pod.node_selector.clone().unwrap_or_default();
+        let tolerations = pod.tolerations.clone().unwrap_or_default();
+        let mut placed = 0;
+        for _ in 0..want {
+            let slot = free.iter_mut().find(|(node, f)| {
+                let labels = node.metadata.labels.clone().unwrap_or_default();
+                let selected = selector.iter().all(|(k, v)| labels.get(k) == Some(v));
+                let tolerated = node
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.taints.as_ref())
+                    .is_none_or(|taints| {
+                        taints.iter().all(|t| {
+                            t.effect == "PreferNoSchedule"
+                                || tolerations.iter().any(|tol| {
+                                    let key_ok = tol.key.as_deref().is_none_or(|k| k == t.key)
+                                        || tol.key.as_deref() == Some("");
+                                    let op_exists = tol.operator.as_deref() == Some("Exists");
+                                    let value_ok = op_exists || tol.value == t.value;
+                                    let effect_ok = tol
+                                        .effect
+                                        .as_deref()
+                                        .is_none_or(|e| e.is_empty() || e == t.effect);
+                                    key_ok && value_ok && effect_ok
+                                })
+                        })
+                    });
+                selected
+                    && tolerated
+                    && f.cpu + 1e-9 >= need.cpu
+                    && f.memory + 1e-9 >= need.memory
+                    && f.gpu + 1e-9 >= need.gpu
+            });
+            match slot {
+                Some((_, f)) => {
+                    f.cpu -= need.cpu;
+                    f.memory -= need.memory;
+                    f.gpu -= need.gpu;
+                    placed += 1;
+                }
+                None => break,
+            }
+        }
+        let available = placed >= want;
+        let (reason, message) = if available {
+            (
+                "MinimumReplicasAvailable",
+                format!("{placed}/{want} replicas running (simulated)"),
+            )
+        } else {
+            (
+                "Unschedulable",
+                format!(
+                    "{placed}/{want} replicas scheduled: no node with {} CPU, {} MiB memory and {} GPU free that matches the node selector and tolerations",
+                    need.cpu,
+                    (need.memory / 1048576.0).round(),
+                    need.gpu
+                ),
+            )
+        };
+        let status = json!({
+            "observedGeneration": dep.metadata.generation,
+            "replicas": placed,
+            "updatedReplicas": placed,
+            "readyReplicas": placed,
+            "availableReplicas": placed,
+            "unavailableReplicas": want - placed,
+            "conditions": [{
+                "type": "Available",
+                "status": if available { "True" } else { "False" },
+                "reason": reason,
+                "message": message,
+                "lastUpdateTime": "1970-01-01T00:00:00Z",
+                "lastTransitionTime": "1970-01-01T00:00:00Z",
+            }],
+        });
+        let current = serde_json::to_value(&dep.status).unwrap_or_default();
+        if current.get("readyReplicas") == status.get("readyReplicas")
+            && current.get("observedGeneration") == status.get("observedGeneration")
+            && current["conditions"][0]["message"] == status["conditions"][0]["message"]
+        {
+            continue;
+        }
+        let api: Api<AppsDeployment> =
+            Api::namespaced(client.clone(), &dep.namespace().unwrap_or_default());
+        api.patch_status(
+            &dep.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": status})),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// A Kubernetes quantity in base units (cores, bytes, count).
+pub fn parse_quantity(q: &str) -> f64 {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().unwrap_or(0.0);
+    let mult = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        _ => 1.0,
+    };
+    n * mult
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities() {
+        assert_eq!(parse_quantity("4"), 4.0);
+        assert_eq!(parse_quantity("500m"), 0.5);
+        assert_eq!(parse_quantity("8000Mi"), 8000.0 * 1048576.0);
+        assert_eq!(parse_quantity("2Gi"), 2.0 * 1073741824.0);
+        assert_eq!(parse_quantity("1k"), 1000.0);
+    }
+}
