@@ -108,7 +108,11 @@ fn param<'a>(h: &'a Helper<'_>, r: &Handlebars<'_>, idx: usize) -> Result<&'a Va
     Ok(p.value())
 }
 
-fn str_param<'a>(h: &'a Helper<'_>, r: &Handlebars<'_>, idx: usize) -> Result<&'a str, RenderError> {
+fn str_param<'a>(
+    h: &'a Helper<'_>,
+    r: &Handlebars<'_>,
+    idx: usize,
+) -> Result<&'a str, RenderError> {
     param(h, r, idx)?.as_str().ok_or_else(|| {
         other(format!(
             "helper {}: parameter {} must be a string",
@@ -152,8 +156,12 @@ value_helper!(Json, |h, r| Value::String(json_text(param(h, r, 0)?)));
 value_helper!(B64, |h, r| Value::String(
     base64::engine::general_purpose::STANDARD.encode(str_param(h, r, 0)?)
 ));
-value_helper!(Upper, |h, r| Value::String(str_param(h, r, 0)?.to_uppercase()));
-value_helper!(Lower, |h, r| Value::String(str_param(h, r, 0)?.to_lowercase()));
+value_helper!(Upper, |h, r| Value::String(
+    str_param(h, r, 0)?.to_uppercase()
+));
+value_helper!(Lower, |h, r| Value::String(
+    str_param(h, r, 0)?.to_lowercase()
+));
 value_helper!(ShellQuote, |h, r| Value::String(shell_quote(&plain(
     param(h, r, 0)?
 ))));

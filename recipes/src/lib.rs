@@ -3,13 +3,14 @@
 //!
 //! The format, helpers and merge rules are described in `docs/recipes.md`.
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 mod context;
 mod error;
 mod helpers;
 mod merge;
-mod recipe;
 pub mod rclone;
+mod recipe;
 mod workload;
 
 use std::collections::BTreeMap;
@@ -32,8 +33,14 @@ pub const BUILTIN_RECIPES: &[(&str, &str)] = &[
     ("nvidia-gpu", include_str!("../builtin/nvidia-gpu.yaml")),
     ("k3s-server", include_str!("../builtin/k3s-server.yaml")),
     ("k3s-agent", include_str!("../builtin/k3s-agent.yaml")),
-    ("rclone-webdav", include_str!("../builtin/rclone-webdav.yaml")),
-    ("deepaas-inference", include_str!("../builtin/deepaas-inference.yaml")),
+    (
+        "rclone-webdav",
+        include_str!("../builtin/rclone-webdav.yaml"),
+    ),
+    (
+        "deepaas-inference",
+        include_str!("../builtin/deepaas-inference.yaml"),
+    ),
 ];
 
 /// The first line of every rendered user-data.
@@ -140,7 +147,8 @@ impl Catalog {
         }
         if let Some(old) = self.recipes.remove(&recipe.name) {
             for t in &old.templates {
-                self.hbs.unregister_template(&template_key(&old.name, &t.name));
+                self.hbs
+                    .unregister_template(&template_key(&old.name, &t.name));
             }
         }
         for (key, tpl) in compiled {
@@ -221,7 +229,11 @@ impl Catalog {
     /// (recipe, kind, requirements, inputs) before anything is rendered. Parts are
     /// merged by template `order` (first, normal, last) and, within an order, in the
     /// order of `recipes` and of the templates in each recipe.
-    pub fn render_node(&self, recipes: &[RecipeUse], ctx: &NodeContext) -> Result<String, RecipeError> {
+    pub fn render_node(
+        &self,
+        recipes: &[RecipeUse],
+        ctx: &NodeContext,
+    ) -> Result<String, RecipeError> {
         let mut planned = Vec::with_capacity(recipes.len());
         for u in recipes {
             let r = self.lookup(&u.name, RecipeKind::Node)?;
@@ -243,7 +255,12 @@ impl Catalog {
                     .map_err(|e| out_err(".", format!("not YAML: {e}")))?;
                 match value {
                     serde_yaml_ng::Value::Mapping(_) | serde_yaml_ng::Value::Null => {}
-                    _ => return Err(out_err(".", "a node template must render a YAML mapping".into())),
+                    _ => {
+                        return Err(out_err(
+                            ".",
+                            "a node template must render a YAML mapping".into(),
+                        ));
+                    }
                 }
                 parts.push((t.order, *r, t, value));
             }
@@ -251,11 +268,13 @@ impl Catalog {
         parts.sort_by_key(|p| p.0);
         let mut merged = serde_yaml_ng::Value::Mapping(Default::default());
         for (_, r, t, value) in parts {
-            merge::merge(&mut merged, value, ".").map_err(|(path, message)| RecipeError::Merge {
-                recipe: r.name.clone(),
-                template: t.name.clone(),
-                path,
-                message,
+            merge::merge(&mut merged, value, ".").map_err(|(path, message)| {
+                RecipeError::Merge {
+                    recipe: r.name.clone(),
+                    template: t.name.clone(),
+                    path,
+                    message,
+                }
             })?;
         }
         let body = serde_yaml_ng::to_string(&merged).map_err(|e| RecipeError::Output {
@@ -304,7 +323,12 @@ impl Catalog {
                         .and_then(Value::as_str)
                         .filter(|s| !s.is_empty())
                         .map(str::to_string)
-                        .ok_or_else(|| out_err(format!("{doc_path}: {name}"), "missing or not a string".into()))
+                        .ok_or_else(|| {
+                            out_err(
+                                format!("{doc_path}: {name}"),
+                                "missing or not a string".into(),
+                            )
+                        })
                 };
                 let api_version = field(&obj, "apiVersion")?;
                 let kind = field(&obj, "kind")?;
@@ -312,16 +336,26 @@ impl Catalog {
                     .entry("metadata")
                     .or_insert_with(|| Value::Object(Map::new()));
                 let Value::Object(meta) = meta else {
-                    return Err(out_err(format!("{doc_path}: metadata"), "not a mapping".into()));
+                    return Err(out_err(
+                        format!("{doc_path}: metadata"),
+                        "not a mapping".into(),
+                    ));
                 };
-                let name = field(meta, "name")
-                    .map_err(|_| out_err(format!("{doc_path}: metadata.name"), "missing or not a string".into()))?;
+                let name = field(meta, "name").map_err(|_| {
+                    out_err(
+                        format!("{doc_path}: metadata.name"),
+                        "missing or not a string".into(),
+                    )
+                })?;
                 meta.insert("namespace".into(), ctx.namespace.clone().into());
                 let labels = meta
                     .entry("labels")
                     .or_insert_with(|| Value::Object(Map::new()));
                 let Value::Object(labels) = labels else {
-                    return Err(out_err(format!("{kind}/{name}: metadata.labels"), "not a mapping".into()));
+                    return Err(out_err(
+                        format!("{kind}/{name}: metadata.labels"),
+                        "not a mapping".into(),
+                    ));
                 };
                 for (k, v) in &ctx.labels {
                     labels.insert(k.clone(), v.clone().into());

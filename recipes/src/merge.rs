@@ -88,7 +88,9 @@ mod tests {
         .unwrap();
         assert_eq!(
             a,
-            y("packages: [a, b]\napt: {x: 1, y: {z: 1, w: 2}}\ntimezone: Europe/Madrid\nruncmd: [c]")
+            y(
+                "packages: [a, b]\napt: {x: 1, y: {z: 1, w: 2}}\ntimezone: Europe/Madrid\nruncmd: [c]"
+            )
         );
     }
 

@@ -12,9 +12,8 @@ type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
 
 /// rclone's fixed key (public, in rclone's source).
 const KEY: [u8; 32] = [
-    0x9c, 0x93, 0x5b, 0x48, 0x73, 0x0a, 0x55, 0x4d, 0x6b, 0xfd, 0x7c, 0x63, 0xc8, 0x86, 0xa9,
-    0x2b, 0xd3, 0x90, 0x19, 0x8e, 0xb8, 0x12, 0x8a, 0xfb, 0xf4, 0xde, 0x16, 0x2b, 0x8b, 0x95,
-    0xf6, 0x38,
+    0x9c, 0x93, 0x5b, 0x48, 0x73, 0x0a, 0x55, 0x4d, 0x6b, 0xfd, 0x7c, 0x63, 0xc8, 0x86, 0xa9, 0x2b,
+    0xd3, 0x90, 0x19, 0x8e, 0xb8, 0x12, 0x8a, 0xfb, 0xf4, 0xde, 0x16, 0x2b, 0x8b, 0x95, 0xf6, 0x38,
 ];
 
 /// Why a value could not be revealed.
@@ -69,8 +68,16 @@ mod tests {
     // Vectors from rclone's own fs/config/obscure tests (real rclone output).
     const VECTORS: &[(&str, &str, &[u8; 16])] = &[
         ("", "YWFhYWFhYWFhYWFhYWFhYQ", b"aaaaaaaaaaaaaaaa"),
-        ("potato", "YWFhYWFhYWFhYWFhYWFhYXMaGgIlEQ", b"aaaaaaaaaaaaaaaa"),
-        ("potato", "YmJiYmJiYmJiYmJiYmJiYp3gcEWbAw", b"bbbbbbbbbbbbbbbb"),
+        (
+            "potato",
+            "YWFhYWFhYWFhYWFhYWFhYXMaGgIlEQ",
+            b"aaaaaaaaaaaaaaaa",
+        ),
+        (
+            "potato",
+            "YmJiYmJiYmJiYmJiYmJiYp3gcEWbAw",
+            b"bbbbbbbbbbbbbbbb",
+        ),
     ];
 
     #[test]
@@ -92,7 +99,10 @@ mod tests {
 
     #[test]
     fn reveal_errors_like_rclone() {
-        assert_eq!(reveal("YmJiYmJiYmJiYmJiYmJiYp*gcEWbAw"), Err(RevealError::Base64));
+        assert_eq!(
+            reveal("YmJiYmJiYmJiYmJiYmJiYp*gcEWbAw"),
+            Err(RevealError::Base64)
+        );
         assert_eq!(reveal("aGVsbG8"), Err(RevealError::TooShort));
         assert_eq!(reveal(""), Err(RevealError::TooShort));
     }

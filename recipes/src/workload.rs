@@ -11,7 +11,11 @@ use serde_json::Value;
 /// pass). Also refuses fields the type does not know, which k8s-openapi itself
 /// ignores: a misspelt field would otherwise vanish silently on the way to the
 /// cluster. Returns (path, message) on failure.
-pub(crate) fn check_type(api_version: &str, kind: &str, obj: &Value) -> Result<(), (String, String)> {
+pub(crate) fn check_type(
+    api_version: &str,
+    kind: &str,
+    obj: &Value,
+) -> Result<(), (String, String)> {
     match (api_version, kind) {
         ("apps/v1", "Deployment") => check::<Deployment>(obj),
         ("v1", "Service") => check::<Service>(obj),
@@ -71,7 +75,10 @@ mod tests {
         let typo = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "x"},
             "spec": {"ports": [{"port": 80, "targetPrt": 80}]}});
         let (path, msg) = check_type("v1", "Service", &typo).unwrap_err();
-        assert_eq!((path.as_str(), msg.as_str()), ("spec.ports[0].targetPrt", "unknown field"));
+        assert_eq!(
+            (path.as_str(), msg.as_str()),
+            ("spec.ports[0].targetPrt", "unknown field")
+        );
         let other = json!({"apiVersion": "example.com/v1", "kind": "Thing", "whatever": 1});
         assert!(check_type("example.com/v1", "Thing", &other).is_ok());
     }

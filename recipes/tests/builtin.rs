@@ -1,7 +1,5 @@
 //! Rendering of the built-in recipes from the YAML fixtures.
 
-use std::collections::BTreeMap;
-
 use kelp_recipes::{
     Catalog, NodeContext, NodeRole, RecipeUse, WorkloadContext, default_node_recipes,
 };
@@ -44,7 +42,14 @@ fn builtin_catalog_has_the_six_recipes() {
     let names: Vec<_> = catalog.list().map(|r| r.name.as_str()).collect();
     assert_eq!(
         names,
-        ["base", "deepaas-inference", "k3s-agent", "k3s-server", "nvidia-gpu", "rclone-webdav"]
+        [
+            "base",
+            "deepaas-inference",
+            "k3s-agent",
+            "k3s-server",
+            "nvidia-gpu",
+            "rclone-webdav"
+        ]
     );
     for r in catalog.list() {
         assert!(!r.description.is_empty(), "{}", r.name);
@@ -61,8 +66,14 @@ fn default_node_recipes_follow_gpu_and_role() {
             .collect::<Vec<_>>()
     };
     assert_eq!(names(0, NodeRole::Agent), ["base", "k3s-agent"]);
-    assert_eq!(names(2, NodeRole::Agent), ["base", "nvidia-gpu", "k3s-agent"]);
-    assert_eq!(names(1, NodeRole::Server), ["base", "nvidia-gpu", "k3s-server"]);
+    assert_eq!(
+        names(2, NodeRole::Agent),
+        ["base", "nvidia-gpu", "k3s-agent"]
+    );
+    assert_eq!(
+        names(1, NodeRole::Server),
+        ["base", "nvidia-gpu", "k3s-server"]
+    );
 }
 
 #[test]
@@ -101,7 +112,10 @@ fn gpu_agent_user_data() {
     let k3s: serde_yaml_ng::Value =
         serde_yaml_ng::from_str(config["content"].as_str().unwrap()).unwrap();
     assert_eq!(k3s["server"].as_str(), Some("https://203.0.113.7:6443"));
-    assert_eq!(k3s["token"].as_str(), Some("K10aa11bb22cc33::server:0123456789abcdef"));
+    assert_eq!(
+        k3s["token"].as_str(),
+        Some("K10aa11bb22cc33::server:0123456789abcdef")
+    );
     assert_eq!(k3s["default-runtime"].as_str(), Some("nvidia"));
     let labels: Vec<_> = k3s["node-label"]
         .as_sequence()
@@ -121,10 +135,17 @@ fn gpu_agent_user_data() {
         k3s["node-taint"][0].as_str(),
         Some("nvidia.com/gpu=present:NoSchedule")
     );
-    let list = file(&doc, "/etc/apt/sources.list.d/nvidia-container-toolkit.list").unwrap();
-    assert!(list["content"].as_str().unwrap().contains(
-        "https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /"
-    ));
+    let list = file(
+        &doc,
+        "/etc/apt/sources.list.d/nvidia-container-toolkit.list",
+    )
+    .unwrap();
+    assert!(
+        list["content"]
+            .as_str()
+            .unwrap()
+            .contains("https://nvidia.github.io/libnvidia-container/stable/deb/$(ARCH) /")
+    );
     // An agent never holds the CA key.
     assert!(!text.contains("PRIVATE KEY"));
 }
@@ -140,7 +161,12 @@ fn cpu_server_user_data() {
     let doc = parse_user_data(&text);
     assert!(!text.contains("nvidia"), "{text}");
     assert!(doc.get("ssh_authorized_keys").is_none());
-    for f in ["server-ca.crt", "server-ca.key", "client-ca.crt", "client-ca.key"] {
+    for f in [
+        "server-ca.crt",
+        "server-ca.key",
+        "client-ca.crt",
+        "client-ca.key",
+    ] {
         let path = format!("/var/lib/rancher/k3s/server/tls/{f}");
         let entry = file(&doc, &path).unwrap_or_else(|| panic!("{path}"));
         let content = entry["content"].as_str().unwrap();
@@ -185,7 +211,13 @@ fn gpu_server_deploys_the_device_plugin_and_cpu_server_does_not() {
         spec.node_selector.unwrap()["kelp.imagine-ai.eu/gpu"],
         "true"
     );
-    assert!(spec.containers[0].image.as_ref().unwrap().contains("k8s-device-plugin"));
+    assert!(
+        spec.containers[0]
+            .image
+            .as_ref()
+            .unwrap()
+            .contains("k8s-device-plugin")
+    );
 
     let cpu: NodeContext = fixture("node-cpu-server.yaml");
     let text = catalog.render_node(&node_uses(&cpu), &cpu).unwrap();
@@ -205,7 +237,10 @@ fn rclone_webdav_node_recipe() {
     let mut uses = node_uses(&ctx);
     uses.push(
         RecipeUse::new("rclone-webdav")
-            .with_input("url", "https://share.services.ai4os.eu/remote.php/dav/files/alice")
+            .with_input(
+                "url",
+                "https://share.services.ai4os.eu/remote.php/dav/files/alice",
+            )
             .with_input("user", "alice")
             .with_input("password", password.clone()),
     );
@@ -223,7 +258,10 @@ fn rclone_webdav_node_recipe() {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(mount, serde_json::json!({"remote": "rshare", "mountPath": "/storage"}));
+    assert_eq!(
+        mount,
+        serde_json::json!({"remote": "rshare", "mountPath": "/storage"})
+    );
     assert!(file(&doc, "/etc/systemd/system/kelp-rclone-mount.service").is_some());
     let packages = doc["packages"].as_sequence().unwrap();
     assert!(packages.iter().any(|p| p.as_str() == Some("rclone")));
@@ -264,29 +302,45 @@ fn gpu_workload_objects() {
             assert_eq!(o["metadata"]["labels"][k], v.as_str());
         }
     }
-    let d: Deployment = serde_json::from_value(by_kind(&objs, "Deployment").unwrap().clone()).unwrap();
+    let d: Deployment =
+        serde_json::from_value(by_kind(&objs, "Deployment").unwrap().clone()).unwrap();
     let spec = d.spec;
     assert_eq!(spec.replicas, Some(1));
     assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("Recreate"));
     assert_eq!(spec.selector.match_labels.as_ref(), Some(&ctx.labels));
     let pod = spec.template.spec.unwrap();
     assert_eq!(pod.image_pull_secrets.unwrap()[0].name, "regcred");
-    assert_eq!(pod.node_selector.unwrap()["kelp.imagine-ai.eu/pool"], "gpu-t4");
+    assert_eq!(
+        pod.node_selector.unwrap()["kelp.imagine-ai.eu/pool"],
+        "gpu-t4"
+    );
     let tol = pod.tolerations.unwrap();
     assert_eq!(tol[0].operator.as_deref(), Some("Equal"));
     assert_eq!(tol[0].value.as_deref(), Some("present"));
     assert_eq!(tol[1].operator.as_deref(), Some("Exists"));
     assert_eq!(pod.containers.len(), 3, "module + two rclone sidecars");
     let main = &pod.containers[0];
-    assert_eq!(main.image.as_deref(), Some("ai4oshub/ai4os-yolov8-torch:gpu"));
-    assert_eq!(main.command.as_deref(), Some(&["deep-start".to_string()][..]));
+    assert_eq!(
+        main.image.as_deref(),
+        Some("ai4oshub/ai4os-yolov8-torch:gpu")
+    );
+    assert_eq!(
+        main.command.as_deref(),
+        Some(&["deep-start".to_string()][..])
+    );
     assert_eq!(main.args.as_deref(), Some(&["--deepaas".to_string()][..]));
     let res = main.resources.as_ref().unwrap();
     let limits = res.limits.as_ref().unwrap();
     assert_eq!(limits["nvidia.com/gpu"].0, "1");
     assert_eq!(limits["memory"].0, "8000Mi");
     assert_eq!(res.requests.as_ref().unwrap()["cpu"].0, "4");
-    let probe = main.readiness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    let probe = main
+        .readiness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
     assert_eq!(probe.path.as_deref(), Some("/v2/"));
     assert_eq!(
         probe.port,
@@ -295,13 +349,32 @@ fn gpu_workload_objects() {
     assert!(main.liveness_probe.is_some());
     let env = main.env.as_ref().unwrap();
     assert_eq!(env[0].value.as_deref(), Some("small"));
-    let secret_ref = env[1].value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-    assert_eq!((secret_ref.name.as_str(), secret_ref.key.as_str()), ("mlflow", "password"));
-    assert!(env[2].value_from.as_ref().unwrap().config_map_key_ref.is_some());
+    let secret_ref = env[1]
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (secret_ref.name.as_str(), secret_ref.key.as_str()),
+        ("mlflow", "password")
+    );
+    assert!(
+        env[2]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .config_map_key_ref
+            .is_some()
+    );
     let mounts = main.volume_mounts.as_ref().unwrap();
     assert_eq!(mounts[0].mount_path, "/dev/shm");
     assert_eq!(mounts[1].mount_path, "/storage");
-    assert_eq!(mounts[1].mount_propagation.as_deref(), Some("HostToContainer"));
+    assert_eq!(
+        mounts[1].mount_propagation.as_deref(),
+        Some("HostToContainer")
+    );
     let volumes = pod.volumes.unwrap();
     let shm = volumes[0].empty_dir.as_ref().unwrap();
     assert_eq!(shm.medium.as_deref(), Some("Memory"));
@@ -315,15 +388,26 @@ fn gpu_workload_objects() {
     assert!(!args.contains(&"--read-only".to_string()));
     assert_eq!(rw.security_context.as_ref().unwrap().privileged, Some(true));
     assert_eq!(
-        rw.env_from.as_ref().unwrap()[0].secret_ref.as_ref().unwrap().name,
+        rw.env_from.as_ref().unwrap()[0]
+            .secret_ref
+            .as_ref()
+            .unwrap()
+            .name,
         "fish-detector-rclone-rshare"
     );
     assert_eq!(
-        rw.volume_mounts.as_ref().unwrap()[0].mount_propagation.as_deref(),
+        rw.volume_mounts.as_ref().unwrap()[0]
+            .mount_propagation
+            .as_deref(),
         Some("Bidirectional")
     );
     let ro = &pod.containers[2];
-    assert!(ro.args.as_ref().unwrap().contains(&"--read-only".to_string()));
+    assert!(
+        ro.args
+            .as_ref()
+            .unwrap()
+            .contains(&"--read-only".to_string())
+    );
 
     let svc: Service = serde_json::from_value(by_kind(&objs, "Service").unwrap().clone()).unwrap();
     let svc = svc.spec.unwrap();
@@ -351,15 +435,27 @@ fn cpu_workload_objects() {
     assert_eq!(kinds, ["Deployment", "Service"], "not public: no Ingress");
     let d: Deployment = serde_json::from_value(objs[0].clone()).unwrap();
     let spec = d.spec;
-    assert_eq!(spec.strategy.unwrap().type_.as_deref(), Some("RollingUpdate"));
+    assert_eq!(
+        spec.strategy.unwrap().type_.as_deref(),
+        Some("RollingUpdate")
+    );
     let pod = spec.template.spec.unwrap();
     assert_eq!(pod.containers.len(), 1);
     let main = &pod.containers[0];
-    assert!(main.command.is_none(), "custom protocol keeps the image entrypoint");
+    assert!(
+        main.command.is_none(),
+        "custom protocol keeps the image entrypoint"
+    );
     let limits = main.resources.as_ref().unwrap().limits.as_ref().unwrap();
     assert!(!limits.contains_key("nvidia.com/gpu"));
     assert!(pod.image_pull_secrets.is_none());
-    let probe = main.liveness_probe.as_ref().unwrap().http_get.as_ref().unwrap();
+    let probe = main
+        .liveness_probe
+        .as_ref()
+        .unwrap()
+        .http_get
+        .as_ref()
+        .unwrap();
     assert_eq!(probe.path.as_deref(), Some("/healthz"));
 }
 
@@ -374,5 +470,4 @@ fn workload_context_command_and_args_override_deepaas_defaults() {
         .unwrap();
     let c = &objs[0]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(c["command"], serde_json::json!(["python", "-m", "serve"]));
-    let _ = BTreeMap::<String, String>::new();
 }

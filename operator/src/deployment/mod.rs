@@ -52,7 +52,8 @@ pub async fn run(
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
     let store = controller.store();
     let by_module = store.clone();
-    let by_cluster = store;
+    let by_cluster = store.clone();
+    let by_secret = store;
     controller
         .watches(
             Api::<Module>::all(ctx.client.clone()),
@@ -80,6 +81,20 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
+        // Credentials created or rotated after the Deployment.
+        .watches(
+            Api::<Secret>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |s: Secret| {
+                let (ns, name) = (s.namespace(), s.name_any());
+                by_secret
+                    .state()
+                    .into_iter()
+                    .filter(|d| d.namespace() == ns && uses_secret(d, &name))
+                    .map(|d| ObjectRef::from_obj(d.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
@@ -88,6 +103,20 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Whether the Deployment reads the Secret `name` (storage credentials or env).
+fn uses_secret(dep: &Deployment, name: &str) -> bool {
+    dep.spec.storage.iter().any(|s| {
+        s.webdav
+            .as_ref()
+            .is_some_and(|w| w.credentials_secret_ref.name == name)
+    }) || dep.spec.env.iter().any(|e| {
+        e.value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+            .is_some_and(|r| r.name == name)
+    })
 }
 
 async fn reconcile(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {

@@ -1,0 +1,473 @@
+//! Scale benchmark (prints figures, asserts nothing): N sim Clusters and M Deployments
+//! against kelp's Kubernetes-API test server, with the operator in this process.
+//!
+//! ```sh
+//! cargo bench -p kelp-operator --bench scale            # 100 Clusters, 1,000 Deployments
+//! KELP_BENCH_CLUSTERS=10 KELP_BENCH_DEPLOYMENTS=100 cargo bench -p kelp-operator --bench scale
+//! ```
+//!
+//! Three phases, each with a fresh API server and a fresh operator, in one process:
+//! 1. idle: CRDs installed, no objects (the baseline of peak RSS);
+//! 2. one: 1 Cluster and 1 Deployment (the baseline of time to Ready);
+//! 3. scale: N Clusters, one Module, M Deployments spread evenly over the Clusters.
+//!
+//! Figures are ratios against the baselines of the same run. The sim control planes (one
+//! in-process test API server per Cluster, with its simulated kubelet) live in this
+//! process too, so the RSS figures include them.
+//!
+//! Environment: KELP_BENCH_CLUSTERS (100), KELP_BENCH_DEPLOYMENTS (1000),
+//! KELP_BENCH_TIMEOUT_SECS (600): how long to wait for Ready before reporting anyway.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kelp_crds::{Cluster, Deployment, Module};
+use kelp_operator::Environment;
+use kelp_operator::context::{Config, Context};
+use kelp_operator::drivers::SimClouds;
+use kelp_testapi::TestApiServer;
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+const NAMESPACE: &str = "default";
+/// CPUs per machine of the cpu pool; every Deployment replica asks for 1 CPU, 1000 MB.
+const CPU_MACHINE_CPUS: usize = 4;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.trim().replace(['_', ','], "").parse().ok())
+        .unwrap_or(default)
+}
+
+/// `key` (VmHWM, VmRSS) of /proc/self/status, in KiB.
+fn proc_status_kib(key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(key) && l[key.len()..].starts_with(':'))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn mib(kib: Option<u64>) -> f64 {
+    kib.unwrap_or(0) as f64 / 1024.0
+}
+
+/// 1234567 -> "1,234,567"
+fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map(|d| format!("{:.2} s", d.as_secs_f64()))
+        .unwrap_or_else(|| "never (timed out)".into())
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 {
+        format!("{:.1}", a / b)
+    } else {
+        "n/a".into()
+    }
+}
+
+/// A test API server with kelp's CRDs and a client for it.
+async fn api_server() -> (TestApiServer, Client) {
+    let server = TestApiServer::start()
+        .await
+        .expect("test API server starts");
+    let client = kelp_operator::targets::client_from_kubeconfig(&server.kubeconfig())
+        .await
+        .expect("client for the test API server");
+    kelp_operator::dev::install_crds(&client)
+        .await
+        .expect("CRDs installed");
+    (server, client)
+}
+
+fn environment() -> Environment {
+    Environment {
+        sims: SimClouds::new(kelp_cloud_drivers::sim::SimConfig::fast()),
+        sim_kube: Default::default(),
+        config: Config {
+            poll: Duration::from_millis(200),
+            ..Default::default()
+        },
+    }
+}
+
+/// The operator running in a task; `stop` shuts it down and returns its Context.
+struct Operator {
+    task: tokio::task::JoinHandle<Arc<Context>>,
+    shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Operator {
+    fn start(client: Client, env: Environment) -> Self {
+        let (shutdown, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(kelp_operator::run(client, env, async move {
+            let _ = rx.await;
+        }));
+        Operator { task, shutdown }
+    }
+
+    async fn stop(self) -> Arc<Context> {
+        let _ = self.shutdown.send(());
+        self.task.await.expect("operator task")
+    }
+}
+
+fn cluster_object(name: &str, cpu_machines: usize) -> Cluster {
+    serde_json::from_value(json!({
+        "apiVersion": "kelp.imagine-ai.eu/v1alpha1",
+        "kind": "Cluster",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "cloud": {"sim": {"latencyMs": 1}},
+            "kubernetes": {"mode": "Provision", "controlPlane": {"cpu": 2, "memoryMB": 4096}},
+            "nodePools": [
+                {"name": "cpu", "replicas": cpu_machines,
+                 "machine": {"cpu": CPU_MACHINE_CPUS, "memoryMB": 8000}},
+                {"name": "gpu-t4", "replicas": 1,
+                 "machine": {"cpu": 8, "memoryMB": 32000, "gpu": {"count": 1, "model": "T4"}}},
+                {"name": "gpu-a100", "replicas": 0,
+                 "machine": {"gpu": {"count": 1, "model": "A100"}}},
+            ],
+            "deletionPolicy": "Delete",
+        },
+    }))
+    .expect("a valid Cluster")
+}
+
+fn module_object() -> Module {
+    serde_json::from_value(json!({
+        "apiVersion": "kelp.imagine-ai.eu/v1alpha1",
+        "kind": "Module",
+        "metadata": {"name": "bench-module", "namespace": NAMESPACE},
+        "spec": {
+            "title": "Benchmark module",
+            "summary": "A small CPU-only DEEPaaS module",
+            "image": {"repository": "ai4oshub/ai4os-demo-app", "tag": "latest"},
+            "resources": {"cpu": 1, "memoryMB": 1000, "gpu": 0},
+        },
+    }))
+    .expect("a valid Module")
+}
+
+fn deployment_object(name: &str, cluster: &str) -> Deployment {
+    serde_json::from_value(json!({
+        "apiVersion": "kelp.imagine-ai.eu/v1alpha1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "moduleRef": {"name": "bench-module"},
+            "clusterRef": {"name": cluster},
+            "replicas": 1,
+            "resources": {"cpu": 1, "memoryMB": 1000, "gpu": 0},
+        },
+    }))
+    .expect("a valid Deployment")
+}
+
+fn ready(conditions: Option<&Vec<kelp_crds::Condition>>) -> bool {
+    conditions.is_some_and(|c| kelp_operator::conditions::is_true(c, "Ready"))
+}
+
+/// What one scenario measured.
+struct Report {
+    clusters: usize,
+    deployments: usize,
+    create: Duration,
+    clusters_ready: Option<Duration>,
+    deployments_ready: Option<Duration>,
+    clusters_ready_count: usize,
+    deployments_ready_count: usize,
+    reconciles: u64,
+    failures: BTreeMap<String, u64>,
+    cloud_calls: u64,
+    cloud_calls_by_verb: BTreeMap<String, u64>,
+    control_planes: usize,
+    peak_rss_kib: Option<u64>,
+    rss_kib: Option<u64>,
+}
+
+impl Report {
+    fn objects(&self) -> u64 {
+        // The Clusters, the Deployments and the one Module.
+        (self.clusters + self.deployments + 1) as u64
+    }
+}
+
+/// Creates `n` Clusters, one Module and `m` Deployments, waits until all are Ready (or
+/// `timeout`), stops the operator and reads its metrics.
+async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
+    let (server, client) = api_server().await;
+    let env = environment();
+    let sim_kube = env.sim_kube.clone();
+    let operator = Operator::start(client.clone(), env);
+
+    let per_cluster = m.div_ceil(n.max(1));
+    let cpu_machines = per_cluster.div_ceil(CPU_MACHINE_CPUS).max(2);
+    let clusters: Api<Cluster> = Api::namespaced(client.clone(), NAMESPACE);
+    let modules: Api<Module> = Api::namespaced(client.clone(), NAMESPACE);
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+
+    // Everything at once, as `kubectl apply -f` of one directory would.
+    let start = Instant::now();
+    let pp = PostParams::default();
+    modules
+        .create(&pp, &module_object())
+        .await
+        .expect("Module created");
+    let cluster_names: Vec<String> = (0..n).map(|i| format!("bench-{i:03}")).collect();
+    futures::stream::iter(cluster_names.iter())
+        .map(|name| {
+            let (api, pp) = (clusters.clone(), pp.clone());
+            async move {
+                api.create(&pp, &cluster_object(name, cpu_machines))
+                    .await
+                    .expect("Cluster created");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    futures::stream::iter(0..m)
+        .map(|i| {
+            let (api, pp) = (deployments.clone(), pp.clone());
+            let cluster = cluster_names[i % n].clone();
+            async move {
+                api.create(&pp, &deployment_object(&format!("dep-{i:05}"), &cluster))
+                    .await
+                    .expect("Deployment created");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
+    let create = start.elapsed();
+
+    // Poll with a list every 200 ms.
+    let (mut clusters_ready, mut deployments_ready) = (None, None);
+    let (mut nc, mut nd) = (0, 0);
+    let mut last_print = Instant::now();
+    loop {
+        let lp = ListParams::default();
+        if let Ok(list) = clusters.list(&lp).await {
+            nc = list
+                .items
+                .iter()
+                .filter(|c| ready(c.status.as_ref().map(|s| &s.conditions)))
+                .count();
+        }
+        if let Ok(list) = deployments.list(&lp).await {
+            nd = list
+                .items
+                .iter()
+                .filter(|d| ready(d.status.as_ref().map(|s| &s.conditions)))
+                .count();
+        }
+        if clusters_ready.is_none() && nc == n {
+            clusters_ready = Some(start.elapsed());
+        }
+        if deployments_ready.is_none() && nd == m {
+            deployments_ready = Some(start.elapsed());
+        }
+        if clusters_ready.is_some() && deployments_ready.is_some() {
+            break;
+        }
+        if start.elapsed() > timeout {
+            eprintln!(
+                "  timed out after {timeout:?}: {nc}/{n} Clusters, {nd}/{m} Deployments Ready"
+            );
+            break;
+        }
+        if last_print.elapsed() > Duration::from_secs(10) {
+            eprintln!(
+                "  ... {:.0} s: {nc}/{n} Clusters, {nd}/{m} Deployments Ready",
+                start.elapsed().as_secs_f64()
+            );
+            last_print = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let peak_rss_kib = proc_status_kib("VmHWM");
+    let rss_kib = proc_status_kib("VmRSS");
+    let control_planes = sim_kube.control_planes().await;
+
+    let ctx = operator.stop().await;
+    let failures = ctx
+        .metrics
+        .failures
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    let mut cloud_calls_by_verb = BTreeMap::new();
+    for record in ctx.drivers.stats.snapshot() {
+        *cloud_calls_by_verb.entry(record.verb).or_default() += record.calls;
+    }
+    let report = Report {
+        clusters: n,
+        deployments: m,
+        create,
+        clusters_ready,
+        deployments_ready,
+        clusters_ready_count: nc,
+        deployments_ready_count: nd,
+        reconciles: ctx.metrics.reconcile_count(),
+        failures,
+        cloud_calls: ctx.drivers.stats.total_calls(),
+        cloud_calls_by_verb,
+        control_planes,
+        peak_rss_kib,
+        rss_kib,
+    };
+
+    // Tear down: the sim control planes (and their kubelets), then the API server.
+    if let Ok(list) = clusters.list(&ListParams::default()).await {
+        for c in list.items {
+            sim_kube
+                .stop_control_plane(&c.uid().unwrap_or_default())
+                .await;
+        }
+    }
+    drop(ctx);
+    server.shutdown().await;
+    report
+}
+
+fn print_report(label: &str, r: &Report) {
+    println!(
+        "{label}: {} Clusters, {} Deployments (created in {:.2} s)",
+        thousands(r.clusters as u64),
+        thousands(r.deployments as u64),
+        r.create.as_secs_f64()
+    );
+    println!(
+        "  all Clusters Ready after {} ({}/{}); all Deployments Ready after {} ({}/{})",
+        secs(r.clusters_ready),
+        r.clusters_ready_count,
+        r.clusters,
+        secs(r.deployments_ready),
+        r.deployments_ready_count,
+        r.deployments
+    );
+    println!(
+        "  {} reconciles ({:.1} per object, {} objects); failures/waits by label: {:?}",
+        thousands(r.reconciles),
+        r.reconciles as f64 / r.objects() as f64,
+        r.objects(),
+        r.failures
+    );
+    println!(
+        "  {} cloud calls ({:.1} per Cluster): {:?}",
+        thousands(r.cloud_calls),
+        r.cloud_calls as f64 / r.clusters.max(1) as f64,
+        r.cloud_calls_by_verb
+    );
+    println!(
+        "  {} sim control planes in process; peak RSS so far {:.1} MiB, RSS now {:.1} MiB",
+        r.control_planes,
+        mib(r.peak_rss_kib),
+        mib(r.rss_kib)
+    );
+}
+
+async fn bench() {
+    let n = env_usize("KELP_BENCH_CLUSTERS", 100).max(1);
+    let m = env_usize("KELP_BENCH_DEPLOYMENTS", 1000);
+    let timeout = Duration::from_secs(env_usize("KELP_BENCH_TIMEOUT_SECS", 600) as u64);
+    println!(
+        "kelp scale benchmark: {} Clusters x 3 node pools, 1 Module, {} Deployments; sim cloud (SimConfig::fast, latencyMs 1), poll 200 ms, {} CPU(s)",
+        thousands(n as u64),
+        thousands(m as u64),
+        std::thread::available_parallelism().map_or(0, |p| p.get())
+    );
+
+    // 1. Idle baseline: API server, CRDs, operator watching, no objects.
+    let start = Instant::now();
+    let (server, client) = api_server().await;
+    let operator = Operator::start(client, environment());
+    let startup = start.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_peak = proc_status_kib("VmHWM");
+    let idle_rss = proc_status_kib("VmRSS");
+    let idle_ctx = operator.stop().await;
+    println!(
+        "idle baseline: API server + CRDs up in {:.2} s; operator idle 3 s: {} reconciles, {} cloud calls; peak RSS {:.1} MiB (RSS {:.1} MiB)",
+        startup.as_secs_f64(),
+        idle_ctx.metrics.reconcile_count(),
+        idle_ctx.drivers.stats.total_calls(),
+        mib(idle_peak),
+        mib(idle_rss)
+    );
+    drop(idle_ctx);
+    server.shutdown().await;
+
+    // 2. Time baseline: one Cluster, one Deployment.
+    let one = scenario(1, 1, timeout).await;
+    print_report("one-object baseline", &one);
+
+    // 3. Scale.
+    let scale = scenario(n, m, timeout).await;
+    print_report("scale", &scale);
+
+    let idle_mib = mib(idle_peak);
+    let peak_mib = mib(scale.peak_rss_kib);
+    let t_one = one
+        .deployments_ready
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let t_clusters = scale.clusters_ready.map(|d| d.as_secs_f64());
+    let t_deps = scale.deployments_ready.map(|d| d.as_secs_f64());
+    println!();
+    println!(
+        "{} Clusters Ready after {} ({} x one Cluster)",
+        thousands(n as u64),
+        secs(scale.clusters_ready),
+        t_clusters.map_or("n/a".into(), |t| ratio(
+            t,
+            one.clusters_ready.map_or(0.0, |d| d.as_secs_f64())
+        ))
+    );
+    println!(
+        "{} Deployments Ready after {} ({} x one Deployment); {} reconciles ({:.1} per object); cloud calls per Cluster {:.1}; peak RSS {:.1} MiB ({} x idle baseline of {:.1} MiB)",
+        thousands(m as u64),
+        secs(scale.deployments_ready),
+        t_deps.map_or("n/a".into(), |t| ratio(t, t_one)),
+        thousands(scale.reconciles),
+        scale.reconciles as f64 / scale.objects() as f64,
+        scale.cloud_calls as f64 / n as f64,
+        peak_mib,
+        ratio(peak_mib, idle_mib),
+        idle_mib
+    );
+    println!(
+        "note: RSS is the whole process: the operator, its API server, and the {} in-process sim control planes (one test API server and simulated kubelet per Cluster), so it overstates the operator's own footprint",
+        scale.control_planes
+    );
+}
+
+fn main() {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(bench());
+}

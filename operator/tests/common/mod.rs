@@ -1,0 +1,293 @@
+//! Test harness: the Kubernetes-API test server with kelp's CRDs, and the operator with a
+//! fast sim cloud, which a test can stop, crash and restart on the same server and cloud.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kelp_cloud_drivers::sim::{SimCloud, SimConfig};
+use kelp_crds::{Cluster, Deployment, Module};
+use kelp_operator::context::{Config, Context};
+use kelp_operator::drivers::SimClouds;
+use kelp_operator::{Environment, sim_kube::SimKube};
+use kelp_testapi::TestApiServer;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde::de::DeserializeOwned;
+
+pub struct Harness {
+    pub server: TestApiServer,
+    pub client: Client,
+    pub env: Environment,
+    operator: Option<(
+        tokio::task::JoinHandle<Arc<Context>>,
+        tokio::sync::oneshot::Sender<()>,
+    )>,
+}
+
+impl Harness {
+    /// A test API server with the CRDs, and a fast sim cloud; the operator is not started.
+    pub async fn new() -> Self {
+        Self::with_sim(SimConfig::fast()).await
+    }
+
+    pub async fn with_sim(sim: SimConfig) -> Self {
+        let server = TestApiServer::start().await.unwrap();
+        let client = kelp_operator::targets::client_from_kubeconfig(&server.kubeconfig())
+            .await
+            .unwrap();
+        kelp_operator::dev::install_crds(&client).await.unwrap();
+        let env = Environment {
+            sims: SimClouds::new(sim),
+            sim_kube: Arc::new(SimKube::default()),
+            config: Config {
+                poll: Duration::from_millis(50),
+                resync: Duration::from_secs(300),
+                backoff_base: Duration::from_millis(20),
+                backoff_max: Duration::from_millis(400),
+            },
+        };
+        Self {
+            server,
+            client,
+            env,
+            operator: None,
+        }
+    }
+
+    /// Starts the operator (a fresh process-equivalent: new Context, caches and backoff).
+    pub fn start(&mut self) {
+        assert!(self.operator.is_none(), "operator already running");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(kelp_operator::run(
+            self.client.clone(),
+            self.env.clone(),
+            async {
+                let _ = rx.await;
+            },
+        ));
+        self.operator = Some((task, tx));
+    }
+
+    /// Graceful stop; returns the stopped operator's Context (metrics).
+    pub async fn stop(&mut self) -> Arc<Context> {
+        let (task, tx) = self.operator.take().expect("operator running");
+        let _ = tx.send(());
+        task.await.unwrap()
+    }
+
+    /// A crash: the operator task is dropped wherever it is.
+    pub async fn crash(&mut self) {
+        let (task, _tx) = self.operator.take().expect("operator running");
+        task.abort();
+        let _ = task.await;
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::default_namespaced(self.client.clone())
+    }
+
+    /// Server-side applies a YAML manifest as the test user.
+    pub async fn apply_yaml(&self, yaml: &str) {
+        for doc in kelp_crds::parse::documents(yaml).unwrap() {
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+            let pp = PatchParams::apply("test").force();
+            match kind.as_str() {
+                "Module" => drop(
+                    self.api::<Module>()
+                        .patch(&name, &pp, &Patch::Apply(&doc))
+                        .await
+                        .unwrap(),
+                ),
+                "Cluster" => drop(
+                    self.api::<Cluster>()
+                        .patch(&name, &pp, &Patch::Apply(&doc))
+                        .await
+                        .unwrap(),
+                ),
+                "Deployment" => drop(
+                    self.api::<Deployment>()
+                        .patch(&name, &pp, &Patch::Apply(&doc))
+                        .await
+                        .unwrap(),
+                ),
+                "Secret" => drop(
+                    self.api::<k8s_openapi::api::core::v1::Secret>()
+                        .patch(&name, &pp, &Patch::Apply(&doc))
+                        .await
+                        .unwrap(),
+                ),
+                other => panic!("unexpected kind {other}"),
+            }
+        }
+    }
+
+    /// Merge-patches the spec of a kelp object.
+    pub async fn patch_spec<K>(&self, name: &str, spec: serde_json::Value)
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>()
+            .patch(
+                name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": spec})),
+            )
+            .await
+            .unwrap();
+    }
+
+    pub async fn delete<K>(&self, name: &str)
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.api::<K>()
+            .delete(name, &DeleteParams::default())
+            .await
+            .unwrap();
+    }
+
+    /// Waits until `cond` holds for the object (None: absent), or panics with its last state.
+    pub async fn wait<K>(
+        &self,
+        name: &str,
+        what: &str,
+        cond: impl Fn(Option<&K>) -> bool,
+    ) -> Option<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = self.api::<K>();
+        let mut last = None;
+        for _ in 0..600 {
+            last = api.get_opt(name).await.unwrap();
+            if cond(last.as_ref()) {
+                return last;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {name}: {what}; last state: {last:#?}");
+    }
+
+    pub async fn cluster_ready(&self, name: &str) -> Cluster {
+        self.wait::<Cluster>(name, "Ready", |c| c.is_some_and(is_ready_cluster))
+            .await
+            .unwrap()
+    }
+
+    pub async fn deployment_ready(&self, name: &str) -> Deployment {
+        self.wait::<Deployment>(name, "Ready", |d| {
+            d.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| kelp_operator::conditions::is_true(&s.conditions, "Ready"))
+        })
+        .await
+        .unwrap()
+    }
+
+    /// The sim cloud of a Cluster.
+    pub async fn sim(&self, cluster: &str) -> Arc<SimCloud> {
+        let c = self.api::<Cluster>().get(cluster).await.unwrap();
+        self.env
+            .sims
+            .get(&c.uid().unwrap())
+            .expect("sim cloud exists")
+    }
+
+    /// A client for the Cluster's (simulated) Kubernetes.
+    pub async fn target(&self, cluster: &str) -> Client {
+        let c = self.api::<Cluster>().get(cluster).await.unwrap();
+        kelp_operator::targets::Targets::default()
+            .client(&self.client, &c)
+            .await
+            .unwrap()
+    }
+}
+
+pub fn is_ready_cluster(c: &Cluster) -> bool {
+    c.status.as_ref().is_some_and(|s| {
+        kelp_operator::conditions::is_true(&s.conditions, "Ready")
+            && s.observed_generation == c.metadata.generation
+    })
+}
+
+/// Alive machines of a sim cloud per pool tag.
+pub fn machines_by_pool(sim: &SimCloud) -> std::collections::BTreeMap<String, usize> {
+    let mut out = std::collections::BTreeMap::new();
+    for m in sim.machines() {
+        let pool = m
+            .tags
+            .get(kelp_cloud_drivers::tags::POOL)
+            .cloned()
+            .unwrap_or_default();
+        *out.entry(pool).or_default() += 1;
+    }
+    out
+}
+
+pub const MODULE: &str = r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Module
+metadata: {name: yolov8}
+spec:
+  title: YoloV8 model
+  summary: Object detection
+  image: {repository: ai4oshub/ai4os-yolov8-torch, tag: latest, gpuTag: gpu}
+  resources: {cpu: 2, memoryMB: 4000, gpu: 1}
+"#;
+
+pub const SECRET: &str = r#"
+apiVersion: v1
+kind: Secret
+metadata: {name: nextcloud-alice}
+stringData: {user: alice, password: "s3cret pass"}
+"#;
+
+/// A sim Cluster with a CPU pool and a T4 pool.
+pub fn cluster(name: &str, cpu: u32, gpu: u32) -> String {
+    format!(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {{name: {name}}}
+spec:
+  cloud: {{sim: {{latencyMs: 1}}}}
+  nodePools:
+    - {{name: cpu, replicas: {cpu}, machine: {{cpu: 4, memoryMB: 8000}}}}
+    - name: gpu-t4
+      replicas: {gpu}
+      machine: {{cpu: 8, memoryMB: 32000, gpu: {{count: 1, vendor: NVIDIA, model: T4}}}}
+      taints: [{{key: nvidia.com/gpu, value: present, effect: NoSchedule}}]
+"#
+    )
+}
+
+pub fn deployment(name: &str, cluster: &str, gpu: u32) -> String {
+    format!(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  moduleRef: {{name: yolov8}}
+  clusterRef: {{name: {cluster}}}
+  resources: {{gpu: {gpu}}}
+  storage:
+    - name: rshare
+      webdav: {{url: "https://share.example.org/remote.php/dav/files/alice", credentialsSecretRef: {{name: nextcloud-alice}}}}
+  expose: {{path: /, public: true}}
+"#
+    )
+}

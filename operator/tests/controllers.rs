@@ -1,0 +1,466 @@
+//! The controllers over real HTTP against the test API server, with the sim cloud.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kelp_cloud_drivers::tags;
+use kelp_crds::{Cluster, ClusterPhase, Deployment, DeploymentPhase, Module};
+use kelp_operator::conditions;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_and_a_gpu_deployment_become_ready() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&cluster("c1", 1, 2)).await;
+    h.apply_yaml(&deployment("fish", "c1", 1)).await;
+
+    let c = h.cluster_ready("c1").await;
+    let st = c.status.clone().unwrap();
+    assert_eq!(st.phase, Some(ClusterPhase::Ready));
+    assert_eq!(st.ready.as_deref(), Some("3/3"));
+    assert_eq!(st.cloud.as_deref(), Some("sim"));
+    let gpu = st.node_pools.iter().find(|p| p.name == "gpu-t4").unwrap();
+    assert_eq!(
+        gpu.instance_type.as_deref(),
+        Some("sim.t4-8"),
+        "cheapest type with 8 vCPU and a T4"
+    );
+    assert!(gpu.price_per_hour.is_some());
+    assert_eq!(gpu.machines.len(), 2);
+    assert!(gpu.machines.iter().all(|m| {
+        m.state.as_deref() == Some("running")
+            && m.provider_id
+                .as_deref()
+                .is_some_and(|p| p.starts_with("sim:///"))
+            && !m.addresses.is_empty()
+    }));
+    for t in [
+        "Ready",
+        "CloudReachable",
+        "ControlPlaneReady",
+        "NodePoolsReady",
+    ] {
+        assert!(
+            conditions::is_true(&st.conditions, t),
+            "{t}: {:?}",
+            st.conditions
+        );
+    }
+    assert!(!conditions::is_true(&st.conditions, "Stalled"));
+
+    // The cloud has exactly the machines asked for, tagged for this Cluster.
+    let sim = h.sim("c1").await;
+    let by_pool = machines_by_pool(&sim);
+    assert_eq!(by_pool.get("cpu"), Some(&1));
+    assert_eq!(by_pool.get("gpu-t4"), Some(&2));
+    assert_eq!(by_pool.get("control-plane"), Some(&1));
+    assert_eq!(sim.all_created(), 4, "no machine created twice");
+    for m in sim.machines() {
+        assert_eq!(m.tags[tags::CLUSTER_UID], c.uid().unwrap());
+        assert_eq!(m.tags[tags::MANAGED_BY], "kelp");
+    }
+
+    // The Cluster's Kubernetes has a Node per pool machine, with GPU capacity.
+    let target = h.target("c1").await;
+    let nodes = Api::<Node>::all(target.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(nodes.len(), 3);
+    let gpu_nodes: Vec<&Node> = nodes
+        .iter()
+        .filter(|n| {
+            n.labels()
+                .get("kelp.imagine-ai.eu/pool")
+                .map(String::as_str)
+                == Some("gpu-t4")
+        })
+        .collect();
+    assert_eq!(gpu_nodes.len(), 2);
+    let cap = gpu_nodes[0]
+        .status
+        .as_ref()
+        .unwrap()
+        .capacity
+        .as_ref()
+        .unwrap();
+    assert_eq!(cap["nvidia.com/gpu"].0, "1");
+    assert_eq!(
+        gpu_nodes[0].spec.as_ref().unwrap().taints.as_ref().unwrap()[0].key,
+        "nvidia.com/gpu"
+    );
+
+    // The Deployment runs there: GPU image, GPU limit, rclone credentials from the Secret.
+    let d = h.deployment_ready("fish").await;
+    let ds = d.status.unwrap();
+    assert_eq!(ds.phase, Some(DeploymentPhase::Ready));
+    assert_eq!(ds.node_pool.as_deref(), Some("gpu-t4"));
+    assert_eq!(ds.image.as_deref(), Some("ai4oshub/ai4os-yolov8-torch:gpu"));
+    assert_eq!(ds.ready.as_deref(), Some("1/1"));
+    assert!(
+        ds.endpoint
+            .as_deref()
+            .is_some_and(|e| e.ends_with("/default/fish/")),
+        "{:?}",
+        ds.endpoint
+    );
+    let work = Api::<AppsDeployment>::namespaced(target.clone(), "default")
+        .get("fish")
+        .await
+        .unwrap();
+    let pod = work.spec.template.spec.unwrap();
+    let main = &pod.containers[0];
+    assert_eq!(
+        main.image.as_deref(),
+        Some("ai4oshub/ai4os-yolov8-torch:gpu")
+    );
+    assert_eq!(
+        main.resources.as_ref().unwrap().limits.as_ref().unwrap()["nvidia.com/gpu"].0,
+        "1"
+    );
+    assert!(
+        pod.containers
+            .iter()
+            .any(|c| c.image.as_deref().is_some_and(|i| i.starts_with("rclone/")))
+    );
+    let rclone = Api::<Secret>::namespaced(target.clone(), "default")
+        .get("fish-rclone-rshare")
+        .await
+        .unwrap();
+    let data = rclone.data.unwrap();
+    let text = |k: &str| String::from_utf8(data[k].0.clone()).unwrap();
+    assert_eq!(text("RCLONE_CONFIG_RSHARE_TYPE"), "webdav");
+    assert_eq!(text("RCLONE_CONFIG_RSHARE_VENDOR"), "nextcloud");
+    assert_eq!(text("RCLONE_CONFIG_RSHARE_USER"), "alice");
+    let pass = text("RCLONE_CONFIG_RSHARE_PASS");
+    assert_ne!(pass, "s3cret pass", "the password is obscured");
+    assert_eq!(kelp_recipes::rclone::reveal(&pass).unwrap(), "s3cret pass");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pools_scale_up_and_down() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(&cluster("c2", 2, 0)).await;
+    h.cluster_ready("c2").await;
+    let sim = h.sim("c2").await;
+    assert_eq!(machines_by_pool(&sim).get("cpu"), Some(&2));
+
+    h.patch_spec::<Cluster>("c2", serde_json::json!({"nodePools": [
+        {"name": "cpu", "replicas": 5, "machine": {"cpu": 4, "memoryMB": 8000}},
+        {"name": "gpu-t4", "replicas": 1, "machine": {"cpu": 8, "memoryMB": 32000, "gpu": {"count": 1, "model": "T4"}}},
+    ]}))
+    .await;
+    let c = h.cluster_ready("c2").await;
+    assert_eq!(c.status.unwrap().ready.as_deref(), Some("6/6"));
+    let by_pool = machines_by_pool(&sim);
+    assert_eq!(
+        (by_pool.get("cpu"), by_pool.get("gpu-t4")),
+        (Some(&5), Some(&1))
+    );
+    assert_eq!(
+        sim.all_created(),
+        1 + 2 + 3 + 1,
+        "exactly the missing machines were added"
+    );
+
+    h.patch_spec::<Cluster>("c2", serde_json::json!({"nodePools": [
+        {"name": "cpu", "replicas": 1, "machine": {"cpu": 4, "memoryMB": 8000}},
+        {"name": "gpu-t4", "replicas": 0, "machine": {"cpu": 8, "memoryMB": 32000, "gpu": {"count": 1, "model": "T4"}}},
+    ]}))
+    .await;
+    let c = h.cluster_ready("c2").await;
+    assert_eq!(c.status.unwrap().ready.as_deref(), Some("1/1"));
+    let by_pool = machines_by_pool(&sim);
+    assert_eq!(
+        (by_pool.get("cpu"), by_pool.get("gpu-t4")),
+        (Some(&1), None)
+    );
+    // The Nodes of deleted machines are gone too.
+    let target = h.target("c2").await;
+    let nodes = Api::<Node>::all(target)
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(
+        nodes.len(),
+        1,
+        "{:?}",
+        nodes.iter().map(|n| n.name_any()).collect::<Vec<_>>()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_module_image_rolls_the_workload() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&cluster("c3", 1, 1)).await;
+    h.apply_yaml(&deployment("fish", "c3", 1)).await;
+    h.deployment_ready("fish").await;
+    h.patch_spec::<Module>("yolov8", serde_json::json!({"image": {"gpuTag": "gpu-v2"}}))
+        .await;
+    h.wait::<Deployment>("fish", "new image", |d| {
+        d.and_then(|d| d.status.as_ref())
+            .and_then(|s| s.image.as_deref())
+            == Some("ai4oshub/ai4os-yolov8-torch:gpu-v2")
+    })
+    .await;
+    let target = h.target("c3").await;
+    let api = Api::<AppsDeployment>::namespaced(target, "default");
+    for _ in 0..100 {
+        let image = api
+            .get("fish")
+            .await
+            .unwrap()
+            .spec
+            .template
+            .spec
+            .unwrap()
+            .containers[0]
+            .image
+            .clone();
+        if image.as_deref() == Some("ai4oshub/ai4os-yolov8-torch:gpu-v2") {
+            h.deployment_ready("fish").await;
+            h.stop().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the workload never got the new image");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_deployment_without_a_gpu_pool_stays_pending_with_a_reason() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&cluster("cpu-only", 1, 0).replace(
+        "    - name: gpu-t4\n      replicas: 0\n      machine: {cpu: 8, memoryMB: 32000, gpu: {count: 1, vendor: NVIDIA, model: T4}}\n      taints: [{key: nvidia.com/gpu, value: present, effect: NoSchedule}]\n",
+        "",
+    ))
+    .await;
+    h.apply_yaml(&deployment("needs-gpu", "cpu-only", 1)).await;
+    h.cluster_ready("cpu-only").await;
+    let d = h
+        .wait::<Deployment>("needs-gpu", "NoPoolFits", |d| {
+            d.and_then(|d| d.status.as_ref())
+                .and_then(|s| conditions::get(&s.conditions, "Scheduled"))
+                .is_some_and(|c| c.reason == "NoPoolFits")
+        })
+        .await
+        .unwrap();
+    let st = d.status.unwrap();
+    assert_eq!(st.phase, Some(DeploymentPhase::Pending));
+    let ready = conditions::get(&st.conditions, "Ready").unwrap();
+    assert_eq!(ready.reason, "NoPoolFits");
+    assert!(
+        ready.message.contains("1 GPU(s)") && ready.message.contains("cpu (0 GPU(s))"),
+        "{}",
+        ready.message
+    );
+    // Nothing was deployed.
+    let target = h.target("cpu-only").await;
+    assert!(
+        Api::<AppsDeployment>::namespaced(target, "default")
+            .get_opt("needs-gpu")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_cluster_deletes_every_machine_before_the_finalizer_goes() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(&cluster("c4", 2, 1)).await;
+    h.cluster_ready("c4").await;
+    let sim = h.sim("c4").await;
+    assert_eq!(sim.machines().len(), 4);
+    let c = h.api::<Cluster>().get("c4").await.unwrap();
+    assert_eq!(c.finalizers(), ["kelp.imagine-ai.eu/cluster"]);
+    h.delete::<Cluster>("c4").await;
+    h.wait::<Cluster>("c4", "gone", |c| c.is_none()).await;
+    assert!(
+        sim.all_machines().is_empty(),
+        "every machine is gone before the Cluster: {:?}",
+        sim.all_machines()
+    );
+    let secrets = h
+        .api::<Secret>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert!(
+        secrets.iter().all(|s| !s.name_any().starts_with("c4-")),
+        "owned Secrets deleted"
+    );
+    assert_eq!(
+        h.env.sim_kube.control_planes().await,
+        0,
+        "sim control plane stopped"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retain_leaves_the_machines_and_says_so() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(&cluster("keep", 1, 0).replace("  cloud:", "  deletionPolicy: Retain\n  cloud:"))
+        .await;
+    h.cluster_ready("keep").await;
+    let sim = h.sim("keep").await;
+    h.delete::<Cluster>("keep").await;
+    h.wait::<Cluster>("keep", "gone", |c| c.is_none()).await;
+    assert_eq!(
+        sim.machines().len(),
+        2,
+        "control plane and cpu machine retained"
+    );
+    let events = Api::<k8s_openapi::api::events::v1::Event>::default_namespaced(h.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert!(events.items.iter().any(|e| {
+        e.reason.as_deref() == Some("Retained")
+            && e.note
+                .as_deref()
+                .is_some_and(|n| n.contains("2 machine(s)"))
+    }));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_cluster_is_left_alone() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(&cluster("p", 2, 0).replace("  cloud:", "  paused: true\n  cloud:"))
+        .await;
+    let c = h
+        .wait::<Cluster>("p", "Paused", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| conditions::get(&s.conditions, "Reconciling"))
+                .is_some_and(|c| c.reason == "Paused")
+        })
+        .await
+        .unwrap();
+    assert!(
+        h.env
+            .sims
+            .get(&c.uid().unwrap())
+            .is_none_or(|s| s.machines().is_empty()),
+        "no machine while paused"
+    );
+    h.patch_spec::<Cluster>("p", serde_json::json!({"paused": false}))
+        .await;
+    h.cluster_ready("p").await;
+    assert_eq!(h.sim("p").await.machines().len(), 3);
+    // Paused again: a scale change is not carried out.
+    h.patch_spec::<Cluster>("p", serde_json::json!({"paused": true}))
+        .await;
+    h.wait::<Cluster>("p", "Paused", |c| {
+        c.and_then(|c| c.status.as_ref())
+            .and_then(|s| conditions::get(&s.conditions, "Reconciling"))
+            .is_some_and(|c| c.reason == "Paused")
+    })
+    .await;
+    h.patch_spec::<Cluster>("p", serde_json::json!({"nodePools": [{"name": "cpu", "replicas": 4, "machine": {"cpu": 4, "memoryMB": 8000}}]}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(h.sim("p").await.machines().len(), 3);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_reported_with_the_field_named() {
+    let mut h = Harness::new().await;
+    h.start();
+    // A Module whose repository carries a tag.
+    h.apply_yaml(&MODULE.replace(
+        "repository: ai4oshub/ai4os-yolov8-torch",
+        "repository: 'ai4oshub/ai4os-yolov8-torch:gpu'",
+    ))
+    .await;
+    let m = h
+        .wait::<Module>("yolov8", "Stalled", |m| {
+            m.and_then(|m| m.status.as_ref())
+                .is_some_and(|s| conditions::is_true(&s.conditions, "Stalled"))
+        })
+        .await
+        .unwrap();
+    let stalled = conditions::get(&m.status.as_ref().unwrap().conditions, "Stalled")
+        .unwrap()
+        .clone();
+    assert!(
+        stalled.message.contains("spec.image.repository"),
+        "{}",
+        stalled.message
+    );
+    h.apply_yaml(MODULE).await;
+
+    // A Deployment whose storage Secret does not exist.
+    h.apply_yaml(&cluster("c5", 1, 1)).await;
+    h.apply_yaml(&deployment("no-secret", "c5", 1)).await;
+    let d = h
+        .wait::<Deployment>("no-secret", "SecretNotFound", |d| {
+            d.and_then(|d| d.status.as_ref())
+                .and_then(|s| conditions::get(&s.conditions, "Stalled"))
+                .is_some_and(|c| c.reason == "SecretNotFound")
+        })
+        .await
+        .unwrap();
+    let msg = conditions::get(&d.status.unwrap().conditions, "Stalled")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        msg.contains("spec.storage[rshare].webdav.credentialsSecretRef")
+            && msg.contains("nextcloud-alice"),
+        "{msg}"
+    );
+    // Creating the Secret unblocks it.
+    h.apply_yaml(SECRET).await;
+    h.deployment_ready("no-secret").await;
+
+    // A pool nothing in the cloud can satisfy.
+    h.apply_yaml(&cluster("c6", 1, 0).replace(
+        "machine: {cpu: 4, memoryMB: 8000}",
+        "machine: {cpu: 4, memoryMB: 8000, gpu: {count: 2, vendor: AMD, model: MI300X}}",
+    ))
+    .await;
+    let c = h
+        .wait::<Cluster>("c6", "Stalled", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| conditions::is_true(&s.conditions, "Stalled"))
+        })
+        .await
+        .unwrap();
+    let stalled = conditions::get(&c.status.unwrap().conditions, "Stalled")
+        .unwrap()
+        .clone();
+    assert_eq!(stalled.reason, "NoInstanceType");
+    assert!(
+        stalled.message.contains("pool cpu") && stalled.message.contains("MI300X"),
+        "{}",
+        stalled.message
+    );
+    h.stop().await;
+}
