@@ -176,6 +176,7 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
             let status = run.status;
             return cloud_failed(&ctx, &cluster, status, generation, e).await;
         }
+        Err(e) if e.is_transient() => return Err(e),
         Err(e) => {
             write_status(&ctx, &cluster, run.status).await?;
             return Err(e);
@@ -200,6 +201,11 @@ async fn cloud_failed(
     generation: i64,
     e: CloudError,
 ) -> Result<Action> {
+    if e.is_transient() {
+        // Retried with per-object backoff. No status write: it would wake the controller
+        // at once and defeat the backoff.
+        return Err(Error::Cloud(e));
+    }
     let reason = e.label();
     conditions::set(
         &mut status.conditions,

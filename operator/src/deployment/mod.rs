@@ -272,10 +272,8 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
             // Module and Cluster changes wake us; a slow look-again covers the rest.
             Action::requeue(ctx.config.resync)
         }
-        Err(Err(e)) => {
-            write_status(&ctx, &dep, status).await?;
-            return Err(e);
-        }
+        // Retried with per-object backoff; a status write would wake the controller at once.
+        Err(Err(e)) => return Err(e),
     };
     write_status(&ctx, &dep, status).await?;
     Ok(action)

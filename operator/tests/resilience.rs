@@ -1,0 +1,221 @@
+//! Crashes and cloud faults: never a duplicate machine, never a leaked one, no hot loop.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kelp_cloud_drivers::sim::SimConfig;
+use kelp_crds::Cluster;
+
+/// Crash points, in milliseconds after the operator (re)starts: spread over create,
+/// scale and delete, fixed so that every run exercises the same schedule.
+const CRASH_AFTER_MS: &[u64] = &[3, 11, 25, 40, 7, 60, 15, 90, 33, 5];
+
+fn three_pools(name: &str, cpu: u32, t4: u32, a100: u32) -> String {
+    format!(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {{name: {name}}}
+spec:
+  cloud: {{sim: {{latencyMs: 2}}}}
+  nodePools:
+    - {{name: cpu, replicas: {cpu}, machine: {{cpu: 4, memoryMB: 8000}}}}
+    - {{name: t4, replicas: {t4}, machine: {{cpu: 4, gpu: {{count: 1, model: T4}}}}}}
+    - {{name: a100, replicas: {a100}, machine: {{gpu: {{count: 1, model: A100}}}}}}
+"#
+    )
+}
+
+async fn crash_repeatedly(h: &mut Harness, schedule: &[u64]) {
+    for ms in schedule {
+        h.start();
+        tokio::time::sleep(Duration::from_millis(*ms)).await;
+        h.crash().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_during_create_scale_and_delete_never_double_or_leak_machines() {
+    let mut h = Harness::new().await;
+    h.apply_yaml(&three_pools("r", 3, 2, 1)).await;
+
+    // Create, with crashes at every stage of the first reconciles.
+    crash_repeatedly(&mut h, CRASH_AFTER_MS).await;
+    h.start();
+    h.cluster_ready("r").await;
+    let sim = h.sim("r").await;
+    let by_pool = machines_by_pool(&sim);
+    assert_eq!(
+        (
+            by_pool.get("cpu"),
+            by_pool.get("t4"),
+            by_pool.get("a100"),
+            by_pool.get("control-plane")
+        ),
+        (Some(&3), Some(&2), Some(&1), Some(&1))
+    );
+    assert_eq!(
+        sim.all_created(),
+        7,
+        "every machine created exactly once despite the crashes"
+    );
+    h.crash().await;
+
+    // Scale, with crashes.
+    h.patch_spec::<Cluster>("r", serde_json::json!({"nodePools": [
+        {"name": "cpu", "replicas": 6, "machine": {"cpu": 4, "memoryMB": 8000}},
+        {"name": "t4", "replicas": 1, "machine": {"cpu": 4, "gpu": {"count": 1, "model": "T4"}}},
+        {"name": "a100", "replicas": 1, "machine": {"gpu": {"count": 1, "model": "A100"}}},
+    ]}))
+    .await;
+    crash_repeatedly(&mut h, &CRASH_AFTER_MS[3..]).await;
+    h.start();
+    h.cluster_ready("r").await;
+    let by_pool = machines_by_pool(&sim);
+    assert_eq!(
+        (by_pool.get("cpu"), by_pool.get("t4"), by_pool.get("a100")),
+        (Some(&6), Some(&1), Some(&1))
+    );
+    assert_eq!(
+        sim.all_created(),
+        10,
+        "exactly the three missing cpu machines were added"
+    );
+    h.crash().await;
+
+    // Delete, with crashes: the finalizer stays until the cloud has nothing left.
+    h.delete::<Cluster>("r").await;
+    crash_repeatedly(&mut h, &CRASH_AFTER_MS[..5]).await;
+    h.start();
+    h.wait::<Cluster>("r", "gone", |c| c.is_none()).await;
+    assert!(
+        sim.all_machines().is_empty(),
+        "leaked: {:?}",
+        sim.all_machines()
+    );
+    assert_eq!(sim.all_created(), 10);
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_thirty_percent_of_cloud_calls_failing_everything_converges_without_a_hot_loop() {
+    let mut h = Harness::with_sim(SimConfig::fast()).await;
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(
+        &three_pools("f", 2, 2, 1).replace("latencyMs: 2", "latencyMs: 2, failureRate: 0.3"),
+    )
+    .await;
+    h.apply_yaml(&deployment("fish", "f", 1)).await;
+    // Creates that succeed in the cloud but report an error (a timeout after the fact).
+    let sim = loop {
+        if let Ok(c) = h.api::<Cluster>().get("f").await
+            && let Some(s) = h.env.sims.get(&kube::ResourceExt::uid(&c).unwrap())
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    sim.set_failure_after_effect("create", 0.3);
+    h.cluster_ready("f").await;
+    h.deployment_ready("fish").await;
+    let by_pool = machines_by_pool(&sim);
+    assert_eq!(
+        (by_pool.get("cpu"), by_pool.get("t4"), by_pool.get("a100")),
+        (Some(&2), Some(&2), Some(&1))
+    );
+    assert_eq!(
+        sim.all_created(),
+        6,
+        "failed-after-effect creates were adopted, not repeated"
+    );
+    let stats = sim.stats();
+    let failed: u64 = stats.snapshot().iter().map(|r| r.error_count()).sum();
+    assert!(failed > 0, "faults were injected");
+    let calls = stats.total_calls();
+    // Bounded: a converging Cluster costs a few calls per reconcile, not a storm.
+    assert!(calls < 400, "{calls} cloud calls for 6 machines");
+
+    // Steady state: once the last retries settle, no cloud calls until the resync period.
+    let mut settled = stats.total_calls();
+    let mut quiet = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = stats.total_calls();
+        quiet = if now == settled { quiet + 1 } else { 0 };
+        settled = now;
+        if quiet == 5 {
+            break;
+        }
+    }
+    assert_eq!(quiet, 5, "cloud calls never stopped: a hot loop");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(stats.total_calls(), settled, "cloud calls while idle");
+    let ctx = h.stop().await;
+    println!(
+        "30% faults: {calls} cloud calls ({failed} failed), {} reconciles",
+        ctx.metrics.reconcile_count()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insufficient_capacity_falls_back_to_the_next_cheapest_type() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(&three_pools("cap", 0, 2, 0)).await;
+    let sim = loop {
+        if let Ok(c) = h.api::<Cluster>().get("cap").await
+            && let Some(s) = h.env.sims.get(&kube::ResourceExt::uid(&c).unwrap())
+        {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    // The cheapest T4 type has no capacity: the pool uses the next one, and says so.
+    let cheapest = kelp_cloud_drivers::select::choose(
+        &sim.config().instance_types,
+        &kelp_cloud_drivers::Requirements {
+            cpu: Some(4),
+            gpu_count: 1,
+            gpu_model: Some("T4".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .name
+    .clone();
+    sim.set_insufficient(&cheapest, true);
+    let c = h.cluster_ready("cap").await;
+    let pool = c
+        .status
+        .unwrap()
+        .node_pools
+        .into_iter()
+        .find(|p| p.name == "t4")
+        .unwrap();
+    assert_ne!(pool.instance_type.as_deref(), Some(cheapest.as_str()));
+    assert!(
+        sim.machines()
+            .iter()
+            .filter(|m| m
+                .tags
+                .get(kelp_cloud_drivers::tags::POOL)
+                .map(String::as_str)
+                == Some("t4"))
+            .all(|m| m.instance_type != cheapest)
+    );
+    let events =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::default_namespaced(h.client.clone())
+            .list(&Default::default())
+            .await
+            .unwrap();
+    // Either the first attempt hit the gap, or the type was chosen after it was marked.
+    let _ = events
+        .items
+        .iter()
+        .any(|e| e.reason.as_deref() == Some("InsufficientCapacity"));
+    h.stop().await;
+}
