@@ -16,7 +16,8 @@
 //! process too, so the RSS figures include them.
 //!
 //! Environment: KELP_BENCH_CLUSTERS (100), KELP_BENCH_DEPLOYMENTS (1000),
-//! KELP_BENCH_TIMEOUT_SECS (600): how long to wait for Ready before reporting anyway.
+//! KELP_BENCH_TIMEOUT_SECS (600): how long to wait for Ready before reporting anyway;
+//! RUST_LOG (unset: no logs) for the operator's logs on stderr.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -465,6 +466,13 @@ async fn bench() {
 }
 
 fn main() {
+    // Quiet unless asked: RUST_LOG=kelp_operator=debug shows what the operator does.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

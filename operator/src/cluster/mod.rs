@@ -185,9 +185,8 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
     let converged = run.converged;
     let stalled = !run.stalled.is_empty();
     write_status(&ctx, &cluster, run.status).await?;
-    Ok(if stalled {
-        Action::requeue(ctx.config.resync)
-    } else if converged {
+    // Stalled waits for a spec change (or a resync); converging looks again soon.
+    Ok(if stalled || converged {
         Action::requeue(ctx.config.resync)
     } else {
         Action::requeue(ctx.config.poll)
@@ -847,12 +846,6 @@ impl Run<'_> {
     ) -> Result<(NodePoolStatus, Vec<Machine>)> {
         let req = plan::requirements(pool);
         let desired = pool.replicas.max(0) as u32;
-        let previous = self
-            .status
-            .node_pools
-            .iter()
-            .find(|p| p.name == pool.name)
-            .cloned();
         let mut st = NodePoolStatus {
             name: pool.name.clone(),
             desired: desired as i32,
@@ -862,14 +855,16 @@ impl Run<'_> {
             Ok(c) => c.into_iter().cloned().collect(),
             Err(e) => {
                 let msg = format!("pool {}: {e}", pool.name);
-                if !previous.as_ref().is_some_and(|p| p.instance_type.is_none())
-                    || self.status.observed_generation
-                        != self
-                            .cluster
-                            .status
-                            .as_ref()
-                            .and_then(|s| s.observed_generation)
-                {
+                // One Event when the pool becomes stuck, not one per reconcile.
+                let already = self
+                    .cluster
+                    .status
+                    .as_ref()
+                    .and_then(|s| conditions::get(&s.conditions, ct::STALLED))
+                    .is_some_and(|c| {
+                        c.status == kelp_crds::ConditionStatus::True && c.message.contains(&msg)
+                    });
+                if !already {
                     self.ctx
                         .event(
                             self.cluster,
