@@ -679,7 +679,8 @@ impl Run<'_> {
                 self.cluster,
                 reason == "MachineFailed",
                 reason,
-                "DeleteMachines",
+                // Events aggregate by reason and action: one series per pool.
+                &format!("DeleteMachines/{pool}"),
                 format!("pool {pool}: {why}: {}", ids.join(", ")),
             )
             .await;
@@ -804,7 +805,7 @@ impl Run<'_> {
                             self.cluster,
                             false,
                             "MachinesCreated",
-                            "CreateMachines",
+                            &format!("CreateMachines/{pool}"),
                             format!("pool {pool}: created {count} {} machine(s)", t.name),
                         )
                         .await;
@@ -821,7 +822,7 @@ impl Run<'_> {
                             self.cluster,
                             true,
                             "InsufficientCapacity",
-                            "CreateMachines",
+                            &format!("CreateMachines/{pool}"),
                             format!("pool {pool}: {} has no capacity ({message}){next}", t.name),
                         )
                         .await;

@@ -486,7 +486,10 @@ struct FieldRequirement {
 
 /// Field selector: `metadata.name=x`, `metadata.name==x`, `metadata.name!=x`,
 /// `metadata.namespace=...`, comma-separated (AND). Values may escape `\`, `,` and `=` with a backslash.
-/// Only metadata.name and metadata.namespace are supported; any other field gives
+/// Supported fields: metadata.name and metadata.namespace for every kind, and the ones
+/// kubectl uses for Events and Pods (involvedObject.*, regarding.*, reason, type, source,
+/// reportingComponent, reportingController, spec.nodeName, status.phase). A test double:
+/// the fields are not checked per kind. Any other field gives
 /// `Err("field label not supported: <f>")`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FieldSelector {
@@ -509,7 +512,7 @@ impl FieldSelector {
             };
             let field = field.trim();
             let value = unescape_value(raw.trim())?;
-            if field != "metadata.name" && field != "metadata.namespace" {
+            if !field_supported(field) {
                 return Err(format!("field label not supported: {field}"));
             }
             requirements.push(FieldRequirement {
@@ -525,12 +528,21 @@ impl FieldSelector {
     /// cluster-scoped objects.
     pub fn matches(&self, obj: &Value) -> bool {
         self.requirements.iter().all(|r| {
-            let key = r.field.trim_start_matches("metadata.");
-            let have = obj
-                .get("metadata")
-                .and_then(|m| m.get(key))
-                .and_then(Value::as_str)
-                .unwrap_or("");
+            // `source` on core Events means its component.
+            let path = if r.field == "source" {
+                "source.component"
+            } else {
+                r.field.as_str()
+            };
+            let have = path
+                .split('.')
+                .try_fold(obj, |v, k| v.get(k))
+                .map(|v| match v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                })
+                .unwrap_or_default();
             (have == r.value) != r.negated
         })
     }
@@ -538,6 +550,35 @@ impl FieldSelector {
     pub fn is_empty(&self) -> bool {
         self.requirements.is_empty()
     }
+}
+
+fn field_supported(field: &str) -> bool {
+    matches!(
+        field,
+        "metadata.name"
+            | "metadata.namespace"
+            | "reason"
+            | "type"
+            | "source"
+            | "reportingComponent"
+            | "reportingController"
+            | "spec.nodeName"
+            | "status.phase"
+    ) || field
+        .strip_prefix("involvedObject.")
+        .or_else(|| field.strip_prefix("regarding."))
+        .is_some_and(|f| {
+            matches!(
+                f,
+                "kind"
+                    | "namespace"
+                    | "name"
+                    | "uid"
+                    | "apiVersion"
+                    | "resourceVersion"
+                    | "fieldPath"
+            )
+        })
 }
 
 fn split_unescaped_commas(s: &str) -> Vec<&str> {
@@ -814,8 +855,8 @@ mod tests {
             assert!(f.matches(&json!({})));
         }
         assert_eq!(
-            FieldSelector::parse("status.phase=Running").unwrap_err(),
-            "field label not supported: status.phase"
+            FieldSelector::parse("spec.replicas=1").unwrap_err(),
+            "field label not supported: spec.replicas"
         );
         assert_eq!(
             FieldSelector::parse("metadata.name").unwrap_err(),
@@ -828,6 +869,23 @@ mod tests {
         assert_eq!(
             FieldSelector::parse(r"metadata.name=a\x").unwrap_err(),
             r"invalid field selector: invalid escape sequence: \x"
+        );
+    }
+
+    #[test]
+    fn field_selector_on_event_fields() {
+        let ev = json!({"metadata": {"name": "e", "namespace": "default"},
+            "involvedObject": {"kind": "Cluster", "name": "sim-gpu", "uid": "u1"},
+            "source": {"component": "kelp"}, "count": 2});
+        let f = FieldSelector::parse(
+            "involvedObject.kind=Cluster,involvedObject.name=sim-gpu,involvedObject.uid=u1,source=kelp",
+        )
+        .unwrap();
+        assert!(f.matches(&ev));
+        assert!(
+            !FieldSelector::parse("involvedObject.name=other")
+                .unwrap()
+                .matches(&ev)
         );
     }
 

@@ -978,7 +978,92 @@ impl Store {
             EventType::Added
         };
         self.push(inner, rt, kind, new.clone(), old);
+        if rt.group == "events.k8s.io" && rt.plural == "events" {
+            self.mirror_event(inner, &new);
+        }
         new
+    }
+
+    /// The API server keeps one store for Events and serves it as both core/v1 and
+    /// events.k8s.io/v1; here an events.k8s.io Event is mirrored into a core/v1 Event
+    /// (so `kubectl describe` and `kubectl get events` show what controllers record).
+    fn mirror_event(&self, inner: &mut Inner, ev: &Value) {
+        let Some(core) = inner
+            .types
+            .iter()
+            .find(|t| t.group.is_empty() && t.plural == "events")
+            .cloned()
+        else {
+            return;
+        };
+        let ns = ev["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let name = name_of(ev).to_string();
+        let old = inner
+            .objects
+            .get(&core.store_key())
+            .and_then(|o| o.get(&(ns, name)))
+            .cloned();
+        let series = &ev["series"];
+        let last = series["lastObservedTime"]
+            .as_str()
+            .or(ev["eventTime"].as_str())
+            .map(|t| {
+                t.split('.')
+                    .next()
+                    .unwrap_or(t)
+                    .trim_end_matches('Z')
+                    .to_string()
+                    + "Z"
+            });
+        let first = ev["deprecatedFirstTimestamp"]
+            .as_str()
+            .map(String::from)
+            .or_else(|| {
+                ev["eventTime"].as_str().map(|t| {
+                    t.split('.')
+                        .next()
+                        .unwrap_or(t)
+                        .trim_end_matches('Z')
+                        .to_string()
+                        + "Z"
+                })
+            });
+        let mut metadata = ev["metadata"].clone();
+        if let Some(m) = metadata.as_object_mut() {
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+            if let Some(o) = &old {
+                m.insert("uid".into(), o["metadata"]["uid"].clone());
+                m.insert(
+                    "creationTimestamp".into(),
+                    o["metadata"]["creationTimestamp"].clone(),
+                );
+            }
+        }
+        let controller = ev["reportingController"].clone();
+        let core_event = json!({
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": metadata,
+            "involvedObject": ev["regarding"],
+            "related": ev["related"],
+            "reason": ev["reason"],
+            "message": ev["note"],
+            "type": ev["type"],
+            "action": ev["action"],
+            "eventTime": ev["eventTime"],
+            "reportingComponent": controller,
+            "reportingInstance": ev["reportingInstance"],
+            "source": {"component": controller},
+            "count": series["count"].as_i64().unwrap_or(1),
+            "firstTimestamp": first,
+            "lastTimestamp": last,
+        });
+        let core_event = strip_nulls(core_event);
+        self.store(inner, &core, old, core_event);
     }
 
     fn remove(&self, inner: &mut Inner, rt: &ResourceType, obj: &Value) -> Value {
@@ -1160,5 +1245,17 @@ impl Inner {
         self.types
             .retain(|t| t.crd.as_deref() != Some(name.as_str()));
         self.types.extend(types::crd_types(crd));
+    }
+}
+
+fn strip_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k, strip_nulls(v)))
+                .collect(),
+        ),
+        other => other,
     }
 }

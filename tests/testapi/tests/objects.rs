@@ -468,3 +468,54 @@ async fn many_writers_see_conflicts_never_lost_updates() {
     );
     assert!(conflicts > 0, "concurrent writers must have met conflicts");
 }
+
+#[tokio::test]
+async fn events_recorded_by_controllers_are_served_as_core_events_too() {
+    let (_s, client) = server().await;
+    let cms: Api<ConfigMap> = Api::default_namespaced(client.clone());
+    let cm = cms
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap(),
+        )
+        .await
+        .unwrap();
+    let recorder = kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "kelp".into(),
+            instance: None,
+        },
+    );
+    let event = kube::runtime::events::Event {
+        type_: kube::runtime::events::EventType::Warning,
+        reason: "Tested".into(),
+        note: Some("a note".into()),
+        action: "Test".into(),
+        secondary: None,
+    };
+    let reference = kube::Resource::object_ref(&cm, &());
+    recorder.publish(&event, &reference).await.unwrap();
+    recorder.publish(&event, &reference).await.unwrap();
+    // What `kubectl describe` asks for.
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::default_namespaced(client);
+    let uid = cm.metadata.uid.clone().unwrap();
+    let list = core
+        .list(&ListParams::default().fields(&format!(
+            "involvedObject.name=x,involvedObject.namespace=default,involvedObject.kind=ConfigMap,involvedObject.uid={uid}"
+        )))
+        .await
+        .unwrap();
+    assert_eq!(list.items.len(), 1, "{list:?}");
+    let e = &list.items[0];
+    assert_eq!(e.reason.as_deref(), Some("Tested"));
+    assert_eq!(e.message.as_deref(), Some("a note"));
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
+    assert_eq!(e.count, Some(2), "the series count is the core count");
+    assert!(e.last_timestamp.is_some());
+    let none = core
+        .list(&ListParams::default().fields("involvedObject.name=other"))
+        .await
+        .unwrap();
+    assert!(none.items.is_empty());
+}
