@@ -464,3 +464,108 @@ async fn bad_input_is_reported_with_the_field_named() {
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_cluster_can_be_the_api_server_kelp_runs_against() {
+    let mut h = Harness::new().await;
+    h.start();
+    let kubeconfig = h.server.kubeconfig();
+    h.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
+        serde_json::to_string(&kubeconfig).unwrap()
+    ))
+    .await;
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&cluster("here", 1, 1).replace(
+        "  cloud:",
+        "  kubernetes: {mode: Existing, kubeconfigSecretRef: {name: self-kubeconfig}}\n  cloud:",
+    ))
+    .await;
+    h.apply_yaml(&deployment("fish", "here", 1)).await;
+    let c = h.cluster_ready("here").await;
+    let st = c.status.unwrap();
+    assert_eq!(st.api_endpoint.as_deref(), Some(h.server.url().as_str()));
+    // No control-plane machine for an existing cluster.
+    assert_eq!(
+        machines_by_pool(&*h.sim("here").await).get("control-plane"),
+        None
+    );
+    // The pool machines joined the very API server kelp runs against.
+    let nodes = Api::<Node>::all(h.client.clone())
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    assert_eq!(nodes.len(), 2);
+    let d = h.deployment_ready("fish").await;
+    assert_eq!(d.status.unwrap().ready.as_deref(), Some("1/1"));
+    let work = Api::<AppsDeployment>::namespaced(h.client.clone(), "default")
+        .get("fish")
+        .await
+        .unwrap();
+    assert_eq!(work.labels()["kelp.imagine-ai.eu/deployment"], "fish");
+
+    // Deleting the Deployment removes its workload from the cluster.
+    h.delete::<Deployment>("fish").await;
+    h.wait::<Deployment>("fish", "gone", |d| d.is_none()).await;
+    let apps = Api::<AppsDeployment>::namespaced(h.client.clone(), "default");
+    assert!(apps.get_opt("fish").await.unwrap().is_none());
+    let secrets = Api::<Secret>::namespaced(h.client.clone(), "default");
+    assert!(
+        secrets
+            .get_opt("fish-rclone-rshare")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        secrets.get_opt("nextcloud-alice").await.unwrap().is_some(),
+        "the user's own Secret stays"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mistyped_recipe_input_stalls_the_pool_naming_the_input() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(&cluster("typo", 1, 1).replace(
+        "      taints:",
+        "      recipes: [{name: base}, {name: nvidia-gpu, inputs: {driverBranch: 550}}]\n      taints:",
+    ))
+    .await;
+    let c = h
+        .wait::<Cluster>("typo", "Stalled", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| conditions::get(&s.conditions, "Stalled"))
+                .is_some_and(|c| c.reason == "RecipeError")
+        })
+        .await
+        .unwrap();
+    let msg = conditions::get(&c.status.as_ref().unwrap().conditions, "Stalled")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        msg.contains("pool gpu-t4") && msg.contains("driverBranch"),
+        "{msg}"
+    );
+    // The other pool is not held up, and nothing half-rendered reached the cloud.
+    let by_pool = machines_by_pool(&*h.sim("typo").await);
+    assert_eq!(by_pool.get("gpu-t4"), None);
+    h.wait::<Cluster>("typo", "cpu pool running", |c| {
+        c.and_then(|c| c.status.as_ref())
+            .is_some_and(|s| s.node_pools.iter().any(|p| p.name == "cpu" && p.ready == 1))
+    })
+    .await;
+    // Fixing the input unblocks it.
+    h.patch_spec::<Cluster>("typo", serde_json::json!({"nodePools": [
+        {"name": "cpu", "replicas": 1, "machine": {"cpu": 4, "memoryMB": 8000}},
+        {"name": "gpu-t4", "replicas": 1, "machine": {"cpu": 8, "memoryMB": 32000, "gpu": {"count": 1, "model": "T4"}},
+         "recipes": [{"name": "base"}, {"name": "nvidia-gpu", "inputs": {"driverBranch": "550"}}]},
+    ]}))
+    .await;
+    h.cluster_ready("typo").await;
+    h.stop().await;
+}

@@ -96,7 +96,10 @@ struct Run<'a> {
     generation: i64,
     status: ClusterStatus,
     converged: bool,
-    stalled: Vec<String>,
+    /// (reason, message) of what needs a user's change.
+    stalled: Vec<(&'static str, String)>,
+    /// What the Cluster waits for (capacity), shown in the Ready condition.
+    waiting: Vec<String>,
     is_sim: bool,
 }
 
@@ -169,6 +172,7 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         status,
         converged: true,
         stalled: Vec::new(),
+        waiting: Vec::new(),
     };
     match run.reconcile().await {
         Ok(()) => {}
@@ -269,8 +273,14 @@ impl Run<'_> {
         if self.stalled.is_empty() {
             conditions::set(c, ct::STALLED, false, "Progressing", "", g);
         } else {
-            let msg = self.stalled.join("; ");
-            conditions::set(c, ct::STALLED, true, "NoInstanceType", msg, g);
+            conditions::set(
+                c,
+                ct::STALLED,
+                true,
+                self.stalled[0].0,
+                stalled_message(&self.stalled),
+                g,
+            );
         }
         let pools_ready = ready == desired && nodes_ready;
         conditions::set(
@@ -305,7 +315,9 @@ impl Run<'_> {
         let (reason, msg) = if all {
             ("Ready", format!("{ready}/{desired} machines ready"))
         } else if !self.stalled.is_empty() {
-            ("NoInstanceType", self.stalled.join("; "))
+            (self.stalled[0].0, stalled_message(&self.stalled))
+        } else if !self.waiting.is_empty() {
+            ("InsufficientCapacity", self.waiting.join("; "))
         } else if !cp_ready {
             (
                 "ControlPlaneNotReady",
@@ -625,11 +637,12 @@ impl Run<'_> {
             let candidates = match select::candidates(&self.types, &req) {
                 Ok(c) => c.into_iter().cloned().collect::<Vec<_>>(),
                 Err(e) => {
-                    self.stalled.push(format!("control plane: {e}"));
+                    self.stalled
+                        .push(("NoInstanceType", format!("control plane: {e}")));
                     return Ok(None);
                 }
             };
-            let user_data = self.user_data(
+            let Some(user_data) = self.node_user_data(
                 None,
                 kelp_recipes::NodeRole::Server,
                 &Join {
@@ -639,7 +652,10 @@ impl Run<'_> {
                     ca_key_pem: pki.ca_key_pem.clone(),
                 },
                 0,
-            )?;
+            )?
+            else {
+                return Ok(None);
+            };
             let mut tags =
                 plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(CONTROL_PLANE_POOL));
             tags.insert(ROLE_TAG.into(), "server".into());
@@ -685,6 +701,27 @@ impl Run<'_> {
             )
             .await;
         Ok(())
+    }
+
+    /// [`Self::user_data`], with a recipe error recorded as Stalled (naming the pool)
+    /// instead of failing the reconcile: None means "do not create machines".
+    fn node_user_data(
+        &mut self,
+        pool: Option<&NodePool>,
+        role: kelp_recipes::NodeRole,
+        join: &Join,
+        gpu_count: u32,
+    ) -> Result<Option<String>> {
+        match self.user_data(pool, role, join, gpu_count) {
+            Ok(ud) => Ok(Some(ud)),
+            Err(Error::Recipe(e)) => {
+                let name = pool.map_or(CONTROL_PLANE_POOL, |p| p.name.as_str());
+                self.stalled
+                    .push(("RecipeError", format!("pool {name}: {e}")));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Renders a pool's node recipes into one user-data.
@@ -831,12 +868,12 @@ impl Run<'_> {
             }
         }
         self.converged = false;
-        self.stalled_capacity(pool);
+        let tried: Vec<&str> = candidates.iter().map(|t| t.name.as_str()).collect();
+        self.waiting.push(format!(
+            "pool {pool}: no capacity for any matching type ({}); retrying",
+            tried.join(", ")
+        ));
         Ok(None)
-    }
-
-    fn stalled_capacity(&mut self, pool: &str) {
-        tracing::info!(pool, "no matching instance type has capacity");
     }
 
     /// Reconciles one pool; returns its status and its running machines.
@@ -876,7 +913,7 @@ impl Run<'_> {
                         )
                         .await;
                 }
-                self.stalled.push(msg);
+                self.stalled.push(("NoInstanceType", msg));
                 // Nothing to create, but machines already there are still reported.
                 Vec::new()
             }
@@ -927,13 +964,14 @@ impl Run<'_> {
                     "removing an extra server machine",
                 )
                 .await?;
-                if splan.create > 0 {
-                    let ud = self.user_data(
+                if splan.create > 0
+                    && let Some(ud) = self.node_user_data(
                         Some(pool),
                         kelp_recipes::NodeRole::Server,
                         join,
                         req.gpu_count,
-                    )?;
+                    )?
+                {
                     let mut tags =
                         plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(&pool.name));
                     tags.insert(ROLE_TAG.into(), "server".into());
@@ -1004,13 +1042,14 @@ impl Run<'_> {
             .await?;
             let gone: Vec<&String> = plan.failed.iter().chain(plan.scale_down.iter()).collect();
             machines.retain(|m| !gone.contains(&&m.id));
-            if plan.create > 0 {
-                let ud = self.user_data(
+            if plan.create > 0
+                && let Some(ud) = self.node_user_data(
                     Some(pool),
                     kelp_recipes::NodeRole::Agent,
                     join,
                     req.gpu_count,
-                )?;
+                )?
+            {
                 let tags = plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(&pool.name));
                 if let Some((_, created)) = self
                     .create_batch(
@@ -1158,6 +1197,14 @@ impl Run<'_> {
         }
         Ok(true)
     }
+}
+
+fn stalled_message(stalled: &[(&'static str, String)]) -> String {
+    stalled
+        .iter()
+        .map(|(_, m)| m.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn address(m: &Machine, kind: &str) -> Option<String> {
