@@ -569,3 +569,35 @@ async fn a_mistyped_recipe_input_stalls_the_pool_naming_the_input() {
     h.cluster_ready("typo").await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_waiting_for_a_free_gpu_says_so() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&cluster("one-gpu", 0, 1)).await;
+    h.apply_yaml(&deployment("first", "one-gpu", 1)).await;
+    h.deployment_ready("first").await;
+    h.apply_yaml(&deployment("second", "one-gpu", 1)).await;
+    let d = h
+        .wait::<Deployment>("second", "waiting for a GPU", |d| {
+            d.and_then(|d| d.status.as_ref())
+                .and_then(|s| conditions::get(&s.conditions, "Ready"))
+                .is_some_and(|c| c.message.contains("GPU free"))
+        })
+        .await
+        .unwrap();
+    let st = d.status.unwrap();
+    assert_eq!(st.phase, Some(DeploymentPhase::Deploying));
+    assert_eq!(st.ready.as_deref(), Some("0/1"));
+    // A second GPU machine lets it run.
+    h.patch_spec::<Cluster>("one-gpu", serde_json::json!({"nodePools": [
+        {"name": "cpu", "replicas": 0, "machine": {"cpu": 4, "memoryMB": 8000}},
+        {"name": "gpu-t4", "replicas": 2, "machine": {"cpu": 8, "memoryMB": 32000, "gpu": {"count": 1, "vendor": "NVIDIA", "model": "T4"}},
+         "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+    ]}))
+    .await;
+    h.deployment_ready("second").await;
+    h.stop().await;
+}

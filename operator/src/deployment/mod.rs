@@ -163,9 +163,14 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
     status.observed_generation = generation;
     let outcome = deploy(&dep, &ctx, &mut status).await;
     let action = match outcome {
-        Ok(ready) => {
+        Ok(Rollout { ready, why_not }) => {
             let desired = dep.spec.replicas.max(0);
             status.ready = Some(format!("{}/{desired}", status.ready_replicas));
+            let counts = format!("{}/{desired} replicas ready", status.ready_replicas);
+            let message = match &why_not {
+                Some(why) => format!("{counts}: {why}"),
+                None => counts,
+            };
             let g = generation;
             conditions::set(
                 &mut status.conditions,
@@ -184,7 +189,7 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
                 } else {
                     "ReplicasNotReady"
                 },
-                format!("{}/{desired} replicas ready", status.ready_replicas),
+                message.clone(),
                 g,
             );
             conditions::set(
@@ -192,7 +197,7 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
                 ct::READY,
                 ready,
                 if ready { "Ready" } else { "Deploying" },
-                format!("{}/{desired} replicas ready", status.ready_replicas),
+                message,
                 g,
             );
             conditions::set(
@@ -284,7 +289,7 @@ async fn deploy(
     dep: &Deployment,
     ctx: &Ctx,
     status: &mut DeploymentStatus,
-) -> Result<bool, Result<Blocked, Error>> {
+) -> Result<Rollout, Result<Blocked, Error>> {
     let ns = dep.namespace().unwrap_or_default();
     let name = dep.name_any();
     let g = dep.metadata.generation;
@@ -548,17 +553,17 @@ async fn deploy(
         .find(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("False"))
         .and_then(|c| c.message);
     let ready = observed && status.ready_replicas >= status.replicas;
-    if !ready && let Some(msg) = unavailable {
-        conditions::set(
-            &mut status.conditions,
-            ct::AVAILABLE,
-            false,
-            "ReplicasNotReady",
-            msg,
-            g,
-        );
-    }
-    Ok(ready)
+    Ok(Rollout {
+        ready,
+        why_not: if ready { None } else { unavailable },
+    })
+}
+
+/// The workload's state on the target cluster.
+struct Rollout {
+    ready: bool,
+    /// The workload's own reason when it is not available (e.g. no node with a free GPU).
+    why_not: Option<String>,
 }
 
 async fn read_secret(
