@@ -51,6 +51,11 @@ pub fn get<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition
     conditions.iter().find(|c| c.r#type == type_)
 }
 
+/// Whether `type_` turned True between `old` and `new` (for "became Ready" Events).
+pub fn became_true(old: &[Condition], new: &[Condition], type_: &str) -> bool {
+    !is_true(old, type_) && is_true(new, type_)
+}
+
 /// RFC 3339 now, to the second, as Kubernetes writes times.
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)

@@ -1218,6 +1218,16 @@ async fn write_status(ctx: &Ctx, cluster: &Cluster, status: ClusterStatus) -> Re
     if cluster.status.as_ref() == Some(&status) {
         return Ok(());
     }
+    let old = cluster
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let became_ready = conditions::became_true(&old, &status.conditions, ct::READY);
+    let note = format!(
+        "all {} machines are ready",
+        status.ready.as_deref().unwrap_or_default()
+    );
     let api: Api<Cluster> =
         Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
     let patch = json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Cluster", "metadata": {"name": cluster.name_any(), "namespace": cluster.namespace()}, "status": status});
@@ -1227,6 +1237,9 @@ async fn write_status(ctx: &Ctx, cluster: &Cluster, status: ClusterStatus) -> Re
         &Patch::Apply(&patch),
     )
     .await?;
+    if became_ready {
+        ctx.event(cluster, false, "Ready", "Reconcile", note).await;
+    }
     Ok(())
 }
 

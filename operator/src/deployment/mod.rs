@@ -670,6 +670,17 @@ async fn write_status(ctx: &Ctx, dep: &Deployment, status: DeploymentStatus) -> 
     if dep.status.as_ref() == Some(&status) {
         return Ok(());
     }
+    let old = dep
+        .status
+        .as_ref()
+        .map(|s| s.conditions.clone())
+        .unwrap_or_default();
+    let became_ready = conditions::became_true(&old, &status.conditions, ct::READY);
+    let note = format!(
+        "{} replicas ready at {}",
+        status.ready.as_deref().unwrap_or_default(),
+        status.endpoint.as_deref().unwrap_or("no endpoint")
+    );
     let api: Api<Deployment> =
         Api::namespaced(ctx.client.clone(), &dep.namespace().unwrap_or_default());
     let patch = json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Deployment", "metadata": {"name": dep.name_any(), "namespace": dep.namespace()}, "status": status});
@@ -679,6 +690,9 @@ async fn write_status(ctx: &Ctx, dep: &Deployment, status: DeploymentStatus) -> 
         &Patch::Apply(&patch),
     )
     .await?;
+    if became_ready {
+        ctx.event(dep, false, "Ready", "Reconcile", note).await;
+    }
     Ok(())
 }
 
