@@ -283,31 +283,3 @@ impl<T: CloudDriver + ?Sized> CloudDriver for std::sync::Arc<T> {
         (**self).delete(ids).await
     }
 }
-
-/// A boxed driver is a driver.
-#[async_trait]
-impl<T: CloudDriver + ?Sized> CloudDriver for Box<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
-
-    async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {
-        (**self).instance_types().await
-    }
-
-    async fn resolve_image(&self, image: Option<&str>) -> Result<Image, CloudError> {
-        (**self).resolve_image(image).await
-    }
-
-    async fn create(&self, req: &CreateRequest) -> Result<Vec<Machine>, CloudError> {
-        (**self).create(req).await
-    }
-
-    async fn list(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError> {
-        (**self).list(tags).await
-    }
-
-    async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {
-        (**self).delete(ids).await
-    }
-}

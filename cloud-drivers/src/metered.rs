@@ -288,7 +288,7 @@ mod tests {
         let stats = CallStats::new();
         let dynamic: Arc<dyn CloudDriver> = Arc::new(Fake);
         let a = Metered::with_stats(dynamic, stats.clone());
-        let b = Metered::with_stats(Box::new(Fake) as Box<dyn CloudDriver>, stats.clone());
+        let b = Metered::with_stats(Arc::new(Fake) as Arc<dyn CloudDriver>, stats.clone());
         assert_eq!(a.name(), "fake");
         a.instance_types().await.unwrap();
         b.instance_types().await.unwrap();

@@ -198,6 +198,54 @@ pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
     }
 }
 
+/// The shape of every kelp reconcile: count it, run `apply` or `cleanup` under the
+/// finalizer `finalizer_name` (kube-runtime's helper adds it first and removes it only
+/// after `cleanup` succeeded), and forget the object's backoff after a success.
+pub async fn reconcile_with_finalizer<K, A, FA, C, FC>(
+    obj: Arc<K>,
+    ctx: Ctx,
+    finalizer_name: &str,
+    apply: A,
+    cleanup: C,
+) -> Result<Action>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    A: FnOnce(Arc<K>, Ctx) -> FA,
+    FA: std::future::Future<Output = Result<Action>>,
+    C: FnOnce(Arc<K>, Ctx) -> FC,
+    FC: std::future::Future<Output = Result<Action>>,
+{
+    use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+    ctx.metrics.reconciled();
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), &ns);
+    let k = key(obj.as_ref());
+    let action = finalizer(&api, finalizer_name, obj, |event| async {
+        match event {
+            Finalizer::Apply(o) => apply(o, ctx.clone()).await,
+            Finalizer::Cleanup(o) => cleanup(o, ctx.clone()).await,
+        }
+    })
+    .await
+    .map_err(from_finalizer)?;
+    ctx.reset_backoff(&k);
+    Ok(action)
+}
+
+/// The error policy of every kelp controller: log, count, and back off per object.
+pub fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Ctx) -> Action {
+    let k = key(obj.as_ref());
+    tracing::info!(object = %k, error = %err, "reconcile failed");
+    ctx.error_action(&k, err)
+}
+
 /// `kind/namespace/name`, the key of per-object state.
 pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(

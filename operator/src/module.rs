@@ -15,7 +15,7 @@ use regex::Regex;
 use serde_json::json;
 
 use crate::conditions;
-use crate::context::{Ctx, Error, Result, key};
+use crate::context::{Ctx, Result, key};
 
 /// Runs the Module controller until `shutdown` resolves.
 pub async fn run(
@@ -25,7 +25,7 @@ pub async fn run(
     let api: Api<Module> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, crate::context::error_policy, ctx)
         .for_each(|_| async {})
         .await;
 }
@@ -149,10 +149,6 @@ async fn reconcile(module: Arc<Module>, ctx: Ctx) -> Result<Action> {
     }
     ctx.reset_backoff(&key(module.as_ref()));
     Ok(Action::await_change())
-}
-
-fn error_policy(module: Arc<Module>, err: &Error, ctx: Ctx) -> Action {
-    ctx.error_action(&key(module.as_ref()), err)
 }
 
 #[cfg(test)]

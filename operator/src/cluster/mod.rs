@@ -22,13 +22,12 @@ use kelp_crds::{
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
 use crate::conditions;
-use crate::context::{Ctx, Error, Result, from_finalizer, key};
+use crate::context::{Ctx, Error, Result, reconcile_with_finalizer};
 use crate::pki::{self, ClusterPki};
 use crate::sim_kube::SimNode;
 use plan::{CONTROL_PLANE_POOL, ROLE_TAG};
@@ -44,7 +43,7 @@ pub async fn run(
     let api: Api<Cluster> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().any_semantic())
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, crate::context::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "cluster reconcile");
@@ -55,25 +54,7 @@ pub async fn run(
 
 #[tracing::instrument(skip(cluster, ctx), fields(cluster = %cluster.name_any(), ns = cluster.namespace()))]
 async fn reconcile(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
-    ctx.metrics.reconciled();
-    let ns = cluster.namespace().unwrap_or_default();
-    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let k = key(cluster.as_ref());
-    let action = finalizer(&api, FINALIZER, cluster, |event| async {
-        match event {
-            Finalizer::Apply(c) => apply(c, ctx.clone()).await,
-            Finalizer::Cleanup(c) => cleanup(c, ctx.clone()).await,
-        }
-    })
-    .await
-    .map_err(from_finalizer)?;
-    ctx.reset_backoff(&k);
-    Ok(action)
-}
-
-fn error_policy(cluster: Arc<Cluster>, err: &Error, ctx: Ctx) -> Action {
-    tracing::info!(cluster = %cluster.name_any(), error = %err, "cluster reconcile failed");
-    ctx.error_action(&key(cluster.as_ref()), err)
+    reconcile_with_finalizer(cluster, ctx, FINALIZER, apply, cleanup).await
 }
 
 /// What agents need to join the cluster's Kubernetes.

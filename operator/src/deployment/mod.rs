@@ -18,14 +18,13 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::conditions;
-use crate::context::{Ctx, Error, Result, from_finalizer, key};
+use crate::context::{Ctx, Error, Result, reconcile_with_finalizer};
 use build::{DEPLOYMENT_LABEL, NAMESPACE_LABEL};
 
 /// The finalizer kelp puts on Deployments: the workload is removed from the target first.
@@ -96,7 +95,7 @@ pub async fn run(
             },
         )
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, crate::context::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "deployment reconcile");
@@ -120,25 +119,7 @@ fn uses_secret(dep: &Deployment, name: &str) -> bool {
 }
 
 async fn reconcile(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
-    ctx.metrics.reconciled();
-    let ns = dep.namespace().unwrap_or_default();
-    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
-    let k = key(dep.as_ref());
-    let action = finalizer(&api, FINALIZER, dep, |event| async {
-        match event {
-            Finalizer::Apply(d) => apply(d, ctx.clone()).await,
-            Finalizer::Cleanup(d) => cleanup(d, ctx.clone()).await,
-        }
-    })
-    .await
-    .map_err(from_finalizer)?;
-    ctx.reset_backoff(&k);
-    Ok(action)
-}
-
-fn error_policy(dep: Arc<Deployment>, err: &Error, ctx: Ctx) -> Action {
-    tracing::info!(deployment = %dep.name_any(), error = %err, "deployment reconcile failed");
-    ctx.error_action(&key(dep.as_ref()), err)
+    reconcile_with_finalizer(dep, ctx, FINALIZER, apply, cleanup).await
 }
 
 /// A reason the Deployment cannot go on yet, shown in its conditions.

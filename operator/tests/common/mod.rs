@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kelp_cloud_drivers::sim::{SimCloud, SimConfig};
-use kelp_crds::{Cluster, Deployment, Module};
+use kelp_crds::{Cluster, Deployment};
 use kelp_operator::context::{Config, Context};
 use kelp_operator::drivers::SimClouds;
 use kelp_operator::{Environment, sim_kube::SimKube};
 use kelp_testapi::TestApiServer;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -93,36 +95,19 @@ impl Harness {
     /// Server-side applies a YAML manifest as the test user.
     pub async fn apply_yaml(&self, yaml: &str) {
         for doc in kelp_crds::parse::documents(yaml).unwrap() {
-            let kind = doc["kind"].as_str().unwrap().to_string();
-            let name = doc["metadata"]["name"].as_str().unwrap().to_string();
-            let pp = PatchParams::apply("test").force();
-            match kind.as_str() {
-                "Module" => drop(
-                    self.api::<Module>()
-                        .patch(&name, &pp, &Patch::Apply(&doc))
-                        .await
-                        .unwrap(),
-                ),
-                "Cluster" => drop(
-                    self.api::<Cluster>()
-                        .patch(&name, &pp, &Patch::Apply(&doc))
-                        .await
-                        .unwrap(),
-                ),
-                "Deployment" => drop(
-                    self.api::<Deployment>()
-                        .patch(&name, &pp, &Patch::Apply(&doc))
-                        .await
-                        .unwrap(),
-                ),
-                "Secret" => drop(
-                    self.api::<k8s_openapi::api::core::v1::Secret>()
-                        .patch(&name, &pp, &Patch::Apply(&doc))
-                        .await
-                        .unwrap(),
-                ),
-                other => panic!("unexpected kind {other}"),
-            }
+            let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+            let types = obj.types.clone().unwrap();
+            let gvk = GroupVersionKind::try_from(&types).unwrap();
+            let plural = format!("{}s", gvk.kind.to_lowercase());
+            let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
+            Api::<DynamicObject>::namespaced_with(self.client.clone(), "default", &ar)
+                .patch(
+                    &obj.name_any(),
+                    &PatchParams::apply("test").force(),
+                    &Patch::Apply(&doc),
+                )
+                .await
+                .unwrap();
         }
     }
 
