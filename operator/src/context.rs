@@ -140,6 +140,7 @@ impl Context {
         self.metrics.failed(err.label());
         match err {
             Error::Waiting(_) => Action::requeue(self.config.poll),
+            Error::Stale(_) => Action::requeue(Duration::from_millis(100)),
             e if e.is_transient() => Action::requeue(self.next_backoff(key)),
             _ => Action::requeue(self.config.resync),
         }
@@ -164,6 +165,9 @@ pub enum Error {
     Target(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
+    /// The object changed since the cached copy the reconcile started from.
+    #[error("stale object: {0}")]
+    Stale(String),
 }
 
 impl Error {
@@ -176,12 +180,17 @@ impl Error {
             Error::Waiting(_) => "Waiting",
             Error::Target(_) => "TargetUnreachable",
             Error::Finalizer(_) => "FinalizerError",
+            Error::Stale(_) => "StaleObject",
         }
     }
 
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Kube(_) | Error::Target(_) | Error::Finalizer(_) | Error::Waiting(_) => true,
+            Error::Kube(_)
+            | Error::Target(_)
+            | Error::Finalizer(_)
+            | Error::Waiting(_)
+            | Error::Stale(_) => true,
             Error::Cloud(e) => e.is_transient(),
             Error::Invalid(_) | Error::Recipe(_) => false,
         }
@@ -193,6 +202,13 @@ pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
     use kube::runtime::finalizer::Error as F;
     match e {
         F::ApplyFailed(e) | F::CleanupFailed(e) => e,
+        // The JSON patch `test` against a cached copy that is behind the API server: look
+        // again shortly, once the watch has caught up (no backoff, it is not a failure).
+        F::AddFinalizer(kube::Error::Api(s)) | F::RemoveFinalizer(kube::Error::Api(s))
+            if s.code == 422 || s.code == 409 =>
+        {
+            Error::Stale(s.message.clone())
+        }
         F::AddFinalizer(e) | F::RemoveFinalizer(e) => Error::Kube(e),
         other => Error::Finalizer(other.to_string()),
     }

@@ -1,0 +1,153 @@
+//! Operator memory benchmark (prints figures, asserts nothing): `kelp run` as its own
+//! process against kelp's test API server (in this process), so the figure is the
+//! operator's alone. The N sim Clusters use `kubernetes: Existing` pointing at that same
+//! API server, so no sim control plane lives in the operator process; M Deployments are
+//! spread over them. The baseline is the same operator process idle, before any object.
+//!
+//! ```sh
+//! cargo bench -p kelp-operator --bench operator_rss
+//! KELP_BENCH_CLUSTERS=10 KELP_BENCH_DEPLOYMENTS=100 cargo bench -p kelp-operator --bench operator_rss
+//! ```
+
+use std::time::{Duration, Instant};
+
+use kelp_crds::{Cluster, Deployment};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// VmHWM (peak RSS) of a process, in MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn ready(c: Option<&Vec<kelp_crds::Condition>>) -> bool {
+    c.is_some_and(|c| kelp_operator::conditions::is_true(c, "Ready"))
+}
+
+async fn apply(client: &kube::Client, doc: serde_json::Value) {
+    let obj: kube::api::DynamicObject = serde_json::from_value(doc.clone()).unwrap();
+    let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
+    let ar = kube::api::ApiResource::from_gvk_with_plural(
+        &gvk,
+        &format!("{}s", gvk.kind.to_lowercase()),
+    );
+    Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), "default", &ar)
+        .patch(
+            obj.metadata.name.as_deref().unwrap(),
+            &PatchParams::apply("bench").force(),
+            &Patch::Apply(&doc),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::main]
+async fn main() {
+    let n = env_usize("KELP_BENCH_CLUSTERS", 100).max(1);
+    let m = env_usize("KELP_BENCH_DEPLOYMENTS", 1000);
+    let server = kelp_testapi::TestApiServer::start().await.unwrap();
+    let client = kelp_operator::targets::client_from_kubeconfig(&server.kubeconfig())
+        .await
+        .unwrap();
+    kelp_operator::dev::install_crds(&client).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("kelp-rss-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join("kubeconfig");
+    std::fs::write(&kc, server.kubeconfig()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .arg("run")
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .env("RUST_LOG", "error")
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle = peak_rss_mib(pid);
+
+    let start = Instant::now();
+    apply(
+        &client,
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "here"},
+        "stringData": {"value": server.kubeconfig()}}),
+    )
+    .await;
+    apply(&client, serde_json::json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Module", "metadata": {"name": "m"},
+        "spec": {"title": "t", "summary": "s", "image": {"repository": "ai4oshub/ai4os-demo-app"}, "resources": {"cpu": 1, "memoryMB": 1000, "gpu": 0}}})).await;
+    let per_cluster = m.div_ceil(n);
+    let cpu_machines = per_cluster.div_ceil(3).max(1);
+    for i in 0..n {
+        apply(&client, serde_json::json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Cluster", "metadata": {"name": format!("c{i}")},
+            "spec": {"cloud": {"sim": {"latencyMs": 5}},
+                     "kubernetes": {"mode": "Existing", "kubeconfigSecretRef": {"name": "here"}},
+                     "nodePools": [
+                        {"name": "cpu", "replicas": cpu_machines, "machine": {"cpu": 4, "memoryMB": 8000}},
+                        {"name": "gpu-t4", "replicas": 1, "machine": {"cpu": 8, "memoryMB": 32000, "gpu": {"count": 1, "model": "T4"}}},
+                        {"name": "gpu-a100", "replicas": 0, "machine": {"gpu": {"count": 1, "model": "A100"}}}]}})).await;
+    }
+    for j in 0..m {
+        apply(&client, serde_json::json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Deployment", "metadata": {"name": format!("d{j}")},
+            "spec": {"moduleRef": {"name": "m"}, "clusterRef": {"name": format!("c{}", j % n)}, "nodePool": "cpu"}})).await;
+    }
+    let created = start.elapsed();
+    let clusters: Api<Cluster> = Api::default_namespaced(client.clone());
+    let deployments: Api<Deployment> = Api::default_namespaced(client.clone());
+    let (mut clusters_ready, mut all_ready) = (None, None);
+    while start.elapsed() < Duration::from_secs(900) {
+        let c = clusters.list(&ListParams::default()).await.unwrap().items;
+        if clusters_ready.is_none()
+            && c.iter()
+                .all(|c| ready(c.status.as_ref().map(|s| &s.conditions)))
+        {
+            clusters_ready = Some(start.elapsed());
+        }
+        let d = deployments
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        if d.iter()
+            .all(|d| ready(d.status.as_ref().map(|s| &s.conditions)))
+        {
+            all_ready = Some(start.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let peak = peak_rss_mib(pid);
+    child.kill().ok();
+    child.wait().ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    let s = |d: Option<Duration>| {
+        d.map_or("not reached".to_string(), |d| {
+            format!("{:.1} s", d.as_secs_f64())
+        })
+    };
+    println!("kelp operator process (kelp run), {n} sim Clusters (Existing) and {m} Deployments");
+    println!(
+        "  objects created in        : {:.1} s",
+        created.as_secs_f64()
+    );
+    println!("  all Clusters Ready after  : {}", s(clusters_ready));
+    println!("  all Deployments Ready after: {}", s(all_ready));
+    println!("  operator peak RSS idle    : {idle:.1} MiB (1.00, baseline)");
+    println!(
+        "  operator peak RSS loaded  : {peak:.1} MiB ({:.2} x idle)",
+        peak / idle.max(0.001)
+    );
+}
