@@ -30,7 +30,7 @@ use crate::conditions;
 use crate::context::{Ctx, Error, Result, reconcile_with_finalizer};
 use crate::pki::{self, ClusterPki};
 use crate::sim_kube::SimNode;
-use plan::{CONTROL_PLANE_POOL, ROLE_TAG};
+use plan::{CONTROL_PLANE_POOL, Join, ROLE_TAG};
 
 /// The finalizer kelp puts on Clusters: machines are deleted before the Cluster goes.
 pub const FINALIZER: &str = "kelp.imagine-ai.eu/cluster";
@@ -55,14 +55,6 @@ pub async fn run(
 #[tracing::instrument(skip(cluster, ctx), fields(cluster = %cluster.name_any(), ns = cluster.namespace()))]
 async fn reconcile(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
     reconcile_with_finalizer(cluster, ctx, FINALIZER, apply, cleanup).await
-}
-
-/// What agents need to join the cluster's Kubernetes.
-struct Join {
-    server_url: String,
-    token: String,
-    ca_cert_pem: String,
-    ca_key_pem: String,
 }
 
 /// One reconcile's working state.
@@ -632,7 +624,6 @@ impl Run<'_> {
                     ca_cert_pem: pki.ca_cert_pem.clone(),
                     ca_key_pem: pki.ca_key_pem.clone(),
                 },
-                0,
             )?
             else {
                 return Ok(None);
@@ -691,9 +682,8 @@ impl Run<'_> {
         pool: Option<&NodePool>,
         role: kelp_recipes::NodeRole,
         join: &Join,
-        gpu_count: u32,
     ) -> Result<Option<String>> {
-        match self.user_data(pool, role, join, gpu_count) {
+        match self.user_data(pool, role, join) {
             Ok(ud) => Ok(Some(ud)),
             Err(Error::Recipe(e)) => {
                 let name = pool.map_or(CONTROL_PLANE_POOL, |p| p.name.as_str());
@@ -711,79 +701,14 @@ impl Run<'_> {
         pool: Option<&NodePool>,
         role: kelp_recipes::NodeRole,
         join: &Join,
-        gpu_count: u32,
     ) -> Result<String> {
-        let (name, labels, taints, recipes, vendor) = match pool {
-            Some(p) => (
-                p.name.clone(),
-                p.labels.clone(),
-                p.taints
-                    .iter()
-                    .map(|t| kelp_recipes::TaintInfo {
-                        key: t.key.clone(),
-                        value: t.value.clone(),
-                        effect: format!("{:?}", t.effect),
-                    })
-                    .collect(),
-                p.recipes.clone(),
-                p.machine.gpu.as_ref().and_then(|g| g.vendor.clone()),
-            ),
-            None => (
-                CONTROL_PLANE_POOL.to_string(),
-                BTreeMap::new(),
-                Vec::new(),
-                None,
-                None,
-            ),
-        };
-        let uses = match recipes {
-            Some(list) => {
-                let mut uses: Vec<kelp_recipes::RecipeUse> = list
-                    .iter()
-                    .map(|r| kelp_recipes::RecipeUse {
-                        name: r.name.clone(),
-                        inputs: r.inputs.clone(),
-                    })
-                    .collect();
-                // The join recipe is kelp's business, not the pool's: make sure it is there once.
-                let join_recipe = match role {
-                    kelp_recipes::NodeRole::Server => "k3s-server",
-                    kelp_recipes::NodeRole::Agent => "k3s-agent",
-                };
-                uses.retain(|u| u.name != "k3s-server" && u.name != "k3s-agent");
-                uses.push(kelp_recipes::RecipeUse {
-                    name: join_recipe.into(),
-                    inputs: BTreeMap::new(),
-                });
-                uses
-            }
-            None => kelp_recipes::default_node_recipes(gpu_count, role),
-        };
-        let ctx = kelp_recipes::NodeContext {
-            cluster: kelp_recipes::ClusterInfo {
-                name: self.name.clone(),
-                namespace: self.ns.clone(),
-                uid: self.uid.clone(),
-            },
-            pool: kelp_recipes::PoolInfo {
-                name,
-                labels,
-                taints,
-                gpu_count,
-                gpu_vendor: vendor.or_else(|| (gpu_count > 0).then(|| "NVIDIA".to_string())),
-            },
-            ssh_authorized_keys: self.cluster.spec.ssh_authorized_keys.clone(),
-            kubernetes: kelp_recipes::KubernetesJoin {
-                role,
-                version: self.cluster.spec.kubernetes.version.clone(),
-                server_url: join.server_url.clone(),
-                token: join.token.clone(),
-                ca_cert_pem: join.ca_cert_pem.clone(),
-                ca_key_pem: matches!(role, kelp_recipes::NodeRole::Server)
-                    .then(|| join.ca_key_pem.clone()),
-            },
-        };
-        Ok(self.ctx.recipes.render_node(&uses, &ctx)?)
+        Ok(plan::user_data(
+            &self.ctx.recipes,
+            self.cluster,
+            pool,
+            role,
+            join,
+        )?)
     }
 
     /// Creates `count` machines in one call, trying the candidates in order on
@@ -946,12 +871,8 @@ impl Run<'_> {
                 )
                 .await?;
                 if splan.create > 0
-                    && let Some(ud) = self.node_user_data(
-                        Some(pool),
-                        kelp_recipes::NodeRole::Server,
-                        join,
-                        req.gpu_count,
-                    )?
+                    && let Some(ud) =
+                        self.node_user_data(Some(pool), kelp_recipes::NodeRole::Server, join)?
                 {
                     let mut tags =
                         plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(&pool.name));
@@ -1024,12 +945,8 @@ impl Run<'_> {
             let gone: Vec<&String> = plan.failed.iter().chain(plan.scale_down.iter()).collect();
             machines.retain(|m| !gone.contains(&&m.id));
             if plan.create > 0
-                && let Some(ud) = self.node_user_data(
-                    Some(pool),
-                    kelp_recipes::NodeRole::Agent,
-                    join,
-                    req.gpu_count,
-                )?
+                && let Some(ud) =
+                    self.node_user_data(Some(pool), kelp_recipes::NodeRole::Agent, join)?
             {
                 let tags = plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(&pool.name));
                 if let Some((_, created)) = self

@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use kelp_cloud_drivers::{Machine, MachineState, Requirements, tags};
-use kelp_crds::NodePool;
+use kelp_crds::{Cluster, NodePool};
+use kelp_recipes::{NodeRole, RecipeUse};
 use sha2::{Digest, Sha256};
 
 /// The pool name that tags a separate control-plane machine.
@@ -121,6 +122,114 @@ pub fn name_prefix(cluster: &str, pool: &str) -> String {
     s.trim_end_matches('-').to_string()
 }
 
+/// What a machine needs to join the cluster's Kubernetes.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Join {
+    pub server_url: String,
+    pub token: String,
+    pub ca_cert_pem: String,
+    pub ca_key_pem: String,
+}
+
+/// The node recipes of a pool (None: the separate control-plane machine) for `role`:
+/// the pool's list, or base + nvidia-gpu (with GPUs) by default; the k3s join recipe
+/// for the role always comes last, once, keeping the pool's inputs for it.
+pub fn node_recipes(cluster: &Cluster, pool: Option<&NodePool>, role: NodeRole) -> Vec<RecipeUse> {
+    let gpu_count = pool.map_or(0, |p| p.machine.gpu_count().max(0) as u32);
+    let (join, other) = match role {
+        NodeRole::Server => ("k3s-server", "k3s-agent"),
+        NodeRole::Agent => ("k3s-agent", "k3s-server"),
+    };
+    let mut uses = match pool.and_then(|p| p.recipes.as_ref()) {
+        Some(list) => list
+            .iter()
+            .map(|r| RecipeUse {
+                name: r.name.clone(),
+                inputs: r.inputs.clone(),
+            })
+            .collect(),
+        None => kelp_recipes::default_node_recipes(gpu_count, role),
+    };
+    let mut join_use = uses
+        .iter()
+        .find(|u| u.name == join)
+        .cloned()
+        .unwrap_or_else(|| RecipeUse::new(join));
+    uses.retain(|u| u.name != join && u.name != other);
+    // A CPU control plane still serves GPU agents: it must deploy the device plugin.
+    let any_gpu = cluster
+        .spec
+        .node_pools
+        .iter()
+        .any(|p| p.machine.gpu_count() > 0);
+    if role == NodeRole::Server && any_gpu && !join_use.inputs.contains_key("nvidiaDevicePlugin") {
+        join_use
+            .inputs
+            .insert("nvidiaDevicePlugin".into(), "always".into());
+    }
+    uses.push(join_use);
+    uses
+}
+
+/// The context node recipes render from.
+pub fn node_context(
+    cluster: &Cluster,
+    pool: Option<&NodePool>,
+    role: NodeRole,
+    join: &Join,
+) -> kelp_recipes::NodeContext {
+    let gpu_count = pool.map_or(0, |p| p.machine.gpu_count().max(0) as u32);
+    let vendor = pool
+        .and_then(|p| p.machine.gpu.as_ref())
+        .and_then(|g| g.vendor.clone());
+    kelp_recipes::NodeContext {
+        cluster: kelp_recipes::ClusterInfo {
+            name: cluster.metadata.name.clone().unwrap_or_default(),
+            namespace: cluster.metadata.namespace.clone().unwrap_or_default(),
+            uid: cluster.metadata.uid.clone().unwrap_or_default(),
+        },
+        pool: kelp_recipes::PoolInfo {
+            name: pool.map_or(CONTROL_PLANE_POOL.to_string(), |p| p.name.clone()),
+            labels: pool.map(|p| p.labels.clone()).unwrap_or_default(),
+            taints: pool
+                .map(|p| {
+                    p.taints
+                        .iter()
+                        .map(|t| kelp_recipes::TaintInfo {
+                            key: t.key.clone(),
+                            value: t.value.clone(),
+                            effect: format!("{:?}", t.effect),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            gpu_count,
+            gpu_vendor: vendor.or_else(|| (gpu_count > 0).then(|| "NVIDIA".to_string())),
+        },
+        ssh_authorized_keys: cluster.spec.ssh_authorized_keys.clone(),
+        kubernetes: kelp_recipes::KubernetesJoin {
+            role,
+            version: cluster.spec.kubernetes.version.clone(),
+            server_url: join.server_url.clone(),
+            token: join.token.clone(),
+            ca_cert_pem: join.ca_cert_pem.clone(),
+            ca_key_pem: (role == NodeRole::Server).then(|| join.ca_key_pem.clone()),
+        },
+    }
+}
+
+/// The user-data one machine of `pool` gets: its node recipes rendered and merged.
+pub fn user_data(
+    catalog: &kelp_recipes::Catalog,
+    cluster: &Cluster,
+    pool: Option<&NodePool>,
+    role: NodeRole,
+    join: &Join,
+) -> Result<String, kelp_recipes::RecipeError> {
+    let uses = node_recipes(cluster, pool, role);
+    catalog.render_node(&uses, &node_context(cluster, pool, role, join))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -176,6 +285,110 @@ mod tests {
         assert_ne!(k, idempotency_key("uid", "gpu", 4, 1, "sim.t4-4"));
         assert_ne!(k, idempotency_key("uid", "gpu", 3, 1, "sim.t4-8"));
         assert!(k.len() <= 64, "EC2 ClientToken limit");
+    }
+
+    const SINGLE_MACHINE: &str = r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {name: solo, namespace: research, uid: 4f1c}
+spec:
+  cloud: {sim: {}}
+  kubernetes: {mode: Provision, controlPlane: {pool: gpu}}
+  nodePools:
+    - name: gpu
+      replicas: 1
+      machine: {cpu: 8, gpu: {count: 1, vendor: NVIDIA, model: T4}}
+      labels: {kelp.imagine-ai.eu/accelerator: t4}
+"#;
+
+    fn join() -> Join {
+        Join {
+            server_url: "https://10.0.0.5:6443".into(),
+            token: "tok".into(),
+            ca_cert_pem: "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
+            ca_key_pem: "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n".into(),
+        }
+    }
+
+    #[test]
+    fn default_recipes_end_with_the_join_recipe_for_the_role() {
+        let c: Cluster = serde_yaml_ng::from_str(SINGLE_MACHINE).unwrap();
+        let pool = &c.spec.node_pools[0];
+        let names = |r: NodeRole| {
+            node_recipes(&c, Some(pool), r)
+                .into_iter()
+                .map(|u| u.name)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(NodeRole::Server),
+            ["base", "nvidia-gpu", "k3s-server"]
+        );
+        assert_eq!(names(NodeRole::Agent), ["base", "nvidia-gpu", "k3s-agent"]);
+        // The separate CPU control plane of a cluster with GPU pools deploys the device plugin.
+        let cp = node_recipes(&c, None, NodeRole::Server);
+        assert_eq!(cp.last().unwrap().inputs["nvidiaDevicePlugin"], "always");
+    }
+
+    #[test]
+    fn a_pools_own_list_keeps_its_join_inputs_and_drops_the_wrong_role() {
+        let mut c: Cluster = serde_yaml_ng::from_str(SINGLE_MACHINE).unwrap();
+        c.spec.node_pools[0].recipes = Some(
+            serde_yaml_ng::from_str(
+                "[{name: k3s-agent, inputs: {x: 1}}, {name: base}, {name: k3s-server}]",
+            )
+            .unwrap(),
+        );
+        let uses = node_recipes(&c, Some(&c.spec.node_pools[0]), NodeRole::Agent);
+        assert_eq!(
+            uses.iter().map(|u| u.name.as_str()).collect::<Vec<_>>(),
+            ["base", "k3s-agent"]
+        );
+        assert_eq!(uses[1].inputs["x"], 1);
+    }
+
+    #[test]
+    fn a_single_gpu_machine_is_a_whole_cluster() {
+        // controlPlane.pool: the pool's first machine runs the k3s server, the NVIDIA stack
+        // and the device plugin, and takes workloads: the single-VM case.
+        let c: Cluster = serde_yaml_ng::from_str(SINGLE_MACHINE).unwrap();
+        let catalog = kelp_recipes::Catalog::builtin();
+        let text = user_data(
+            &catalog,
+            &c,
+            Some(&c.spec.node_pools[0]),
+            NodeRole::Server,
+            &join(),
+        )
+        .unwrap();
+        assert!(text.starts_with("#cloud-config\n"));
+        let doc: serde_json::Value = serde_yaml_ng::from_str(&text).unwrap();
+        let all = text.as_str();
+        assert!(all.contains("get.k3s.io"), "k3s installed");
+        assert!(
+            all.contains("server-ca.crt"),
+            "the operator's CA written for the server"
+        );
+        assert!(all.contains("nvidia-container-toolkit"), "GPU stack");
+        assert!(all.contains("k8s-device-plugin"), "device plugin deployed");
+        assert!(
+            !all.contains("noSchedule")
+                && !all.contains("node-role.kubernetes.io/control-plane:NoSchedule"),
+            "the server takes workloads"
+        );
+        assert!(
+            all.contains("kelp.imagine-ai.eu/pool"),
+            "pool label for workload placement"
+        );
+        let runcmd = doc["runcmd"].as_array().unwrap();
+        assert!(
+            runcmd
+                .last()
+                .unwrap()
+                .to_string()
+                .contains("cloud-init-done"),
+            "completion marker last"
+        );
     }
 
     #[test]
