@@ -259,6 +259,8 @@ struct SimMachine {
     born: Instant,
     terminating_since: Option<Instant>,
     failed: bool,
+    /// What the machine booted with, for tests that inspect it.
+    user_data: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -450,6 +452,7 @@ impl State {
                 born: now,
                 terminating_since: None,
                 failed: false,
+                user_data: req.user_data.clone(),
             };
             out.extend(sm.view(now, &self.config));
             self.machines.insert(seq, sm);
@@ -606,6 +609,13 @@ impl SimCloud {
     /// The calls every driver of this cloud made, counted by the cloud itself.
     pub fn stats(&self) -> Arc<CallStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// The user-data machine `id` was created with (None for an unknown ID).
+    pub fn user_data(&self, id: &str) -> Option<String> {
+        let st = self.lock();
+        let seq = st.by_id.get(id)?;
+        st.machines.get(seq).map(|m| m.user_data.clone())
     }
 
     /// Machines holding capacity (Pending, Running or Failed: not being deleted), oldest first.

@@ -25,6 +25,9 @@ pub struct Config {
     /// First and largest delay of the per-object exponential backoff on transient errors.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The operator's namespace, where users' recipe ConfigMaps live: `KELP_NAMESPACE`,
+    /// else `POD_NAMESPACE`, else `kelp-system`.
+    pub namespace: String,
 }
 
 impl Default for Config {
@@ -34,6 +37,9 @@ impl Default for Config {
             resync: Duration::from_secs(300),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(120),
+            namespace: std::env::var("KELP_NAMESPACE")
+                .or_else(|_| std::env::var("POD_NAMESPACE"))
+                .unwrap_or_else(|_| "kelp-system".into()),
         }
     }
 }
@@ -44,7 +50,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub config: Config,
     pub drivers: Drivers,
-    pub recipes: kelp_recipes::Catalog,
+    pub recipes: crate::recipes::Recipes,
     pub sim_kube: Arc<SimKube>,
     pub targets: Targets,
     backoff: Mutex<HashMap<String, u32>>,
@@ -82,7 +88,7 @@ impl Context {
             client,
             config,
             drivers,
-            recipes: kelp_recipes::Catalog::builtin(),
+            recipes: crate::recipes::Recipes::default(),
             sim_kube,
             targets: Targets::default(),
             backoff: Mutex::default(),

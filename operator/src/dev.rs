@@ -51,6 +51,18 @@ pub async fn start(port: u16, kubeconfig: &Path) -> anyhow::Result<(TestApiServe
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     install_crds(&client).await?;
+    // Where users' recipe ConfigMaps go.
+    let ns = crate::context::Config::default().namespace;
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let obj =
+        serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+    namespaces
+        .patch(
+            &ns,
+            &PatchParams::apply("kelp").force(),
+            &Patch::Apply(&obj),
+        )
+        .await?;
     Ok((server, client))
 }
 

@@ -2,6 +2,7 @@
 //! them to a Kubernetes API server and the clouds.
 #![forbid(unsafe_code)]
 
+pub mod cli;
 pub mod cluster;
 pub mod conditions;
 pub mod context;
@@ -10,6 +11,7 @@ pub mod dev;
 pub mod drivers;
 pub mod module;
 pub mod pki;
+pub mod recipes;
 pub mod sim_kube;
 pub mod targets;
 
@@ -59,6 +61,11 @@ pub async fn run(
             let _ = rx.wait_for(|v| *v).await;
         }
     };
+    let recipe_watch = tokio::spawn(recipes::watch_configmaps(
+        ctx.clone(),
+        ctx.client.clone(),
+        ctx.config.namespace.clone(),
+    ));
     let controllers = futures::future::join3(
         module::run(ctx.clone(), signal()),
         cluster::run(ctx.clone(), signal()),
@@ -72,5 +79,6 @@ pub async fn run(
             controllers.await;
         }
     }
+    recipe_watch.abort();
     ctx
 }

@@ -601,3 +601,106 @@ async fn a_deployment_waiting_for_a_free_gpu_says_so() {
     h.deployment_ready("second").await;
     h.stop().await;
 }
+
+const MOTD_RECIPE: &str = r#"
+name: motd
+description: A message of the day on every machine of the pool
+version: 1.0.0
+kind: node
+inputs:
+  - {name: message, type: string, required: true, description: The message}
+templates:
+  - name: motd
+    template: |
+      write_files:
+        - path: /etc/motd
+          content: {{json inputs.message}}
+"#;
+
+async fn recipe_configmap(h: &Harness, name: &str, recipe: &str) {
+    let cm = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "kelp-system", "labels": {"kelp.imagine-ai.eu/recipe": "true"}},
+        "data": {"recipe.yaml": recipe},
+    });
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(h.client.clone(), "kelp-system")
+        .patch(
+            name,
+            &kube::api::PatchParams::apply("test").force(),
+            &kube::api::Patch::Apply(&cm),
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn user_recipes_from_configmaps_render_and_broken_ones_are_reported() {
+    let mut h = Harness::new().await;
+    h.start();
+    // Broken first: a typo in an input type.
+    recipe_configmap(
+        &h,
+        "motd",
+        &MOTD_RECIPE.replace("type: string", "type: strng"),
+    )
+    .await;
+    h.apply_yaml(&cluster("u", 1, 0).replace(
+        "machine: {cpu: 4, memoryMB: 8000}}",
+        "machine: {cpu: 4, memoryMB: 8000}, recipes: [{name: base}, {name: motd, inputs: {message: \"welcome: it's kelp\"}}]}",
+    ))
+    .await;
+    let c = h
+        .wait::<Cluster>("u", "RecipeError", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| conditions::get(&s.conditions, "Stalled"))
+                .is_some_and(|c| c.reason == "RecipeError")
+        })
+        .await
+        .unwrap();
+    let msg = conditions::get(&c.status.unwrap().conditions, "Stalled")
+        .unwrap()
+        .message
+        .clone();
+    assert!(
+        msg.contains("pool cpu") && msg.contains("motd") && msg.contains("ConfigMap motd"),
+        "{msg}"
+    );
+    assert_eq!(
+        machines_by_pool(&*h.sim("u").await).get("cpu"),
+        None,
+        "nothing half-applied"
+    );
+    let events =
+        Api::<k8s_openapi::api::core::v1::Event>::namespaced(h.client.clone(), "kelp-system")
+            .list(&ListParams::default())
+            .await
+            .unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("RecipeInvalid")
+                && e.involved_object.name.as_deref() == Some("motd"))
+    );
+
+    // Fixed: the Cluster re-renders on its own and the machines get the recipe.
+    recipe_configmap(&h, "motd", MOTD_RECIPE).await;
+    h.cluster_ready("u").await;
+    let sim = h.sim("u").await;
+    let cpu = sim
+        .machines()
+        .into_iter()
+        .find(|m| m.tags.get(tags::POOL).map(String::as_str) == Some("cpu"))
+        .unwrap();
+    let user_data = sim.user_data(&cpu.id).unwrap();
+    assert!(user_data.starts_with("#cloud-config\n"));
+    let doc: serde_json::Value = serde_yaml_ng::from_str(&user_data).unwrap();
+    let motd = doc["write_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "/etc/motd")
+        .unwrap();
+    assert_eq!(motd["content"], "welcome: it's kelp");
+    h.stop().await;
+}

@@ -42,6 +42,8 @@ pub async fn run(
 ) {
     let api: Api<Cluster> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().any_semantic())
+        // A user recipe loaded, fixed or broken: everything may render differently.
+        .reconcile_all_on(crate::recipes::changes(&ctx))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, crate::context::error_policy, ctx)
         .for_each(|r| async move {
@@ -702,8 +704,12 @@ impl Run<'_> {
         role: kelp_recipes::NodeRole,
         join: &Join,
     ) -> Result<String> {
+        let uses = plan::node_recipes(self.cluster, pool, role);
+        self.ctx
+            .recipes
+            .check(uses.iter().map(|u| u.name.as_str()))?;
         Ok(plan::user_data(
-            &self.ctx.recipes,
+            &self.ctx.recipes.catalog(),
             self.cluster,
             pool,
             role,

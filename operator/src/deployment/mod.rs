@@ -94,6 +94,8 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
+        // A user recipe loaded, fixed or broken: everything may render differently.
+        .reconcile_all_on(crate::recipes::changes(&ctx))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, crate::context::error_policy, ctx)
         .for_each(|r| async move {
@@ -483,13 +485,17 @@ async fn deploy(
         name: dep.spec.recipe.clone(),
         inputs: BTreeMap::new(),
     };
-    let objects = ctx.recipes.render_workload(&recipe, &wctx).map_err(|e| {
-        Ok(blocked(
-            "RecipeError",
-            format!("spec.recipe {}: {e}", dep.spec.recipe),
-            true,
-        ))
-    })?;
+    let objects = ctx
+        .recipes
+        .check([recipe.name.as_str()])
+        .and_then(|()| ctx.recipes.catalog().render_workload(&recipe, &wctx))
+        .map_err(|e| {
+            Ok(blocked(
+                "RecipeError",
+                format!("spec.recipe {}: {e}", dep.spec.recipe),
+                true,
+            ))
+        })?;
 
     ensure_namespace(&target, &ns).await.map_err(Err)?;
     let mut applied = BTreeSet::new();

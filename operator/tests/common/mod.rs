@@ -39,6 +39,15 @@ impl Harness {
             .await
             .unwrap();
         kelp_operator::dev::install_crds(&client).await.unwrap();
+        let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kelp-system"}});
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .patch(
+                "kelp-system",
+                &PatchParams::apply("test"),
+                &Patch::Apply(&ns),
+            )
+            .await
+            .unwrap();
         let env = Environment {
             sims: SimClouds::new(sim),
             sim_kube: Arc::new(SimKube::default()),
@@ -47,6 +56,7 @@ impl Harness {
                 resync: Duration::from_secs(300),
                 backoff_base: Duration::from_millis(20),
                 backoff_max: Duration::from_millis(400),
+                namespace: "kelp-system".into(),
             },
         };
         Self {
