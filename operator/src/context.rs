@@ -268,6 +268,15 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx
     ctx.error_action(&k, err)
 }
 
+/// How many objects of one kind reconcile at once: bounds memory and the load on the API
+/// servers and clouds when thousands of objects change together.
+pub const CONCURRENCY: u16 = 16;
+
+/// The kube-runtime controller settings every kelp controller uses.
+pub fn controller_config() -> kube::runtime::controller::Config {
+    kube::runtime::controller::Config::default().concurrency(CONCURRENCY)
+}
+
 /// `kind/namespace/name`, the key of per-object state.
 pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
     format!(

@@ -24,6 +24,7 @@ pub async fn run(
 ) {
     let api: Api<Module> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(crate::context::controller_config())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, crate::context::error_policy, ctx)
         .for_each(|_| async {})

@@ -42,6 +42,7 @@ pub async fn run(
 ) {
     let api: Api<Cluster> = Api::all(ctx.client.clone());
     Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(crate::context::controller_config())
         // A user recipe loaded, fixed or broken: everything may render differently.
         .reconcile_all_on(crate::recipes::changes(&ctx))
         .graceful_shutdown_on(shutdown)
@@ -1076,7 +1077,12 @@ impl Run<'_> {
             }
         }
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(target);
-        let list = match nodes.list(&Default::default()).await {
+        // Only this Cluster's Nodes: an existing cluster may have many others.
+        let selector = format!("{}={}", crate::sim_kube::NODE_CLUSTER_LABEL, self.uid);
+        let list = match nodes
+            .list(&kube::api::ListParams::default().labels(&selector))
+            .await
+        {
             Ok(l) => l.items,
             Err(e) => {
                 tracing::debug!(error = %e, "listing nodes");

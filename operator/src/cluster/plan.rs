@@ -190,7 +190,15 @@ pub fn node_context(
         },
         pool: kelp_recipes::PoolInfo {
             name: pool.map_or(CONTROL_PLANE_POOL.to_string(), |p| p.name.clone()),
-            labels: pool.map(|p| p.labels.clone()).unwrap_or_default(),
+            // The cluster-uid label lets kelp find its own Nodes in a shared cluster.
+            labels: {
+                let mut labels = pool.map(|p| p.labels.clone()).unwrap_or_default();
+                labels.insert(
+                    crate::sim_kube::NODE_CLUSTER_LABEL.to_string(),
+                    cluster.metadata.uid.clone().unwrap_or_default(),
+                );
+                labels
+            },
             taints: pool
                 .map(|p| {
                     p.taints

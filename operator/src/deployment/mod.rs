@@ -48,7 +48,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Deployment> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(crate::context::controller_config());
     let store = controller.store();
     let by_module = store.clone();
     let by_cluster = store.clone();
@@ -480,7 +481,12 @@ async fn deploy(
         pull = Some(pull_name);
     }
 
-    let wctx = build::workload_context(dep, &module, &pool, need, image, pull);
+    let mut wctx = build::workload_context(dep, &module, &pool, need, image, pull);
+    // Pool names repeat across Clusters that share one Kubernetes: pin this Cluster's Nodes.
+    wctx.node_selector.insert(
+        crate::sim_kube::NODE_CLUSTER_LABEL.to_string(),
+        cluster.uid().unwrap_or_default(),
+    );
     let recipe = kelp_recipes::RecipeUse {
         name: dep.spec.recipe.clone(),
         inputs: BTreeMap::new(),
