@@ -4,7 +4,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use kelp_operator::cli;
 
 /// kelp deploys AI modules onto GPU machines in OpenStack, EC2 and EGI FedCloud
 /// clouds, the Kubernetes way.
@@ -47,6 +48,130 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
+    /// List, show and render the built-in recipes (node recipes render cloud-init
+    /// user-data, workload recipes Kubernetes objects). Works offline.
+    Recipe {
+        #[command(subcommand)]
+        command: RecipeCommand,
+    },
+    /// Module tools: convert AI4OS marketplace metadata into Module manifests.
+    Module {
+        #[command(subcommand)]
+        command: ModuleCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum RecipeCommand {
+    /// Print NAME, KIND, VERSION and DESCRIPTION of every built-in recipe.
+    List,
+    /// Print a recipe's inputs (name, type, default, required, description, enum
+    /// values) as `#` comment lines, then its YAML source.
+    Show {
+        /// Recipe name (see `kelp recipe list`).
+        name: String,
+    },
+    /// Render a recipe. A node recipe alone renders its #cloud-config for an example
+    /// machine; --for-cluster prints the full merged user-data one machine of a pool
+    /// gets. A workload recipe renders its Kubernetes objects as a YAML stream, for an
+    /// example Deployment or, with --for-deployment, a real one. Secrets the operator
+    /// generates (join token, CA, server URL) are <placeholders>.
+    Render {
+        /// Recipe name. Optional with --for-cluster (then it names the pool recipe that
+        /// --input applies to) and with --for-deployment (default: its spec.recipe).
+        name: Option<String>,
+        /// An input value, NAME=VALUE, the value read as YAML: driverBranch=550 is the
+        /// integer 550, driverBranch='"550"' the string "550". Repeatable.
+        #[arg(long = "input", value_name = "NAME=VALUE")]
+        input: Vec<String>,
+        /// An input value given as JSON, NAME=JSON (e.g. 'secret={"name":"s","key":"k"}').
+        #[arg(long = "input-json", value_name = "NAME=JSON")]
+        input_json: Vec<String>,
+        /// A Cluster manifest: print the merged user-data of one machine of --pool.
+        #[arg(long, value_name = "FILE", conflicts_with = "for_deployment")]
+        for_cluster: Option<PathBuf>,
+        /// The node pool of the --for-cluster Cluster (`control-plane`: the separate
+        /// control-plane machine).
+        #[arg(long, value_name = "NAME", requires = "for_cluster")]
+        pool: Option<String>,
+        /// k3s role of the machine. Default: what the recipe requires, else agent; with
+        /// --for-cluster, server for the spec.kubernetes.controlPlane.pool, else agent.
+        #[arg(long, value_enum)]
+        role: Option<Role>,
+        /// GPUs per machine of the example pool (default: 1 for recipes requiring GPUs,
+        /// else 0), or of the example workload.
+        #[arg(long, value_name = "N")]
+        gpus: Option<u32>,
+        /// A Deployment manifest: render its workload recipe with the context the
+        /// operator builds (needs --module and --cluster).
+        #[arg(long, value_name = "FILE", requires_all = ["module", "cluster"])]
+        for_deployment: Option<PathBuf>,
+        /// The Module manifest the --for-deployment Deployment refers to.
+        #[arg(long, value_name = "FILE", requires = "for_deployment")]
+        module: Option<PathBuf>,
+        /// The Cluster manifest the --for-deployment Deployment refers to.
+        #[arg(long, value_name = "FILE", requires = "for_deployment")]
+        cluster: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Role {
+    Server,
+    Agent,
+}
+
+#[derive(Subcommand, Debug)]
+enum ModuleCommand {
+    /// Convert an AI4OS module metadata file (ai4-metadata v2 `ai4-metadata.yml` or
+    /// `.json`, or a v1 `metadata.json`) into a Module manifest printed on stdout.
+    /// Unknown fields are warnings, invalid ones errors (exit status 1, nothing printed).
+    Import {
+        /// The metadata file.
+        file: PathBuf,
+        /// metadata.name (default: from the image name, else the title).
+        #[arg(long)]
+        name: Option<String>,
+        /// metadata.namespace (default: none).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Image REPOSITORY[:TAG], replacing the file's links.docker_image.
+        #[arg(long, value_name = "REPOSITORY[:TAG]")]
+        image: Option<String>,
+        /// spec.image.gpuTag (default: `gpu` when resources.inference.gpu > 0 or a tag
+        /// is `gpu`, else none).
+        #[arg(long, value_name = "TAG")]
+        gpu_tag: Option<String>,
+    },
+}
+
+/// Prints an offline command's outcome; on failure, only the errors (exit status 1).
+fn emit(result: Result<cli::Outcome, cli::Failure>) -> anyhow::Result<()> {
+    let mut err = std::io::stderr().lock();
+    match result {
+        Ok(outcome) => {
+            for w in &outcome.warnings {
+                writeln!(err, "warning: {w}")?;
+            }
+            for n in &outcome.notes {
+                writeln!(err, "note: {n}")?;
+            }
+            let mut out = std::io::stdout().lock();
+            out.write_all(outcome.stdout.as_bytes())?;
+            out.flush()?;
+            Ok(())
+        }
+        Err(failure) => {
+            for w in &failure.warnings {
+                writeln!(err, "warning: {w}")?;
+            }
+            for e in &failure.errors {
+                writeln!(err, "error: {e}")?;
+            }
+            err.flush()?;
+            std::process::exit(1);
+        }
+    }
 }
 
 fn logging(json: bool) {
@@ -95,6 +220,58 @@ fn main() -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
+        Command::Recipe { command } => {
+            let catalog = kelp_recipes::Catalog::builtin();
+            emit(match command {
+                RecipeCommand::List => Ok(cli::recipe::list(&catalog)),
+                RecipeCommand::Show { name } => cli::recipe::show(&catalog, &name),
+                RecipeCommand::Render {
+                    name,
+                    input,
+                    input_json,
+                    for_cluster,
+                    pool,
+                    role,
+                    gpus,
+                    for_deployment,
+                    module,
+                    cluster,
+                } => cli::recipe::render(
+                    &catalog,
+                    &cli::recipe::RenderArgs {
+                        name,
+                        inputs: input,
+                        inputs_json: input_json,
+                        for_cluster,
+                        pool,
+                        role: role.map(|r| match r {
+                            Role::Server => kelp_recipes::NodeRole::Server,
+                            Role::Agent => kelp_recipes::NodeRole::Agent,
+                        }),
+                        gpus,
+                        for_deployment,
+                        module,
+                        cluster,
+                    },
+                ),
+            })
+        }
+        Command::Module {
+            command:
+                ModuleCommand::Import {
+                    file,
+                    name,
+                    namespace,
+                    image,
+                    gpu_tag,
+                },
+        } => emit(cli::import::import(&cli::import::ImportArgs {
+            file,
+            name,
+            namespace,
+            image,
+            gpu_tag,
+        })),
         Command::Run { kubeconfig } => {
             logging(cli.log_json);
             tokio::runtime::Runtime::new()?.block_on(async move {

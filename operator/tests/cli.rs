@@ -54,3 +54,740 @@ fn help_documents_every_subcommand() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("unrecognized subcommand"));
 }
+
+// ---- kelp recipe ... and kelp module import ------------------------------------------
+
+fn repo_path(rel: &str) -> String {
+    format!("{}/../{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> String {
+    format!(
+        "{}/tests/fixtures/ai4-metadata/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// stdout of a successful run (panics with stderr otherwise).
+fn ok(args: &[&str]) -> String {
+    let out = kelp(args);
+    assert!(
+        out.status.success(),
+        "kelp {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// stderr of a failed run; a failure prints nothing on stdout and exits with 1.
+fn fails(args: &[&str]) -> String {
+    let out = kelp(args);
+    assert_eq!(out.status.code(), Some(1), "kelp {args:?} should fail");
+    assert!(
+        out.stdout.is_empty(),
+        "a failure prints no partial output: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// `cloud-init schema --config-file` accepts `text`. Without cloud-init installed this
+/// says so and passes, unless KELP_REQUIRE_CLOUD_INIT is set.
+fn assert_valid_cloud_config(name: &str, text: &str) {
+    let installed = Command::new("cloud-init")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !installed {
+        assert!(
+            std::env::var_os("KELP_REQUIRE_CLOUD_INIT").is_none(),
+            "KELP_REQUIRE_CLOUD_INIT is set but cloud-init is not installed"
+        );
+        eprintln!("NOTE: cloud-init is not installed; skipping `cloud-init schema` for {name}");
+        return;
+    }
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-{name}-{}.user-data", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new("cloud-init")
+        .args(["schema", "--config-file"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("Valid cloud-config"),
+        "cloud-init schema refused {name}:\n{stdout}\n{}\n--- user-data ---\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn help_lists_the_offline_tools() {
+    let help = ok(&["--help"]);
+    for cmd in ["crds", "run", "dev", "recipe", "module"] {
+        assert!(help.contains(cmd), "{cmd} missing from:\n{help}");
+    }
+    let help = ok(&["recipe", "render", "--help"]);
+    assert!(
+        help.contains("--for-cluster") && help.contains("--input"),
+        "{help}"
+    );
+    let help = ok(&["module", "import", "--help"]);
+    assert!(help.contains("--namespace"), "{help}");
+}
+
+#[test]
+fn recipe_list_shows_every_builtin() {
+    let out = ok(&["recipe", "list"]);
+    let mut lines = out.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "KIND", "VERSION", "DESCRIPTION"]);
+    let rows: Vec<Vec<&str>> = lines.map(|l| l.split_whitespace().collect()).collect();
+    let names: Vec<&str> = rows.iter().map(|r| r[0]).collect();
+    assert_eq!(
+        names,
+        [
+            "base",
+            "deepaas-inference",
+            "k3s-agent",
+            "k3s-server",
+            "nvidia-gpu",
+            "rclone-webdav"
+        ]
+    );
+    let kind = |n: &str| rows.iter().find(|r| r[0] == n).unwrap()[1];
+    assert_eq!(kind("deepaas-inference"), "workload");
+    assert_eq!(kind("nvidia-gpu"), "node");
+    assert!(out.contains("NVIDIA driver"), "{out}");
+}
+
+#[test]
+fn recipe_show_summarises_inputs_then_prints_the_source() {
+    let out = ok(&["recipe", "show", "nvidia-gpu"]);
+    assert!(
+        out.starts_with("# nvidia-gpu (node recipe, version 1.0.0)"),
+        "{out}"
+    );
+    assert!(out.contains("# requires: NVIDIA GPUs in the pool"), "{out}");
+    let input_line = out
+        .lines()
+        .find(|l| l.starts_with("#   driverBranch"))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        input_line.contains("string")
+            && input_line.contains("\"550\"")
+            && input_line.contains("no"),
+        "{input_line}"
+    );
+    assert!(out.contains("enum(stable|experimental)"), "{out}");
+    // The summary is comments: the whole output is the recipe file.
+    let recipe = kelp_recipes::Recipe::from_yaml(&out).unwrap();
+    assert_eq!(recipe.name, "nvidia-gpu");
+    assert_eq!(recipe.inputs.len(), 2);
+
+    let err = fails(&["recipe", "show", "nvidia"]);
+    assert!(
+        err.contains("unknown recipe \"nvidia\"")
+            && err.contains("known recipes: base, deepaas-inference, k3s-agent, k3s-server, nvidia-gpu, rclone-webdav"),
+        "{err}"
+    );
+}
+
+#[test]
+fn recipe_render_node_recipe_with_a_string_input() {
+    let out = ok(&[
+        "recipe",
+        "render",
+        "nvidia-gpu",
+        "--input",
+        "driverBranch=\"535\"",
+    ]);
+    assert!(out.starts_with("#cloud-config\n"), "{out}");
+    assert!(out.contains("nvidia-driver-535-server"), "{out}");
+    assert!(!out.contains("nvidia-driver-550"), "{out}");
+    let doc: serde_json::Value = serde_yaml_ng::from_str(&out).unwrap();
+    assert!(doc["runcmd"].is_array());
+    assert_valid_cloud_config("nvidia-gpu", &out);
+    // The same through --input-json.
+    assert_eq!(
+        ok(&[
+            "recipe",
+            "render",
+            "nvidia-gpu",
+            "--input-json",
+            "driverBranch=\"535\""
+        ]),
+        out
+    );
+    // Without inputs the recipe's defaults apply; a server role example holds the CA key.
+    assert!(ok(&["recipe", "render", "nvidia-gpu"]).contains("nvidia-driver-550-server"));
+    let server = ok(&["recipe", "render", "k3s-server"]);
+    assert!(
+        server.contains("<cluster CA key, generated at provisioning>"),
+        "{server}"
+    );
+    assert_valid_cloud_config("k3s-server", &server);
+    let agent = ok(&["recipe", "render", "k3s-agent", "--gpus", "1"]);
+    assert!(
+        agent.contains("https://<control-plane>:6443")
+            && agent.contains("<join token, generated at provisioning>"),
+        "{agent}"
+    );
+}
+
+#[test]
+fn recipe_render_errors_name_the_recipe_and_the_input() {
+    // A YAML integer for a string input.
+    let err = fails(&[
+        "recipe",
+        "render",
+        "nvidia-gpu",
+        "--input",
+        "driverBranch=550",
+    ]);
+    assert!(
+        err.contains("recipe nvidia-gpu: input \"driverBranch\" must be a string, got integer 550"),
+        "{err}"
+    );
+    assert!(
+        err.contains("--input 'driverBranch=\"550\"'"),
+        "hint: {err}"
+    );
+    let err = fails(&[
+        "recipe",
+        "render",
+        "nvidia-gpu",
+        "--input",
+        "toolkitChannel=nightly",
+    ]);
+    assert!(
+        err.contains("\"toolkitChannel\"") && err.contains("nightly"),
+        "{err}"
+    );
+    let err = fails(&[
+        "recipe",
+        "render",
+        "nvidia-gpu",
+        "--input",
+        "driverbranch=\"1\"",
+    ]);
+    assert!(
+        err.contains("unknown input \"driverbranch\"")
+            && err.contains("driverBranch, toolkitChannel"),
+        "{err}"
+    );
+    let err = fails(&["recipe", "render", "rclone-webdav"]);
+    assert!(
+        err.contains("recipe rclone-webdav: input \"url\" is required"),
+        "{err}"
+    );
+    let err = fails(&["recipe", "render", "nvidia-gpu", "--input", "driverBranch"]);
+    assert!(err.contains("expected NAME=VALUE"), "{err}");
+    let err = fails(&["recipe", "render", "k3s-agent", "--role", "server"]);
+    assert!(
+        err.contains("recipe k3s-agent: requirement not met"),
+        "{err}"
+    );
+    let err = fails(&["recipe", "render", "nope"]);
+    assert!(err.contains("known recipes: base"), "{err}");
+}
+
+#[test]
+fn recipe_render_for_cluster_prints_a_pools_merged_user_data() {
+    let cluster = repo_path("examples/cluster-sim.yaml");
+    let out = ok(&[
+        "recipe",
+        "render",
+        "--for-cluster",
+        &cluster,
+        "--pool",
+        "gpu-t4",
+    ]);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("#cloud-config"));
+    let comment = lines.next().unwrap();
+    assert!(
+        comment.starts_with("# ") && comment.contains("agent machine of pool gpu-t4"),
+        "{comment}"
+    );
+    assert!(out.contains("get.k3s.io"), "k3s part: {out}");
+    assert!(
+        out.contains("nvidia-container-toolkit"),
+        "nvidia part: {out}"
+    );
+    assert!(
+        out.contains("nvidia-driver-550-server"),
+        "the pool's input: {out}"
+    );
+    assert!(
+        out.contains("nvidia.com/gpu=present:NoSchedule"),
+        "the pool's taint: {out}"
+    );
+    assert!(
+        out.contains("<join token, generated at provisioning>"),
+        "{out}"
+    );
+    let doc: serde_json::Value = serde_yaml_ng::from_str(&out).unwrap();
+    let runcmd = doc["runcmd"].as_array().unwrap();
+    assert!(
+        runcmd
+            .last()
+            .unwrap()
+            .to_string()
+            .contains("cloud-init-done"),
+        "completion marker last"
+    );
+    assert_valid_cloud_config("cluster-sim-gpu-t4", &out);
+
+    // --input changes the named recipe of the pool, on top of the Cluster's inputs.
+    let out = ok(&[
+        "recipe",
+        "render",
+        "nvidia-gpu",
+        "--for-cluster",
+        &cluster,
+        "--pool",
+        "gpu-t4",
+        "--input",
+        "driverBranch=\"535\"",
+    ]);
+    assert!(out.contains("nvidia-driver-535-server") && !out.contains("nvidia-driver-550"));
+
+    // The separate control-plane machine, and the CPU pool.
+    let cp = ok(&[
+        "recipe",
+        "render",
+        "--for-cluster",
+        &cluster,
+        "--pool",
+        "control-plane",
+    ]);
+    assert!(
+        cp.contains("server machine") && cp.contains("server-ca.crt"),
+        "{cp}"
+    );
+    assert!(
+        cp.contains("k8s-device-plugin"),
+        "a CPU server of a GPU cluster: {cp}"
+    );
+    assert_valid_cloud_config("cluster-sim-control-plane", &cp);
+    let cpu = ok(&[
+        "recipe",
+        "render",
+        "--for-cluster",
+        &cluster,
+        "--pool",
+        "cpu",
+    ]);
+    assert!(!cpu.contains("nvidia-driver"), "{cpu}");
+
+    let err = fails(&[
+        "recipe",
+        "render",
+        "--for-cluster",
+        &cluster,
+        "--pool",
+        "a100",
+    ]);
+    assert!(
+        err.contains("no node pool \"a100\" (pools: cpu, gpu-t4, control-plane)"),
+        "{err}"
+    );
+    let err = fails(&[
+        "recipe",
+        "render",
+        "rclone-webdav",
+        "--for-cluster",
+        &cluster,
+        "--pool",
+        "gpu-t4",
+    ]);
+    assert!(
+        err.contains("not among the recipes") && err.contains("base, nvidia-gpu, k3s-agent"),
+        "{err}"
+    );
+    let err = fails(&[
+        "recipe",
+        "render",
+        "--for-cluster",
+        &cluster,
+        "--pool",
+        "gpu-t4",
+        "--input",
+        "driverBranch=\"1\"",
+    ]);
+    assert!(err.contains("--input needs the recipe NAME"), "{err}");
+    let err = fails(&[
+        "recipe",
+        "render",
+        "nvidia-gpu",
+        "--for-cluster",
+        &cluster,
+        "--pool",
+        "gpu-t4",
+        "--input",
+        "driverBranch=1",
+    ]);
+    assert!(
+        err.contains("pool gpu-t4") && err.contains("\"driverBranch\" must be a string"),
+        "{err}"
+    );
+    let err = fails(&[
+        "recipe",
+        "render",
+        "--for-cluster",
+        &cluster,
+        "--pool",
+        "cpu",
+        "--role",
+        "server",
+    ]);
+    assert!(err.contains("--pool control-plane"), "{err}");
+}
+
+#[test]
+fn recipe_render_for_cluster_reports_manifest_errors_with_the_field_path() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let path = dir.join(format!("cli-bad-cluster-{}.yaml", std::process::id()));
+    let text = std::fs::read_to_string(repo_path("examples/cluster-sim.yaml"))
+        .unwrap()
+        .replace("replicas: 2", "replicas: two");
+    std::fs::write(&path, text).unwrap();
+    let err = fails(&[
+        "recipe",
+        "render",
+        "--for-cluster",
+        path.to_str().unwrap(),
+        "--pool",
+        "gpu-t4",
+    ]);
+    assert!(err.contains("spec.nodePools[1].replicas"), "{err}");
+    // A single-machine cluster: the control-plane pool's machine is the server.
+    let solo = dir.join(format!("cli-solo-{}.yaml", std::process::id()));
+    std::fs::write(
+        &solo,
+        "apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Cluster\nmetadata: {name: solo}\nspec:\n  cloud: {sim: {}}\n  kubernetes: {controlPlane: {pool: gpu}}\n  nodePools:\n    - {name: gpu, machine: {gpu: {count: 1, vendor: NVIDIA}}}\n",
+    )
+    .unwrap();
+    let out = ok(&[
+        "recipe",
+        "render",
+        "--for-cluster",
+        solo.to_str().unwrap(),
+        "--pool",
+        "gpu",
+    ]);
+    assert!(
+        out.contains("server machine of pool gpu") && out.contains("nvidia-container-toolkit"),
+        "{out}"
+    );
+    assert_valid_cloud_config("solo", &out);
+    let agent = ok(&[
+        "recipe",
+        "render",
+        "--for-cluster",
+        solo.to_str().unwrap(),
+        "--pool",
+        "gpu",
+        "--role",
+        "agent",
+    ]);
+    assert!(agent.contains("agent machine of pool gpu"), "{agent}");
+}
+
+#[test]
+fn recipe_render_workload_recipes_print_a_yaml_stream() {
+    let out = ok(&["recipe", "render", "deepaas-inference"]);
+    let docs = kelp_crds::parse::documents(&out).unwrap();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["Deployment", "Service", "Ingress"]);
+    assert!(docs.iter().all(|d| d["metadata"]["namespace"] == "default"));
+    let err = fails(&[
+        "recipe",
+        "render",
+        "deepaas-inference",
+        "--input",
+        "startupSeconds=\"600\"",
+    ]);
+    assert!(
+        err.contains("\"startupSeconds\" must be an integer"),
+        "{err}"
+    );
+    let startup = |args: &[&str]| {
+        let docs = kelp_crds::parse::documents(&ok(args)).unwrap();
+        docs[0]["spec"]["template"]["spec"]["containers"][0]["startupProbe"]["failureThreshold"]
+            .clone()
+    };
+    assert_eq!(startup(&["recipe", "render", "deepaas-inference"]), 60);
+    assert_eq!(
+        startup(&[
+            "recipe",
+            "render",
+            "deepaas-inference",
+            "--input",
+            "startupSeconds=60"
+        ]),
+        6
+    );
+
+    // The Deployment of examples/, with the context the operator builds.
+    let out = ok(&[
+        "recipe",
+        "render",
+        "--for-deployment",
+        &repo_path("examples/deployment-fish-detector.yaml"),
+        "--module",
+        &repo_path("examples/module-yolov8.yaml"),
+        "--cluster",
+        &repo_path("examples/cluster-sim.yaml"),
+    ]);
+    let docs = kelp_crds::parse::documents(&out).unwrap();
+    let dep = &docs[0];
+    assert_eq!(dep["metadata"]["name"], "fish-detector");
+    let containers = dep["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(containers[0]["image"], "ai4oshub/ai4os-yolov8-torch:gpu");
+    assert_eq!(containers[0]["resources"]["limits"]["nvidia.com/gpu"], "1");
+    assert!(
+        containers
+            .iter()
+            .any(|c| c["name"].as_str().unwrap().contains("rclone")),
+        "{out}"
+    );
+    assert_eq!(
+        dep["spec"]["template"]["spec"]["nodeSelector"]["kelp.imagine-ai.eu/pool"],
+        "gpu-t4"
+    );
+    let err = fails(&[
+        "recipe",
+        "render",
+        "--for-deployment",
+        &repo_path("examples/deployment-fish-detector.yaml"),
+        "--module",
+        &repo_path("examples/module-yolov8.yaml"),
+        "--cluster",
+        &repo_path("examples/module-yolov8.yaml"),
+    ]);
+    assert!(err.contains("no Cluster"), "{err}");
+}
+
+fn module_of(yaml: &str) -> kelp_crds::Module {
+    let docs = kelp_crds::parse::documents(yaml).unwrap();
+    assert_eq!(docs.len(), 1, "{yaml}");
+    kelp_crds::parse::from_value(docs.into_iter().next().unwrap()).unwrap()
+}
+
+#[test]
+fn module_import_v2_gpu_module() {
+    let out = kelp(&["module", "import", &fixture("yolov8-gpu.yml")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "no warnings: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    let m = module_of(&yaml);
+    assert_eq!(m.metadata.name.as_deref(), Some("ai4os-yolov8-torch"));
+    assert_eq!(m.metadata.namespace, None);
+    let s = &m.spec;
+    assert_eq!(s.title, "YoloV8 model");
+    assert!(
+        s.description
+            .as_deref()
+            .unwrap()
+            .contains("DEEPaaS API.\nUsed in iMagine")
+    );
+    assert_eq!(s.image.repository, "ai4oshub/ai4os-yolov8-torch");
+    assert_eq!(s.image.tag, "latest");
+    assert_eq!(s.image.gpu_tag.as_deref(), Some("gpu"));
+    assert_eq!(s.serving, kelp_crds::Serving::default());
+    assert_eq!(
+        (s.resources.cpu, s.resources.memory_mb, s.resources.gpu),
+        (4, 8000, 1)
+    );
+    assert_eq!(s.resources.gpu_memory_mb, Some(15000));
+    assert_eq!(s.resources.gpu_compute_capability.as_deref(), Some("7.0"));
+    let c = s.catalog.as_ref().unwrap();
+    assert_eq!(c.metadata_version.as_deref(), Some("2.3.0"));
+    assert_eq!(c.tasks, ["Computer Vision"]);
+    assert_eq!(c.data_type, ["Image", "Video"]);
+    assert_eq!(c.libraries, ["PyTorch"]);
+    assert_eq!(
+        c.links["sourceCode"],
+        "https://github.com/ai4os-hub/ai4os-yolov8-torch"
+    );
+    assert_eq!(c.links["dockerImage"], "ai4oshub/ai4os-yolov8-torch");
+    assert_eq!(c.links["ai4Template"], "ai4-template/1.9.9");
+    // The Module controller resolves it.
+    let images = kelp_operator::module::resolve(s).unwrap();
+    assert_eq!(images.gpu, "ai4oshub/ai4os-yolov8-torch:gpu");
+
+    // --name and --namespace.
+    let yaml = ok(&[
+        "module",
+        "import",
+        &fixture("yolov8-gpu.yml"),
+        "--name",
+        "yolo",
+        "--namespace",
+        "research",
+    ]);
+    let m = module_of(&yaml);
+    assert_eq!(m.metadata.name.as_deref(), Some("yolo"));
+    assert_eq!(m.metadata.namespace.as_deref(), Some("research"));
+    let err = fails(&[
+        "module",
+        "import",
+        &fixture("yolov8-gpu.yml"),
+        "--name",
+        "Yolo_V8",
+    ]);
+    assert!(
+        err.contains("--name: \"Yolo_V8\" is not a valid resource name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn module_import_v2_cpu_module() {
+    let m = module_of(&ok(&["module", "import", &fixture("fish-cpu.yml")]));
+    assert_eq!(m.metadata.name.as_deref(), Some("obsea-fish-detection"));
+    let s = &m.spec;
+    // A Docker Hub URL with a tag: repository and tag split.
+    assert_eq!(s.image.repository, "ai4oshub/obsea-fish-detection");
+    assert_eq!(s.image.tag, "cpu");
+    assert_eq!(s.image.gpu_tag, None, "no GPU: no gpuTag");
+    assert_eq!(
+        (s.resources.cpu, s.resources.memory_mb, s.resources.gpu),
+        (2, 4000, 0)
+    );
+    assert_eq!(
+        s.description.as_deref(),
+        Some(
+            "A YOLOv8 detector fine-tuned on OBSEA camera images.\nSmall enough to serve on CPUs."
+        )
+    );
+    // --image and --gpu-tag override.
+    let m = module_of(&ok(&[
+        "module",
+        "import",
+        &fixture("fish-cpu.yml"),
+        "--image",
+        "registry.example.org/fish/detector:1.2",
+        "--gpu-tag",
+        "1.2-gpu",
+    ]));
+    assert_eq!(
+        m.spec.image.repository,
+        "registry.example.org/fish/detector"
+    );
+    assert_eq!(m.spec.image.tag, "1.2");
+    assert_eq!(m.spec.image.gpu_tag.as_deref(), Some("1.2-gpu"));
+    assert_eq!(m.metadata.name.as_deref(), Some("detector"));
+}
+
+#[test]
+fn module_import_v1_metadata_json() {
+    let m = module_of(&ok(&["module", "import", &fixture("mods-v1.json")]));
+    assert_eq!(m.metadata.name.as_deref(), Some("deep-oc-mods"));
+    let s = &m.spec;
+    assert_eq!(s.title, "DEEP OC Massive Online Data Streams");
+    assert_eq!(s.image.repository, "deephdc/deep-oc-mods");
+    assert_eq!(s.image.tag, "latest");
+    assert_eq!(
+        s.resources,
+        kelp_crds::ModuleResources::default(),
+        "v1 has no resources"
+    );
+    assert!(
+        s.description
+            .as_deref()
+            .unwrap()
+            .starts_with("Analyses online data streams")
+    );
+    let c = s.catalog.as_ref().unwrap();
+    assert_eq!(c.metadata_version, None);
+    assert_eq!(
+        c.tags.iter().filter(|t| *t == "docker").count(),
+        1,
+        "deduplicated"
+    );
+    assert_eq!(c.libraries, ["TensorFlow", "Keras"]);
+    assert_eq!(
+        c.categories,
+        ["AI4 trainable", "AI4 inference", "AI4 pre trained"]
+    );
+    assert_eq!(c.links["sourceCode"], "https://github.com/deephdc/mods");
+    assert_eq!(
+        c.links["dockerfileRepo"],
+        "https://github.com/deephdc/DEEP-OC-mods"
+    );
+}
+
+#[test]
+fn module_import_reports_bad_and_unknown_fields() {
+    let file = fixture("malformed.yml");
+    let err = fails(&["module", "import", &file]);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(
+        lines.contains(&"warning: foo: unknown field, ignored"),
+        "{err}"
+    );
+    assert!(
+        lines.contains(
+            &format!("error: {file}: resources.inference.gpu: expected an integer, got \"two\"")
+                .as_str()
+        ),
+        "{err}"
+    );
+    assert!(
+        lines.contains(
+            &format!("error: {file}: tags[1]: expected a string, got {{\"nested\":\"map\"}}")
+                .as_str()
+        ),
+        "{err}"
+    );
+
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let write = |name: &str, text: &str| {
+        let p = dir.join(format!("cli-{}-{name}", std::process::id()));
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let p = write("syntax.yml", "title: [unclosed\n");
+    assert!(fails(&["module", "import", &p]).contains("not valid YAML"));
+    let p = write("syntax.json", "{\"title\": \"x\",}");
+    assert!(fails(&["module", "import", &p]).contains("not valid JSON"));
+    let p = write(
+        "noimage.yml",
+        "metadata_version: 2.0.0\ntitle: T\nsummary: S\nlinks: {source_code: https://x}\n",
+    );
+    let err = fails(&["module", "import", &p]);
+    assert!(
+        err.contains("links.docker_image: missing") && err.contains("--image"),
+        "{err}"
+    );
+    let p = write("v3.yml", "metadata_version: 3.0.0\ntitle: T\nsummary: S\n");
+    assert!(
+        fails(&["module", "import", &p])
+            .contains("metadata_version: unsupported version \"3.0.0\"")
+    );
+    let p = write(
+        "badimage.yml",
+        "metadata_version: 2.0.0\ntitle: T\nsummary: S\nlinks: {docker_image: Example/UPPER}\n",
+    );
+    let err = fails(&["module", "import", &p]);
+    assert!(
+        err.contains("links.docker_image") && err.contains("not a valid image repository"),
+        "{err}"
+    );
+    let err = fails(&["module", "import", "/nonexistent/ai4-metadata.yml"]);
+    assert!(err.contains("/nonexistent/ai4-metadata.yml"), "{err}");
+}
