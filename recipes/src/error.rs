@@ -122,6 +122,23 @@ pub enum RecipeError {
         /// What is wrong.
         message: String,
     },
+    /// A node template rendered a top-level key that is not a cloud-config module key
+    /// kelp knows ([`crate::KNOWN_CLOUD_CONFIG_KEYS`]), e.g. a misspelt `packges:`.
+    /// cloud-init would ignore it silently, so the whole user-data is refused.
+    #[error(
+        "recipe {recipe}, template {template}: unknown cloud-config key {key:?}{}",
+        crate::cloud_config::did_you_mean(.suggestion)
+    )]
+    UnknownCloudConfigKey {
+        /// Recipe name.
+        recipe: String,
+        /// Template name.
+        template: String,
+        /// The key as rendered.
+        key: String,
+        /// The closest known key, when one is close.
+        suggestion: Option<String>,
+    },
     /// Two cloud-config parts disagree on the type of a key (e.g. a list and a mapping).
     #[error("recipe {recipe}, template {template}: cannot merge {path}: {message}")]
     Merge {
@@ -153,6 +170,7 @@ impl RecipeError {
             RecipeError::Render { .. } => "RenderFailed",
             RecipeError::Output { .. } => "BadOutput",
             RecipeError::Merge { .. } => "MergeConflict",
+            RecipeError::UnknownCloudConfigKey { .. } => "UnknownCloudConfigKey",
         }
     }
 
@@ -171,7 +189,8 @@ impl RecipeError {
             | RecipeError::Unmet { recipe, .. }
             | RecipeError::Render { recipe, .. }
             | RecipeError::Output { recipe, .. }
-            | RecipeError::Merge { recipe, .. } => Some(recipe),
+            | RecipeError::Merge { recipe, .. }
+            | RecipeError::UnknownCloudConfigKey { recipe, .. } => Some(recipe),
         }
     }
 }

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod cloud_config;
 mod context;
 mod error;
 mod helpers;
@@ -19,6 +20,9 @@ use handlebars::Handlebars;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+pub use cloud_config::{
+    KNOWN_CLOUD_CONFIG_KEYS, UserDataError, is_known_cloud_config_key, validate_user_data,
+};
 pub use context::{
     ClusterInfo, EnvInfo, ExposeInfo, KeyRef, KubernetesJoin, NodeContext, NodeRole, PoolInfo,
     StorageInfo, TaintInfo, WorkloadContext,
@@ -228,7 +232,10 @@ impl Catalog {
     /// Renders node recipes into one `#cloud-config` user-data. Every use is checked
     /// (recipe, kind, requirements, inputs) before anything is rendered. Parts are
     /// merged by template `order` (first, normal, last) and, within an order, in the
-    /// order of `recipes` and of the templates in each recipe.
+    /// order of `recipes` and of the templates in each recipe. Every part must be a
+    /// mapping whose top-level keys are all in [`KNOWN_CLOUD_CONFIG_KEYS`]
+    /// ([`RecipeError::UnknownCloudConfigKey`] names the recipe, template and key);
+    /// on any error nothing is returned, so user-data is never half-rendered.
     pub fn render_node(
         &self,
         recipes: &[RecipeUse],
@@ -253,9 +260,17 @@ impl Catalog {
                 };
                 let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text)
                     .map_err(|e| out_err(".", format!("not YAML: {e}")))?;
-                match value {
-                    serde_yaml_ng::Value::Mapping(_) | serde_yaml_ng::Value::Null => {}
-                    _ => {
+                match cloud_config::check_keys(&value) {
+                    Ok(()) => {}
+                    Err(UserDataError::UnknownKey { key, suggestion }) => {
+                        return Err(RecipeError::UnknownCloudConfigKey {
+                            recipe: r.name.clone(),
+                            template: t.name.clone(),
+                            key,
+                            suggestion,
+                        });
+                    }
+                    Err(_) => {
                         return Err(out_err(
                             ".",
                             "a node template must render a YAML mapping".into(),
@@ -283,7 +298,15 @@ impl Catalog {
             path: ".".into(),
             message: e.to_string(),
         })?;
-        Ok(format!("{CLOUD_CONFIG_HEADER}{body}"))
+        let text = format!("{CLOUD_CONFIG_HEADER}{body}");
+        // Every part passed the key check; this guards the merged document as a whole.
+        validate_user_data(&text).map_err(|e| RecipeError::Output {
+            recipe: "-".into(),
+            template: "-".into(),
+            path: ".".into(),
+            message: e.to_string(),
+        })?;
+        Ok(text)
     }
 
     /// Renders a workload recipe into Kubernetes objects. Each template renders zero or

@@ -3,7 +3,10 @@
 //! once with hostile strings and once with plain tokens in the same places; after
 //! mapping each hostile string back to its token (and parsing nested YAML/JSON file
 //! contents), both outputs must be identical. So the structure is the same and every
-//! value came through unchanged.
+//! value came through unchanged. The hostile strings hold quotes, `: `, newlines, `{{`,
+//! `}}`, `#`, `---`, YAML anchors (`&anchor`), aliases (`*alias`), merge keys
+//! (`<<: *x`), tags (`!!python/object`), line-break characters, shell syntax, and
+//! some are longer than 100 KB.
 
 use kelp_recipes::{
     Catalog, NodeContext, RecipeError, RecipeUse, WorkloadContext, default_node_recipes,
@@ -15,12 +18,21 @@ fn fixture_value(name: &str) -> Value {
     serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
+/// YAML anchors, aliases, merge keys and tags, handlebars delimiters in both
+/// directions, and (for every 40th value) a 100 KB tail.
 fn hostile(i: usize, one_line: bool) -> String {
+    let pad = if i % 40 == 3 {
+        "0123456789abcdef".repeat(100 * 1024 / 16)
+    } else {
+        String::new()
+    };
     if one_line {
-        format!("<{i}>\"q' : x - y: {{{{inputs}}}} #c \\ ]{{{{json name}}}} $(reboot) `id`;</{i}>")
+        format!(
+            "<{i}>\"q' : x - y: {{{{inputs}}}} }}}} }}}}}}}} #c \\ ]{{{{json name}}}} $(reboot) `id`; &anchor *alias <<: *x !!python/object/apply:os.system ['id'] {pad}</{i}>"
+        )
     } else {
         format!(
-            "<{i}>\"q' : x\n- y: {{{{inputs}}}} #c \\ {{{{json name}}}}\r\n  ---\n{{a: b}} \u{2028}\u{85}\u{7f}\u{feff}\t$(reboot)</{i}>"
+            "<{i}>\"q' : x\n- y: {{{{inputs}}}} }}}} #c \\ {{{{json name}}}}\r\n  ---\n{{a: b}} \u{2028}\u{85}\u{7f}\u{feff}\t$(reboot)\nk: &anchor v\nl: *alias\n<<: *x\n!!python/object:os.system ['id']\n}}}}{pad}</{i}>"
         )
     }
 }
@@ -121,6 +133,10 @@ impl Case {
     }
 
     fn assert_same(&self, hostile_out: Value, safe_out: Value, what: &str) {
+        assert!(
+            hostile_out.to_string().len() > 100 * 1024,
+            "{what}: no 100 KB value reached the output"
+        );
         let h = normalize(hostile_out, &self.pairs);
         let s = normalize(safe_out, &self.pairs);
         assert_eq!(
