@@ -48,9 +48,14 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         port: u16,
     },
-    /// List, show and render the built-in recipes (node recipes render cloud-init
-    /// user-data, workload recipes Kubernetes objects). Works offline.
+    /// List, show and render the built-in recipes and your own recipe files (node
+    /// recipes render cloud-init user-data, workload recipes Kubernetes objects). Works
+    /// offline.
     Recipe {
+        /// A recipe file of your own to add to the catalog (as the operator would load it
+        /// from a recipe ConfigMap; a same-named built-in is replaced). Repeatable.
+        #[arg(long = "recipe-file", global = true, value_name = "FILE")]
+        recipe_files: Vec<PathBuf>,
         #[command(subcommand)]
         command: RecipeCommand,
     },
@@ -220,8 +225,14 @@ fn main() -> anyhow::Result<()> {
             out.flush()?;
             Ok(())
         }
-        Command::Recipe { command } => {
-            let catalog = kelp_recipes::Catalog::builtin();
+        Command::Recipe {
+            recipe_files,
+            command,
+        } => {
+            let catalog = match cli::recipe::catalog_with_files(&recipe_files) {
+                Ok(c) => c,
+                Err(f) => return emit(Err(f)),
+            };
             emit(match command {
                 RecipeCommand::List => Ok(cli::recipe::list(&catalog)),
                 RecipeCommand::Show { name } => cli::recipe::show(&catalog, &name),

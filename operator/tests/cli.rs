@@ -791,3 +791,54 @@ fn module_import_reports_bad_and_unknown_fields() {
     let err = fails(&["module", "import", "/nonexistent/ai4-metadata.yml"]);
     assert!(err.contains("/nonexistent/ai4-metadata.yml"), "{err}");
 }
+
+#[test]
+fn recipe_render_takes_a_users_own_recipe_file() {
+    let dir = std::env::temp_dir().join(format!("kelp-cli-recipe-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("motd.yaml");
+    std::fs::write(
+        &good,
+        "name: motd\ndescription: d\nversion: 1.0.0\nkind: node\ninputs:\n  - {name: message, type: string, required: true}\ntemplates:\n  - name: main\n    template: |\n      write_files:\n        - {path: /etc/motd, content: {{json inputs.message}}}\n",
+    )
+    .unwrap();
+    let out = kelp(&[
+        "recipe",
+        "render",
+        "motd",
+        "--recipe-file",
+        good.to_str().unwrap(),
+        "--input",
+        "message=hello there",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("#cloud-config\n") && stdout.contains("hello there"),
+        "{stdout}"
+    );
+    let listed = kelp(&["recipe", "list", "--recipe-file", good.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("motd"));
+
+    let bad = dir.join("bad.yaml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("type: string", "type: strng"),
+    )
+    .unwrap();
+    let out = kelp(&["recipe", "list", "--recipe-file", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no partial output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("bad.yaml") && stderr.contains("strng"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

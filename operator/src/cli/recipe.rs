@@ -92,6 +92,31 @@ fn table(rows: &[Vec<String>]) -> String {
 }
 
 /// `kelp recipe list`: NAME, KIND, VERSION and DESCRIPTION of every recipe.
+/// The built-in catalog plus the recipe files given with `--recipe-file`, each validated
+/// exactly as the operator validates a recipe ConfigMap.
+pub fn catalog_with_files(files: &[std::path::PathBuf]) -> Result<Catalog, Failure> {
+    let mut catalog = Catalog::builtin();
+    let mut errors = Vec::new();
+    for f in files {
+        match std::fs::read_to_string(f) {
+            Ok(text) => {
+                if let Err(e) = catalog.add_yaml(&text) {
+                    errors.push(format!("{}: {e}", f.display()));
+                }
+            }
+            Err(e) => errors.push(format!("{}: {e}", f.display())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(catalog)
+    } else {
+        Err(Failure {
+            errors,
+            warnings: Vec::new(),
+        })
+    }
+}
+
 pub fn list(catalog: &Catalog) -> Outcome {
     let mut rows = vec![vec![
         "NAME".to_string(),
