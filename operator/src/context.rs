@@ -25,6 +25,11 @@ pub struct Config {
     /// First and largest delay of the per-object exponential backoff on transient errors.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// How long a machine tagged for a Cluster that no longer exists may live before kelp
+    /// deletes it (it may belong to a Cluster being restored from a backup, or moved).
+    pub orphan_grace: Duration,
+    /// How often each Cluster's cloud account is swept for such machines.
+    pub orphan_sweep_interval: Duration,
     /// The operator's namespace, where users' recipe ConfigMaps live: `KELP_NAMESPACE`,
     /// else `POD_NAMESPACE`, else `kelp-system`.
     pub namespace: String,
@@ -37,6 +42,8 @@ impl Default for Config {
             resync: Duration::from_secs(300),
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(120),
+            orphan_grace: Duration::from_secs(600),
+            orphan_sweep_interval: Duration::from_secs(300),
             namespace: std::env::var("KELP_NAMESPACE")
                 .or_else(|_| std::env::var("POD_NAMESPACE"))
                 .unwrap_or_else(|_| "kelp-system".into()),
@@ -55,6 +62,17 @@ pub struct Context {
     pub targets: Targets,
     backoff: Mutex<HashMap<String, u32>>,
     pub metrics: Metrics,
+    /// Orphan sweeps: when each Cluster last swept, and when each orphan was first seen.
+    pub orphans: Mutex<Orphans>,
+}
+
+/// State of the orphan sweeps.
+#[derive(Default)]
+pub struct Orphans {
+    pub last_sweep: HashMap<String, std::time::Instant>,
+    pub first_seen: HashMap<String, std::time::Instant>,
+    /// Clusters whose account has orphans still within their grace period.
+    pub waiting: std::collections::HashSet<String>,
 }
 
 /// Counters a benchmark or a metrics endpoint reads.
@@ -62,6 +80,8 @@ pub struct Context {
 pub struct Metrics {
     pub reconciles: std::sync::atomic::AtomicU64,
     pub failures: Mutex<HashMap<&'static str, u64>>,
+    /// Machines deleted because their Cluster no longer exists.
+    pub orphans_deleted: std::sync::atomic::AtomicU64,
 }
 
 impl Metrics {
@@ -93,6 +113,7 @@ impl Context {
             targets: Targets::default(),
             backoff: Mutex::default(),
             metrics: Metrics::default(),
+            orphans: Mutex::default(),
         }
     }
 

@@ -219,3 +219,80 @@ async fn insufficient_capacity_falls_back_to_the_next_cheapest_type() {
         .any(|e| e.reason.as_deref() == Some("InsufficientCapacity"));
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machines_of_clusters_that_no_longer_exist_are_deleted_after_a_grace_period() {
+    use kelp_cloud_drivers::{CloudDriver, CreateRequest, tags};
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(&three_pools("a", 1, 0, 0)).await;
+    h.apply_yaml(&three_pools("b", 1, 0, 0)).await;
+    h.cluster_ready("a").await;
+    let b = h.cluster_ready("b").await;
+    let sim = h.sim("a").await;
+    // Two machines in a's account, as another kelp left them: one for a Cluster that is
+    // gone, one for Cluster b, which exists.
+    let make = |uid: &str| {
+        let mut t = std::collections::BTreeMap::new();
+        t.insert(tags::MANAGED_BY.to_string(), "kelp".to_string());
+        t.insert(tags::CLUSTER_UID.to_string(), uid.to_string());
+        t.insert(tags::POOL.to_string(), "cpu".to_string());
+        CreateRequest {
+            count: 1,
+            instance_type: "sim.cpu-2".into(),
+            image: None,
+            user_data: String::new(),
+            tags: t,
+            name_prefix: format!("stray-{uid}"),
+            idempotency_key: String::new(),
+        }
+    };
+    let driver = sim.driver();
+    let gone = driver.create(&make("0000-gone")).await.unwrap();
+    let kept = driver
+        .create(&make(&kube::ResourceExt::uid(&b).unwrap()))
+        .await
+        .unwrap();
+    // Any change makes a reconcile; while an orphan waits out its grace the Cluster is
+    // looked at again, and the sweep runs at most every 100 ms (test config).
+    h.api::<Cluster>()
+        .patch(
+            "a",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(
+                serde_json::json!({"metadata": {"annotations": {"touched": "yes"}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if sim.machines().iter().all(|m| m.id != gone[0].id) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ids: Vec<String> = sim.machines().into_iter().map(|m| m.id).collect();
+    assert!(!ids.contains(&gone[0].id), "the orphan was deleted");
+    assert!(
+        ids.contains(&kept[0].id),
+        "a machine of a live Cluster is never an orphan"
+    );
+    let ctx = h.stop().await;
+    assert_eq!(
+        ctx.metrics
+            .orphans_deleted
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+    let events =
+        kube::Api::<k8s_openapi::api::core::v1::Event>::default_namespaced(h.client.clone())
+            .list(&Default::default())
+            .await
+            .unwrap();
+    assert!(events.items.iter().any(|e| {
+        e.reason.as_deref() == Some("OrphansDeleted")
+            && e.message
+                .as_deref()
+                .is_some_and(|m| m.contains("0000-gone"))
+    }));
+}

@@ -239,6 +239,10 @@ impl Run<'_> {
             all_running.extend(running.into_iter().map(|m| (pool.name.clone(), m)));
         }
         let nodes_ready = self.nodes(&all_running, &mut pools).await?;
+        // A failed sweep must not hold up the Cluster's own status.
+        if let Err(e) = self.sweep_orphans().await {
+            tracing::info!(error = %e, "orphan sweep failed; retried at the next reconcile");
+        }
 
         let desired: i32 = pools.iter().map(|p| p.desired).sum();
         let ready: i32 = pools.iter().map(|p| p.ready).sum();
@@ -1018,6 +1022,118 @@ impl Run<'_> {
             .filter(|m| m.state == MachineState::Running)
             .collect();
         Ok((st, running))
+    }
+
+    /// Deletes machines in this Cluster's cloud account that kelp tagged for a Cluster that
+    /// no longer exists, once they have been orphans for `orphan_grace`. At most once per
+    /// `orphan_sweep_interval` per Cluster.
+    async fn sweep_orphans(&mut self) -> Result<()> {
+        let cfg = &self.ctx.config;
+        {
+            let mut o = self.ctx.orphans.lock().unwrap();
+            let now = std::time::Instant::now();
+            if o.last_sweep
+                .get(&self.uid)
+                .is_some_and(|t| now.duration_since(*t) < cfg.orphan_sweep_interval)
+            {
+                if o.waiting.contains(&self.uid) {
+                    self.converged = false;
+                }
+                return Ok(());
+            }
+            o.last_sweep.insert(self.uid.clone(), now);
+        }
+        let mut managed = BTreeMap::new();
+        managed.insert(
+            tags::MANAGED_BY.to_string(),
+            tags::MANAGED_BY_VALUE.to_string(),
+        );
+        let machines = self.driver.list(&managed).await?;
+        let foreign: Vec<Machine> = machines
+            .into_iter()
+            .filter(|m| {
+                m.tags
+                    .get(tags::CLUSTER_UID)
+                    .is_some_and(|u| *u != self.uid)
+            })
+            .collect();
+        if foreign.is_empty() {
+            self.ctx.orphans.lock().unwrap().waiting.remove(&self.uid);
+            return Ok(());
+        }
+        let clusters: Api<Cluster> = Api::all(self.ctx.client.clone());
+        let live: std::collections::HashSet<String> = clusters
+            .list(&Default::default())
+            .await?
+            .items
+            .iter()
+            .filter_map(|c| c.uid())
+            .collect();
+        let now = std::time::Instant::now();
+        let mut due = Vec::new();
+        {
+            let mut o = self.ctx.orphans.lock().unwrap();
+            for m in &foreign {
+                let owner = &m.tags[tags::CLUSTER_UID];
+                if live.contains(owner) {
+                    o.first_seen.remove(&m.id);
+                    continue;
+                }
+                let seen = *o.first_seen.entry(m.id.clone()).or_insert(now);
+                if now.duration_since(seen) >= cfg.orphan_grace {
+                    due.push(m.clone());
+                }
+            }
+        }
+        let waiting = due.len()
+            < foreign
+                .iter()
+                .filter(|m| !live.contains(&m.tags[tags::CLUSTER_UID]))
+                .count();
+        {
+            let mut o = self.ctx.orphans.lock().unwrap();
+            if waiting {
+                o.waiting.insert(self.uid.clone());
+            } else {
+                o.waiting.remove(&self.uid);
+            }
+        }
+        if waiting {
+            // Look again until the last orphan's grace ends.
+            self.converged = false;
+        }
+        if due.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = due.iter().map(|m| m.id.clone()).collect();
+        self.driver.delete(&ids).await?;
+        self.ctx
+            .metrics
+            .orphans_deleted
+            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        let owners: std::collections::BTreeSet<&str> = due
+            .iter()
+            .map(|m| m.tags[tags::CLUSTER_UID].as_str())
+            .collect();
+        self.ctx
+            .event(
+                self.cluster,
+                true,
+                "OrphansDeleted",
+                "SweepOrphans",
+                format!(
+                    "deleted {} machine(s) tagged for Cluster UID(s) {} that no longer exist: {}",
+                    ids.len(),
+                    owners.into_iter().collect::<Vec<_>>().join(", "),
+                    ids.join(", ")
+                ),
+            )
+            .await;
+        let mut o = self.ctx.orphans.lock().unwrap();
+        for id in &ids {
+            o.first_seen.remove(id);
+        }
+        Ok(())
     }
 
     /// Readiness from the cluster's Nodes; the sim registers them first, as k3s agents would.

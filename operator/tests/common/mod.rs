@@ -57,6 +57,8 @@ impl Harness {
                 backoff_base: Duration::from_millis(20),
                 backoff_max: Duration::from_millis(400),
                 namespace: "kelp-system".into(),
+                orphan_grace: Duration::from_millis(300),
+                orphan_sweep_interval: Duration::from_millis(100),
             },
         };
         Self {
