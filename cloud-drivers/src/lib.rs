@@ -6,11 +6,15 @@
 #![forbid(unsafe_code)]
 
 pub mod driver;
+#[cfg(feature = "ec2")]
+pub mod ec2;
 pub mod metered;
 pub mod select;
 pub mod sim;
 
 pub use driver::*;
+#[cfg(feature = "ec2")]
+pub use ec2::{Ec2Credentials, Ec2Driver, Ec2Settings};
 pub use metered::{CallRecord, CallStats, Metered};
 pub use select::{NoFit, candidates, choose};
 pub use sim::{SimCloud, SimConfig, SimDriver, sim_config_from};

@@ -77,21 +77,32 @@ pub struct Drivers {
     /// Calls, errors and latency per driver and verb.
     pub stats: Arc<CallStats>,
     types: Mutex<HashMap<String, (Instant, Vec<InstanceType>)>>,
+    /// Cloud drivers by Cluster UID, with the fingerprint of what they were built from
+    /// (spec block, Secret and price ConfigMap versions): rebuilt when that changes.
+    built: Mutex<HashMap<String, (String, Arc<dyn CloudDriver>)>>,
+    /// The operator's namespace (price ConfigMap).
+    namespace: String,
 }
 
+/// The ConfigMap (in the operator's namespace) whose data overrides the built-in EC2
+/// price table: instance type -> USD per hour.
+pub const EC2_PRICES_CONFIGMAP: &str = "kelp-ec2-prices";
+
 impl Drivers {
-    pub fn new(sims: Arc<SimClouds>) -> Self {
+    pub fn new(sims: Arc<SimClouds>, namespace: String) -> Self {
         Self {
             sims,
             stats: CallStats::new(),
             types: Mutex::default(),
+            built: Mutex::default(),
+            namespace,
         }
     }
 
     /// The driver for `cluster`'s cloud, metered.
     pub async fn for_cluster(
         &self,
-        _client: &Client,
+        client: &Client,
         cluster: &Cluster,
     ) -> Result<Arc<dyn CloudDriver>> {
         let cloud = &cluster.spec.cloud;
@@ -100,10 +111,102 @@ impl Drivers {
             let driver = self.sims.for_cluster(&uid, sim).driver();
             return Ok(Arc::new(Metered::with_stats(driver, self.stats.clone())));
         }
+        if let Some(ec2) = &cloud.ec2 {
+            return self.ec2(client, cluster, ec2).await;
+        }
         let kind = cloud.kind().unwrap_or("unknown");
         Err(Error::Cloud(CloudError::Invalid(format!(
-            "spec.cloud.{kind}: this kelp build has no {kind} driver yet; use spec.cloud.sim"
+            "spec.cloud.{kind}: this kelp build has no {kind} driver yet; use spec.cloud.sim or spec.cloud.ec2"
         ))))
+    }
+
+    /// The EC2 driver of a Cluster: credentials from its Secret (keys accessKeyId,
+    /// secretAccessKey, optional sessionToken), else the operator's AWS_* environment.
+    async fn ec2(
+        &self,
+        client: &Client,
+        cluster: &Cluster,
+        spec: &kelp_crds::Ec2Cloud,
+    ) -> Result<Arc<dyn CloudDriver>> {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let ns = cluster.namespace().unwrap_or_default();
+        let uid = cluster.uid().unwrap_or_default();
+        let mut fingerprint = serde_json::to_string(spec).unwrap_or_default();
+        let credentials = match &spec.credentials_secret_ref {
+            None => None,
+            Some(r) => {
+                let field = "spec.cloud.ec2.credentialsSecretRef";
+                let secret = kube::Api::<Secret>::namespaced(client.clone(), &ns)
+                    .get_opt(&r.name)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Cloud(CloudError::Invalid(format!(
+                            "{field}: Secret {ns}/{} not found",
+                            r.name
+                        )))
+                    })?;
+                fingerprint.push_str(&secret.resource_version().unwrap_or_default());
+                let data = secret_data(&secret);
+                let get = |k: &str| {
+                    data.get(k).cloned().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
+                        Error::Cloud(CloudError::Invalid(format!(
+                            "{field}: Secret {ns}/{} has no key {k:?} (keys: accessKeyId, secretAccessKey, optional sessionToken)",
+                            r.name
+                        )))
+                    })
+                };
+                Some(kelp_cloud_drivers::Ec2Credentials {
+                    access_key_id: get("accessKeyId")?,
+                    secret_access_key: get("secretAccessKey")?,
+                    session_token: data.get("sessionToken").cloned().filter(|v| !v.is_empty()),
+                })
+            }
+        };
+        let prices = kube::Api::<ConfigMap>::namespaced(client.clone(), &self.namespace)
+            .get_opt(EC2_PRICES_CONFIGMAP)
+            .await
+            .ok()
+            .flatten();
+        let mut price_overrides = BTreeMap::new();
+        if let Some(cm) = &prices {
+            fingerprint.push_str(&cm.resource_version().unwrap_or_default());
+            for (k, v) in cm.data.clone().unwrap_or_default() {
+                match v.trim().parse::<f64>() {
+                    Ok(p) if p >= 0.0 => {
+                        price_overrides.insert(k, p);
+                    }
+                    _ => {
+                        tracing::warn!(instance_type = %k, value = %v, "ignoring a price that is not a number")
+                    }
+                }
+            }
+        }
+        if let Some((f, d)) = self.built.lock().unwrap().get(&uid)
+            && *f == fingerprint
+        {
+            return Ok(d.clone());
+        }
+        let settings = kelp_cloud_drivers::Ec2Settings {
+            region: spec.region.clone(),
+            endpoint_url: spec.endpoint_url.clone(),
+            credentials: credentials.or_else(kelp_cloud_drivers::Ec2Credentials::from_env),
+            subnet_id: spec.subnet_id.clone(),
+            security_group_ids: spec.security_group_ids.clone(),
+            key_name: spec.key_name.clone(),
+            price_overrides,
+            ..kelp_cloud_drivers::Ec2Settings::new(spec.region.clone())
+        };
+        let driver: Arc<dyn CloudDriver> = Arc::new(Metered::with_stats(
+            kelp_cloud_drivers::Ec2Driver::new(settings)?,
+            self.stats.clone(),
+        ));
+        self.built
+            .lock()
+            .unwrap()
+            .insert(uid.clone(), (fingerprint, driver.clone()));
+        // A rebuilt driver may see another catalogue (region, prices).
+        self.types.lock().unwrap().remove(&uid);
+        Ok(driver)
     }
 
     /// The instance types of `driver`, cached per Cluster for ten minutes.
@@ -128,5 +231,19 @@ impl Drivers {
     /// Drops what is cached for a deleted Cluster.
     pub fn forget(&self, uid: &str) {
         self.types.lock().unwrap().remove(uid);
+        self.built.lock().unwrap().remove(uid);
     }
+}
+
+/// A Secret's data and stringData as text.
+pub fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    out.extend(secret.string_data.clone().unwrap_or_default());
+    out
 }

@@ -48,10 +48,11 @@ pub async fn run(
     env: Environment,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Arc<Context> {
+    let namespace = env.config.namespace.clone();
     let ctx = Arc::new(Context::new(
         client,
         env.config,
-        Drivers::new(env.sims),
+        Drivers::new(env.sims, namespace),
         env.sim_kube,
     ));
     let (tx, rx) = tokio::sync::watch::channel(false);

@@ -41,8 +41,24 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Cluster> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(crate::context::controller_config())
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(crate::context::controller_config());
+    let store = controller.store();
+    controller
+        // Credentials or kubeconfig created or rotated after the Cluster.
+        .watches(
+            Api::<Secret>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            move |s: Secret| {
+                let (ns, name) = (s.namespace(), s.name_any());
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|c| c.namespace() == ns && uses_secret(c, &name))
+                    .map(|c| kube::runtime::reflector::ObjectRef::from_obj(c.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         // A user recipe loaded, fixed or broken: everything may render differently.
         .reconcile_all_on(crate::recipes::changes(&ctx))
         .graceful_shutdown_on(shutdown)
@@ -53,6 +69,32 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// Whether the Cluster reads the Secret `name` (cloud credentials or kubeconfig).
+fn uses_secret(c: &Cluster, name: &str) -> bool {
+    let cloud = &c.spec.cloud;
+    let refs = [
+        cloud
+            .ec2
+            .as_ref()
+            .and_then(|e| e.credentials_secret_ref.as_ref())
+            .map(|r| r.name.as_str()),
+        cloud
+            .openstack
+            .as_ref()
+            .map(|o| o.credentials_secret_ref.name.as_str()),
+        cloud
+            .egi
+            .as_ref()
+            .map(|e| e.credentials_secret_ref.name.as_str()),
+        c.spec
+            .kubernetes
+            .kubeconfig_secret_ref
+            .as_ref()
+            .map(|r| r.name.as_str()),
+    ];
+    refs.into_iter().flatten().any(|r| r == name)
 }
 
 #[tracing::instrument(skip(cluster, ctx), fields(cluster = %cluster.name_any(), ns = cluster.namespace()))]

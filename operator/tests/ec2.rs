@@ -1,0 +1,168 @@
+//! Clusters on EC2, against moto's EC2 server on 127.0.0.1 (never AWS). The machines'
+//! kubelets are played by a task that registers a Node for every running instance, as
+//! the k3s agent in their user-data would.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use k8s_openapi::api::core::v1::Node;
+use kelp_cloud_drivers::{CloudDriver, Ec2Credentials, Ec2Driver, Ec2Settings, MachineState, tags};
+use kelp_crds::Cluster;
+use kube::api::{Api, Patch, PatchParams};
+
+fn driver(endpoint: &str) -> Ec2Driver {
+    Ec2Driver::new(Ec2Settings {
+        endpoint_url: Some(endpoint.to_string()),
+        credentials: Some(Ec2Credentials {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            session_token: None,
+        }),
+        ..Ec2Settings::new(kelp_test_peers::REGION)
+    })
+    .unwrap()
+}
+
+/// Registers a Ready Node for every running kelp instance, like a k3s agent joining.
+fn kubelets(h: &Harness, endpoint: &str) -> tokio::task::JoinHandle<()> {
+    let d = driver(endpoint);
+    let nodes: Api<Node> = Api::all(h.client.clone());
+    tokio::spawn(async move {
+        loop {
+            let mut managed = std::collections::BTreeMap::new();
+            managed.insert(tags::MANAGED_BY.to_string(), "kelp".to_string());
+            for m in d.list(&managed).await.unwrap_or_default() {
+                if m.state != MachineState::Running {
+                    continue;
+                }
+                let node = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": m.id, "labels": {
+                        "kelp.imagine-ai.eu/cluster-uid": m.tags[tags::CLUSTER_UID],
+                        "kelp.imagine-ai.eu/pool": m.tags[tags::POOL]}},
+                    "spec": {"providerID": m.provider_id},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                               "capacity": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}},
+                });
+                let pp = PatchParams::apply("test-kubelet").force();
+                let _ = nodes.patch(&m.id, &pp, &Patch::Apply(&node)).await;
+                let _ = nodes.patch_status(&m.id, &pp, &Patch::Apply(&node)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+fn ec2_cluster(name: &str, endpoint: &str, t4: u32, a10g: u32) -> String {
+    format!(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {{name: {name}}}
+spec:
+  cloud:
+    ec2: {{region: us-east-1, endpointUrl: "{endpoint}", credentialsSecretRef: {{name: aws}}}}
+  kubernetes: {{mode: Existing, kubeconfigSecretRef: {{name: self-kubeconfig}}}}
+  nodePools:
+    - {{name: t4, replicas: {t4}, machine: {{cpu: 4, gpu: {{count: 1, vendor: NVIDIA, model: T4}}}}}}
+    - {{name: a10g, replicas: {a10g}, machine: {{cpu: 4, gpu: {{count: 1, model: A10G}}}}}}
+"#
+    )
+}
+
+async fn secrets(h: &Harness) {
+    h.apply_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: aws}\nstringData: {accessKeyId: testing, secretAccessKey: testing}\n",
+    )
+    .await;
+    h.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
+        serde_json::to_string(&h.server.kubeconfig()).unwrap()
+    ))
+    .await;
+}
+
+async fn instances(endpoint: &str, uid: &str) -> Vec<kelp_cloud_drivers::Machine> {
+    let mut t = std::collections::BTreeMap::new();
+    t.insert(tags::CLUSTER_UID.to_string(), uid.to_string());
+    driver(endpoint).list(&t).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ec2_cluster_with_two_gpu_pools_becomes_ready_scales_and_is_deleted() {
+    let Some(moto) = kelp_test_peers::start_moto().await else { return };
+    let endpoint = moto.endpoint();
+    let mut h = Harness::new().await;
+    // Drift in the cloud is repaired at the resync; short here.
+    h.env.config.resync = Duration::from_secs(1);
+    h.start();
+    secrets(&h).await;
+    let kubelets = kubelets(&h, &endpoint);
+    h.apply_yaml(&ec2_cluster("gpu", &endpoint, 2, 1)).await;
+    let c = h.cluster_ready("gpu").await;
+    let uid = kube::ResourceExt::uid(&c).unwrap();
+    let st = c.status.unwrap();
+    let t4 = st.node_pools.iter().find(|p| p.name == "t4").unwrap();
+    let a10g = st.node_pools.iter().find(|p| p.name == "a10g").unwrap();
+    assert!(t4.instance_type.as_deref().unwrap().starts_with("g4dn."), "{t4:?}");
+    assert!(a10g.instance_type.as_deref().unwrap().starts_with("g5."), "{a10g:?}");
+    assert!(t4.price_per_hour.is_some());
+
+    // moto holds exactly the instances asked for, with kelp's tags and the rendered user-data.
+    let found = instances(&endpoint, &uid).await;
+    assert_eq!(found.len(), 3, "{found:?}");
+    let d = driver(&endpoint);
+    for m in &found {
+        assert_eq!(m.tags[tags::MANAGED_BY], "kelp");
+        let pool = &m.tags[tags::POOL];
+        let want = if pool == "t4" { "g4dn." } else { "g5." };
+        assert!(m.instance_type.starts_with(want), "{m:?}");
+        assert!(m.provider_id.starts_with("aws:///"), "{}", m.provider_id);
+        let attr = d
+            .client()
+            .describe_instance_attribute()
+            .instance_id(&m.id)
+            .attribute(aws_sdk_ec2::types::InstanceAttributeName::UserData)
+            .send()
+            .await
+            .unwrap();
+        let b64 = attr.user_data().and_then(|v| v.value()).unwrap().to_string();
+        use base64::Engine;
+        let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+        assert!(text.starts_with("#cloud-config\n"), "{text}");
+        assert!(text.contains("nvidia-container-toolkit") && text.contains(&h.server.url()), "agent joins the existing cluster");
+    }
+
+    // Scale: t4 down to 1, a10g up to 2.
+    h.patch_spec::<Cluster>("gpu", serde_json::json!({"nodePools": [
+        {"name": "t4", "replicas": 1, "machine": {"cpu": 4, "gpu": {"count": 1, "vendor": "NVIDIA", "model": "T4"}}},
+        {"name": "a10g", "replicas": 2, "machine": {"cpu": 4, "gpu": {"count": 1, "model": "A10G"}}},
+    ]}))
+    .await;
+    h.cluster_ready("gpu").await;
+    let found = instances(&endpoint, &uid).await;
+    let count = |p: &str| found.iter().filter(|m| m.tags[tags::POOL] == p && m.state != MachineState::Terminating).count();
+    assert_eq!((count("t4"), count("a10g")), (1, 2), "{found:?}");
+
+    // An instance deleted out of band is replaced at the next resync.
+    let victim = found.iter().find(|m| m.tags[tags::POOL] == "a10g").unwrap().id.clone();
+    d.delete(std::slice::from_ref(&victim)).await.unwrap();
+    h.wait::<Cluster>("gpu", "replaced", |c| {
+        c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
+            s.node_pools.iter().any(|p| p.name == "a10g" && p.machines.iter().all(|m| !m.provider_id.as_deref().unwrap_or_default().ends_with(&victim)) && p.machines.len() == 2)
+        })
+    })
+    .await;
+
+    // Delete (one instance already terminated out of band: not an error): every
+    // instance terminated, then the finalizer goes.
+    let one = instances(&endpoint, &uid).await[0].id.clone();
+    d.delete(std::slice::from_ref(&one)).await.unwrap();
+    h.delete::<Cluster>("gpu").await;
+    h.wait::<Cluster>("gpu", "gone", |c| c.is_none()).await;
+    assert!(instances(&endpoint, &uid).await.is_empty());
+    kubelets.abort();
+    h.stop().await;
+}
