@@ -166,3 +166,63 @@ async fn an_ec2_cluster_with_two_gpu_pools_becomes_ready_scales_and_is_deleted()
     kubelets.abort();
     h.stop().await;
 }
+
+async fn stalled_message(h: &Harness, name: &str) -> String {
+    let c = h
+        .wait::<Cluster>(name, "Stalled", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| kelp_operator::conditions::is_true(&s.conditions, "Stalled"))
+        })
+        .await
+        .unwrap();
+    kelp_operator::conditions::get(&c.status.unwrap().conditions, "Stalled")
+        .unwrap()
+        .message
+        .clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_ec2_input_stalls_with_the_problem_named_and_starts_nothing() {
+    let Some(moto) = kelp_test_peers::start_moto().await else { return };
+    let endpoint = moto.endpoint();
+    let mut h = Harness::new().await;
+    h.start();
+    secrets(&h).await;
+    h.apply_yaml("apiVersion: v1\nkind: Secret\nmetadata: {name: half}\nstringData: {accessKeyId: testing}\n")
+        .await;
+    let base = ec2_cluster("x", &endpoint, 1, 0);
+
+    h.apply_yaml(&base.replace("name: x}", "name: no-secret}").replace("{name: aws}", "{name: nope}")).await;
+    let msg = stalled_message(&h, "no-secret").await;
+    assert!(msg.contains("spec.cloud.ec2.credentialsSecretRef") && msg.contains("nope") && msg.contains("not found"), "{msg}");
+
+    h.apply_yaml(&base.replace("name: x}", "name: no-keys}").replace("{name: aws}", "{name: half}")).await;
+    let msg = stalled_message(&h, "no-keys").await;
+    assert!(msg.contains("secretAccessKey"), "{msg}");
+
+    // No endpoint: the region is refused before any request leaves the machine.
+    h.apply_yaml(
+        &base
+            .replace("name: x}", "name: moon}")
+            .replace(&format!("endpointUrl: \"{endpoint}\", "), "")
+            .replace("region: us-east-1", "region: moon-1"),
+    )
+    .await;
+    let msg = stalled_message(&h, "moon").await;
+    assert!(msg.contains("moon-1"), "{msg}");
+
+    h.apply_yaml(
+        &base
+            .replace("name: x}", "name: no-ami}")
+            .replace("- {name: t4, replicas: 1, machine:", "- {name: t4, replicas: 1, image: ami-0123456789abcdef0, machine:"),
+    )
+    .await;
+    let msg = stalled_message(&h, "no-ami").await;
+    assert!(msg.contains("ami-0123456789abcdef0"), "{msg}");
+
+    // Nothing was started for any of them.
+    let mut managed = std::collections::BTreeMap::new();
+    managed.insert(tags::MANAGED_BY.to_string(), "kelp".to_string());
+    assert!(driver(&endpoint).list(&managed).await.unwrap().is_empty());
+    h.stop().await;
+}
