@@ -92,7 +92,9 @@ async fn instances(endpoint: &str, uid: &str) -> Vec<kelp_cloud_drivers::Machine
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ec2_cluster_with_two_gpu_pools_becomes_ready_scales_and_is_deleted() {
-    let Some(moto) = kelp_test_peers::start_moto().await else { return };
+    let Some(moto) = kelp_test_peers::start_moto().await else {
+        return;
+    };
     let endpoint = moto.endpoint();
     let mut h = Harness::new().await;
     // Drift in the cloud is repaired at the resync; short here.
@@ -106,8 +108,14 @@ async fn an_ec2_cluster_with_two_gpu_pools_becomes_ready_scales_and_is_deleted()
     let st = c.status.unwrap();
     let t4 = st.node_pools.iter().find(|p| p.name == "t4").unwrap();
     let a10g = st.node_pools.iter().find(|p| p.name == "a10g").unwrap();
-    assert!(t4.instance_type.as_deref().unwrap().starts_with("g4dn."), "{t4:?}");
-    assert!(a10g.instance_type.as_deref().unwrap().starts_with("g5."), "{a10g:?}");
+    assert!(
+        t4.instance_type.as_deref().unwrap().starts_with("g4dn."),
+        "{t4:?}"
+    );
+    assert!(
+        a10g.instance_type.as_deref().unwrap().starts_with("g5."),
+        "{a10g:?}"
+    );
     assert!(t4.price_per_hour.is_some());
 
     // moto holds exactly the instances asked for, with kelp's tags and the rendered user-data.
@@ -128,11 +136,23 @@ async fn an_ec2_cluster_with_two_gpu_pools_becomes_ready_scales_and_is_deleted()
             .send()
             .await
             .unwrap();
-        let b64 = attr.user_data().and_then(|v| v.value()).unwrap().to_string();
+        let b64 = attr
+            .user_data()
+            .and_then(|v| v.value())
+            .unwrap()
+            .to_string();
         use base64::Engine;
-        let text = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap();
+        let text = String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(b64)
+                .unwrap(),
+        )
+        .unwrap();
         assert!(text.starts_with("#cloud-config\n"), "{text}");
-        assert!(text.contains("nvidia-container-toolkit") && text.contains(&h.server.url()), "agent joins the existing cluster");
+        assert!(
+            text.contains("nvidia-container-toolkit") && text.contains(&h.server.url()),
+            "agent joins the existing cluster"
+        );
     }
 
     // Scale: t4 down to 1, a10g up to 2.
@@ -143,15 +163,34 @@ async fn an_ec2_cluster_with_two_gpu_pools_becomes_ready_scales_and_is_deleted()
     .await;
     h.cluster_ready("gpu").await;
     let found = instances(&endpoint, &uid).await;
-    let count = |p: &str| found.iter().filter(|m| m.tags[tags::POOL] == p && m.state != MachineState::Terminating).count();
+    let count = |p: &str| {
+        found
+            .iter()
+            .filter(|m| m.tags[tags::POOL] == p && m.state != MachineState::Terminating)
+            .count()
+    };
     assert_eq!((count("t4"), count("a10g")), (1, 2), "{found:?}");
 
     // An instance deleted out of band is replaced at the next resync.
-    let victim = found.iter().find(|m| m.tags[tags::POOL] == "a10g").unwrap().id.clone();
+    let victim = found
+        .iter()
+        .find(|m| m.tags[tags::POOL] == "a10g")
+        .unwrap()
+        .id
+        .clone();
     d.delete(std::slice::from_ref(&victim)).await.unwrap();
     h.wait::<Cluster>("gpu", "replaced", |c| {
         c.and_then(|c| c.status.as_ref()).is_some_and(|s| {
-            s.node_pools.iter().any(|p| p.name == "a10g" && p.machines.iter().all(|m| !m.provider_id.as_deref().unwrap_or_default().ends_with(&victim)) && p.machines.len() == 2)
+            s.node_pools.iter().any(|p| {
+                p.name == "a10g"
+                    && p.machines.iter().all(|m| {
+                        !m.provider_id
+                            .as_deref()
+                            .unwrap_or_default()
+                            .ends_with(&victim)
+                    })
+                    && p.machines.len() == 2
+            })
         })
     })
     .await;
@@ -183,7 +222,9 @@ async fn stalled_message(h: &Harness, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_ec2_input_stalls_with_the_problem_named_and_starts_nothing() {
-    let Some(moto) = kelp_test_peers::start_moto().await else { return };
+    let Some(moto) = kelp_test_peers::start_moto().await else {
+        return;
+    };
     let endpoint = moto.endpoint();
     let mut h = Harness::new().await;
     h.start();
@@ -192,11 +233,26 @@ async fn bad_ec2_input_stalls_with_the_problem_named_and_starts_nothing() {
         .await;
     let base = ec2_cluster("x", &endpoint, 1, 0);
 
-    h.apply_yaml(&base.replace("name: x}", "name: no-secret}").replace("{name: aws}", "{name: nope}")).await;
+    h.apply_yaml(
+        &base
+            .replace("name: x}", "name: no-secret}")
+            .replace("{name: aws}", "{name: nope}"),
+    )
+    .await;
     let msg = stalled_message(&h, "no-secret").await;
-    assert!(msg.contains("spec.cloud.ec2.credentialsSecretRef") && msg.contains("nope") && msg.contains("not found"), "{msg}");
+    assert!(
+        msg.contains("spec.cloud.ec2.credentialsSecretRef")
+            && msg.contains("nope")
+            && msg.contains("not found"),
+        "{msg}"
+    );
 
-    h.apply_yaml(&base.replace("name: x}", "name: no-keys}").replace("{name: aws}", "{name: half}")).await;
+    h.apply_yaml(
+        &base
+            .replace("name: x}", "name: no-keys}")
+            .replace("{name: aws}", "{name: half}"),
+    )
+    .await;
     let msg = stalled_message(&h, "no-keys").await;
     assert!(msg.contains("secretAccessKey"), "{msg}");
 
@@ -211,11 +267,10 @@ async fn bad_ec2_input_stalls_with_the_problem_named_and_starts_nothing() {
     let msg = stalled_message(&h, "moon").await;
     assert!(msg.contains("moon-1"), "{msg}");
 
-    h.apply_yaml(
-        &base
-            .replace("name: x}", "name: no-ami}")
-            .replace("- {name: t4, replicas: 1, machine:", "- {name: t4, replicas: 1, image: ami-0123456789abcdef0, machine:"),
-    )
+    h.apply_yaml(&base.replace("name: x}", "name: no-ami}").replace(
+        "- {name: t4, replicas: 1, machine:",
+        "- {name: t4, replicas: 1, image: ami-0123456789abcdef0, machine:",
+    ))
     .await;
     let msg = stalled_message(&h, "no-ami").await;
     assert!(msg.contains("ami-0123456789abcdef0"), "{msg}");
@@ -224,5 +279,58 @@ async fn bad_ec2_input_stalls_with_the_problem_named_and_starts_nothing() {
     let mut managed = std::collections::BTreeMap::new();
     managed.insert(tags::MANAGED_BY.to_string(), "kelp".to_string());
     assert!(driver(&endpoint).list(&managed).await.unwrap().is_empty());
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_after_run_instances_is_sent_never_doubles_instances() {
+    use kelp_test_peers::proxy::{Fault, Proxy};
+    let Some(moto) = kelp_test_peers::start_moto().await else {
+        return;
+    };
+    let proxy = Proxy::start(moto.port).await;
+    // moto starts the instances, but the operator never sees the answer.
+    proxy.fail(
+        "RunInstances",
+        Fault::ForwardThenStall(Duration::from_secs(60)),
+    );
+    let mut h = Harness::new().await;
+    secrets(&h).await;
+    let kubelets = kubelets(&h, &moto.endpoint());
+    h.apply_yaml(&ec2_cluster("crash", &proxy.endpoint(), 3, 0))
+        .await;
+    h.start();
+    let uid = loop {
+        let c = h.api::<Cluster>().get("crash").await.unwrap();
+        if proxy.count("RunInstances") == 1 {
+            break kube::ResourceExt::uid(&c).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for _ in 0..200 {
+        if instances(&moto.endpoint(), &uid).await.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        instances(&moto.endpoint(), &uid).await.len(),
+        3,
+        "moto started the batch"
+    );
+    h.crash().await;
+
+    // A new operator lists by tags first and adopts them (moto ignores ClientToken, so
+    // the idempotency key alone would not have saved us).
+    h.start();
+    let c = h.cluster_ready("crash").await;
+    assert_eq!(c.status.unwrap().ready.as_deref(), Some("3/3"));
+    assert_eq!(
+        instances(&moto.endpoint(), &uid).await.len(),
+        3,
+        "no duplicates"
+    );
+    assert_eq!(proxy.count("RunInstances"), 1, "{:?}", proxy.summary());
+    kubelets.abort();
     h.stop().await;
 }

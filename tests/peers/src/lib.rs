@@ -7,6 +7,8 @@
 //!   [`start_moto`] returns None with a note, or panics when `KELP_REQUIRE_MOTO` is set.
 #![forbid(unsafe_code)]
 
+pub mod proxy;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -200,4 +202,3 @@ pub async fn start_moto() -> Option<Moto> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
-

@@ -1,0 +1,208 @@
+//! A small HTTP proxy in front of moto (raw TCP, one connection per request) that
+//! records each EC2 Action and answers queued faults instead for the actions they name.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the proxy answers instead of forwarding.
+#[derive(Clone, Debug)]
+pub enum Fault {
+    /// An EC2 XML error with this HTTP status and code.
+    Error(u16, &'static str),
+    /// A bare 503 with a non-XML body (a load balancer's).
+    Bare503,
+    /// No answer for this long, then a closed connection.
+    Stall(Duration),
+    /// Forward the request (moto acts on it), then hold the answer this long and close
+    /// the connection without it: a client that crashes or times out after sending.
+    ForwardThenStall(Duration),
+}
+
+/// Forwards to moto, one connection per request, recording each EC2 Action; answers
+/// queued faults instead for the actions they name.
+pub struct Proxy {
+    port: u16,
+    actions: Arc<Mutex<Vec<String>>>,
+    faults: Arc<Mutex<VecDeque<(&'static str, Fault)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    pub async fn start(upstream: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let actions = Arc::new(Mutex::new(Vec::new()));
+        let faults = Arc::new(Mutex::new(VecDeque::new()));
+        let (a, f) = (actions.clone(), faults.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (a, f) = (a.clone(), f.clone());
+                tokio::spawn(async move {
+                    let _ = serve(conn, upstream, a, f).await;
+                });
+            }
+        });
+        Self {
+            port,
+            actions,
+            faults,
+            task,
+        }
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Answer the next request for `action` with `fault`.
+    pub fn fail(&self, action: &'static str, fault: Fault) {
+        self.faults.lock().unwrap().push_back((action, fault));
+    }
+
+    pub fn count(&self, action: &str) -> usize {
+        self.actions
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|a| *a == action)
+            .count()
+    }
+
+    pub fn total(&self) -> usize {
+        self.actions.lock().unwrap().len()
+    }
+
+    pub fn reset(&self) {
+        self.actions.lock().unwrap().clear();
+    }
+
+    pub fn summary(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for a in self.actions.lock().unwrap().iter() {
+            *m.entry(a.clone()).or_default() += 1;
+        }
+        m
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Header lines without `Connection`, plus `Connection: close`, so neither side
+/// reuses the connection.
+fn close_headers(head: &str) -> String {
+    let mut out: Vec<&str> = head
+        .split("\r\n")
+        .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+        .collect();
+    out.push("Connection: close");
+    out.join("\r\n")
+}
+
+async fn serve(
+    mut client: TcpStream,
+    upstream: u16,
+    actions: Arc<Mutex<Vec<String>>>,
+    faults: Arc<Mutex<VecDeque<(&'static str, Fault)>>>,
+) -> std::io::Result<()> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let head_end = loop {
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            break i;
+        }
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let length: usize = head
+        .split("\r\n")
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + 4 + length {
+        let n = client.read(&mut chunk).await?;
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = &buf[head_end + 4..];
+    let action = String::from_utf8_lossy(body)
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
+        .unwrap_or_default();
+    actions.lock().unwrap().push(action.clone());
+
+    let fault = {
+        let mut q = faults.lock().unwrap();
+        let pos = q.iter().position(|(a, _)| *a == action);
+        pos.and_then(|i| q.remove(i)).map(|(_, f)| f)
+    };
+    let response: Vec<u8> = match fault {
+        Some(Fault::Error(status, code)) => {
+            let xml = format!(
+                "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Response><Errors><Error>\
+                 <Code>{code}</Code><Message>injected by the kelp test proxy</Message>\
+                 </Error></Errors><RequestID>kelp-test</RequestID></Response>"
+            );
+            format!(
+                "HTTP/1.1 {status} Injected\r\nContent-Type: text/xml;charset=UTF-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{xml}",
+                xml.len()
+            )
+            .into_bytes()
+        }
+        Some(Fault::Bare503) => b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
+              Content-Length: 19\r\nConnection: close\r\n\r\nService Unavailable"
+            .to_vec(),
+        Some(Fault::Stall(d)) => {
+            tokio::time::sleep(d).await;
+            return Ok(());
+        }
+        Some(Fault::ForwardThenStall(d)) => {
+            forward(&head, body, upstream).await?;
+            tokio::time::sleep(d).await;
+            return Ok(());
+        }
+        None => forward(&head, body, upstream).await?,
+    };
+    client.write_all(&response).await?;
+    client.shutdown().await
+}
+
+/// Sends the request to moto and returns its answer (with `Connection: close`).
+async fn forward(head: &str, body: &[u8], upstream: u16) -> std::io::Result<Vec<u8>> {
+    let mut up = TcpStream::connect(("127.0.0.1", upstream)).await?;
+    let mut req = close_headers(head).into_bytes();
+    req.extend_from_slice(b"\r\n\r\n");
+    req.extend_from_slice(body);
+    up.write_all(&req).await?;
+    let mut resp = Vec::new();
+    up.read_to_end(&mut resp).await?;
+    Ok(match find(&resp, b"\r\n\r\n") {
+        Some(i) => {
+            let mut out = close_headers(&String::from_utf8_lossy(&resp[..i])).into_bytes();
+            out.extend_from_slice(&resp[i..]);
+            out
+        }
+        None => resp,
+    })
+}
