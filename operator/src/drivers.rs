@@ -71,6 +71,9 @@ impl SimClouds {
     }
 }
 
+/// A cloud driver and the fingerprint of what it was built from.
+type Built = (String, Arc<dyn CloudDriver>);
+
 /// The driver registry of a running operator.
 pub struct Drivers {
     pub sims: Arc<SimClouds>,
@@ -79,7 +82,7 @@ pub struct Drivers {
     types: Mutex<HashMap<String, (Instant, Vec<InstanceType>)>>,
     /// Cloud drivers by Cluster UID, with the fingerprint of what they were built from
     /// (spec block, Secret and price ConfigMap versions): rebuilt when that changes.
-    built: Mutex<HashMap<String, (String, Arc<dyn CloudDriver>)>>,
+    built: Mutex<HashMap<String, Built>>,
     /// The operator's namespace (price ConfigMap).
     namespace: String,
 }
