@@ -334,3 +334,44 @@ async fn a_crash_after_run_instances_is_sent_never_doubles_instances() {
     kubelets.abort();
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_and_server_errors_are_retried_with_a_bounded_number_of_calls() {
+    use kelp_test_peers::proxy::{Fault, Proxy};
+    let Some(moto) = kelp_test_peers::start_moto().await else {
+        return;
+    };
+    let proxy = Proxy::start(moto.port).await;
+    for _ in 0..2 {
+        proxy.fail("RunInstances", Fault::Error(400, "RequestLimitExceeded"));
+        proxy.fail("DescribeInstances", Fault::Error(503, "InternalError"));
+        proxy.fail("DescribeInstances", Fault::Bare503);
+    }
+    proxy.fail("DescribeInstanceTypes", Fault::Error(503, "Unavailable"));
+    let mut h = Harness::new().await;
+    secrets(&h).await;
+    let kubelets = kubelets(&h, &moto.endpoint());
+    h.apply_yaml(&ec2_cluster("faulty", &proxy.endpoint(), 2, 1))
+        .await;
+    h.start();
+    let c = h.cluster_ready("faulty").await;
+    let uid = kube::ResourceExt::uid(&c).unwrap();
+    assert_eq!(
+        instances(&moto.endpoint(), &uid).await.len(),
+        3,
+        "converged, nothing doubled"
+    );
+    let calls = proxy.total();
+    println!(
+        "EC2 calls with 7 injected faults: {calls} {:?}",
+        proxy.summary()
+    );
+    assert!(calls < 80, "bounded: {calls} calls {:?}", proxy.summary());
+    assert_eq!(
+        proxy.count("RunInstances"),
+        2 + 2,
+        "two throttled, then one batch per pool"
+    );
+    kubelets.abort();
+    h.stop().await;
+}
