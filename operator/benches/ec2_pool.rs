@@ -17,6 +17,9 @@ use kelp_operator::context::Config;
 use kelp_test_peers::proxy::Proxy;
 use kube::api::{Api, Patch, PatchParams};
 
+#[path = "../tests/common/ec2_nodes.rs"]
+mod ec2_nodes;
+
 async fn apply(client: &kube::Client, doc: serde_json::Value) {
     let obj: kube::api::DynamicObject = serde_json::from_value(doc.clone()).unwrap();
     let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
@@ -34,7 +37,7 @@ async fn apply(client: &kube::Client, doc: serde_json::Value) {
         .unwrap();
 }
 
-/// Creates a Cluster with one pool of `n` T4 instances and waits until all run.
+/// Creates a Cluster with one pool of `n` T4 instances and waits until it is Ready.
 /// Returns (time to all running, EC2 calls by action until then, calls in `idle` after).
 async fn scenario(
     client: &kube::Client,
@@ -73,6 +76,14 @@ async fn scenario(
     let calls = proxy.summary();
     let before = proxy.total();
     tokio::time::sleep(idle).await;
+    let mut after = proxy.summary();
+    for (k, v) in &calls {
+        if let Some(a) = after.get_mut(k) {
+            *a -= v;
+        }
+    }
+    after.retain(|_, v| *v > 0);
+    println!("  ({name}: idle calls by action {after:?})");
     (took.unwrap_or(Duration::MAX), calls, proxy.total() - before)
 }
 
@@ -114,6 +125,9 @@ async fn main() {
         },
         ..Default::default()
     };
+    // The machines' kubelets: Nodes join, so the Clusters become Ready and settle into
+    // their resync.
+    let kubelets = ec2_nodes::register(client.clone(), &moto.endpoint());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let op = tokio::spawn(kelp_operator::run(client.clone(), env, async {
         let _ = rx.await;
@@ -123,6 +137,7 @@ async fn main() {
     let (tn, callsn, idlen) = scenario(&client, &proxy, "many", n, idle).await;
     let _ = tx.send(());
     let _ = op.await;
+    kubelets.abort();
     let total = |c: &std::collections::BTreeMap<String, usize>| c.values().sum::<usize>();
     let resyncs = idle.as_secs_f64() / resync.as_secs_f64();
     println!(
@@ -130,13 +145,13 @@ async fn main() {
         resync.as_secs()
     );
     println!(
-        "  1 instance : running after {:.1} s; {} EC2 calls {:?}",
+        "  1 instance : Ready after {:.1} s; {} EC2 calls {:?}",
         t1.as_secs_f64(),
         total(&calls1),
         calls1
     );
     println!(
-        "  {n} instances: running after {:.1} s ({:.2} x one); {} EC2 calls ({:.2} x one) {:?}",
+        "  {n} instances: Ready after {:.1} s ({:.2} x one); {} EC2 calls ({:.2} x one) {:?}",
         tn.as_secs_f64(),
         tn.as_secs_f64() / t1.as_secs_f64().max(0.001),
         total(&callsn),

@@ -2,6 +2,8 @@
 //! fast sim cloud, which a test can stop, crash and restart on the same server and cloud.
 #![allow(dead_code)]
 
+pub mod ec2_nodes;
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,0 +1,54 @@
+//! Plays the kubelets of EC2 machines: registers a Ready Node for every running kelp
+//! instance on moto, as the k3s agent in their user-data would on real EC2. Shared by
+//! the EC2 tests and the ec2_pool benchmark.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Node;
+use kelp_cloud_drivers::{CloudDriver, Ec2Credentials, Ec2Driver, Ec2Settings, MachineState, tags};
+use kube::api::{Api, Patch, PatchParams};
+
+/// An EC2 driver for moto at `endpoint`.
+pub fn driver(endpoint: &str) -> Ec2Driver {
+    Ec2Driver::new(Ec2Settings {
+        endpoint_url: Some(endpoint.to_string()),
+        credentials: Some(Ec2Credentials {
+            access_key_id: "testing".into(),
+            secret_access_key: "testing".into(),
+            session_token: None,
+        }),
+        ..Ec2Settings::new(kelp_test_peers::REGION)
+    })
+    .unwrap()
+}
+
+/// Registers Nodes on `client`'s API server for the running instances at `endpoint`
+/// every 100 ms, until the task is aborted.
+pub fn register(client: kube::Client, endpoint: &str) -> tokio::task::JoinHandle<()> {
+    let d = driver(endpoint);
+    let nodes: Api<Node> = Api::all(client);
+    tokio::spawn(async move {
+        loop {
+            let mut managed = std::collections::BTreeMap::new();
+            managed.insert(tags::MANAGED_BY.to_string(), "kelp".to_string());
+            for m in d.list(&managed).await.unwrap_or_default() {
+                if m.state != MachineState::Running {
+                    continue;
+                }
+                let node = serde_json::json!({
+                    "apiVersion": "v1", "kind": "Node",
+                    "metadata": {"name": m.id, "labels": {
+                        "kelp.imagine-ai.eu/cluster-uid": m.tags[tags::CLUSTER_UID],
+                        "kelp.imagine-ai.eu/pool": m.tags[tags::POOL]}},
+                    "spec": {"providerID": m.provider_id},
+                    "status": {"conditions": [{"type": "Ready", "status": "True"}],
+                               "capacity": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}},
+                });
+                let pp = PatchParams::apply("test-kubelet").force();
+                let _ = nodes.patch(&m.id, &pp, &Patch::Apply(&node)).await;
+                let _ = nodes.patch_status(&m.id, &pp, &Patch::Apply(&node)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
