@@ -15,24 +15,13 @@ use kelp_crds::Cluster;
 use kelp_operator::Environment;
 use kelp_operator::context::Config;
 use kelp_test_peers::proxy::Proxy;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 
 #[path = "../tests/common/ec2_nodes.rs"]
 mod ec2_nodes;
 
 async fn apply(client: &kube::Client, doc: serde_json::Value) {
-    let obj: kube::api::DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-    let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
-    let ar = kube::api::ApiResource::from_gvk_with_plural(
-        &gvk,
-        &format!("{}s", gvk.kind.to_lowercase()),
-    );
-    Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), "default", &ar)
-        .patch(
-            obj.metadata.name.as_deref().unwrap(),
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&doc),
-        )
+    kelp_operator::dev::apply_manifest(client, "default", "bench", &doc)
         .await
         .unwrap();
 }

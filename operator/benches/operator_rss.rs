@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use kelp_crds::{Cluster, Deployment};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -40,18 +40,7 @@ fn ready(c: Option<&Vec<kelp_crds::Condition>>) -> bool {
 }
 
 async fn apply(client: &kube::Client, doc: serde_json::Value) {
-    let obj: kube::api::DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-    let gvk = kube::api::GroupVersionKind::try_from(obj.types.as_ref().unwrap()).unwrap();
-    let ar = kube::api::ApiResource::from_gvk_with_plural(
-        &gvk,
-        &format!("{}s", gvk.kind.to_lowercase()),
-    );
-    Api::<kube::api::DynamicObject>::namespaced_with(client.clone(), "default", &ar)
-        .patch(
-            obj.metadata.name.as_deref().unwrap(),
-            &PatchParams::apply("bench").force(),
-            &Patch::Apply(&doc),
-        )
+    kelp_operator::dev::apply_manifest(client, "default", "bench", &doc)
         .await
         .unwrap();
 }

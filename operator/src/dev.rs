@@ -8,6 +8,31 @@ use kelp_testapi::{Config as ApiConfig, TestApiServer};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 
+/// Server-side applies one namespaced manifest (kelp kinds, Secrets, ConfigMaps...) into
+/// `namespace` as field manager `manager`; the plural is the lowercased kind plus "s".
+pub async fn apply_manifest(
+    client: &Client,
+    namespace: &str,
+    manager: &str,
+    doc: &serde_json::Value,
+) -> Result<(), kube::Error> {
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let name = doc["metadata"]["name"].as_str().unwrap_or_default();
+    let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+    let gvk = GroupVersionKind::gvk(group, version, kind);
+    let ar = ApiResource::from_gvk_with_plural(&gvk, &format!("{}s", kind.to_lowercase()));
+    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ar)
+        .patch(
+            name,
+            &PatchParams::apply(manager).force(),
+            &Patch::Apply(doc),
+        )
+        .await?;
+    Ok(())
+}
+
 /// Installs (server-side applies) kelp's CRDs and waits until they are served.
 pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());

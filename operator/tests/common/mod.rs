@@ -13,9 +13,7 @@ use kelp_operator::context::{Config, Context};
 use kelp_operator::drivers::SimClouds;
 use kelp_operator::{Environment, sim_kube::SimKube};
 use kelp_testapi::TestApiServer;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-};
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 
@@ -109,17 +107,7 @@ impl Harness {
     /// Server-side applies a YAML manifest as the test user.
     pub async fn apply_yaml(&self, yaml: &str) {
         for doc in kelp_crds::parse::documents(yaml).unwrap() {
-            let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-            let types = obj.types.clone().unwrap();
-            let gvk = GroupVersionKind::try_from(&types).unwrap();
-            let plural = format!("{}s", gvk.kind.to_lowercase());
-            let ar = ApiResource::from_gvk_with_plural(&gvk, &plural);
-            Api::<DynamicObject>::namespaced_with(self.client.clone(), "default", &ar)
-                .patch(
-                    &obj.name_any(),
-                    &PatchParams::apply("test").force(),
-                    &Patch::Apply(&doc),
-                )
+            kelp_operator::dev::apply_manifest(&self.client, "default", "test", &doc)
                 .await
                 .unwrap();
         }
