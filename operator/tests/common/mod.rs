@@ -159,7 +159,8 @@ impl Harness {
     {
         let api = self.api::<K>();
         let mut last = None;
-        for _ in 0..600 {
+        // Up to 90 s: moto answers its first catalogue call slowly on a loaded machine.
+        for _ in 0..1800 {
             last = api.get_opt(name).await.unwrap();
             if cond(last.as_ref()) {
                 return last;
