@@ -114,6 +114,8 @@ pub struct CreateRequest {
     /// The same key for a retried request: a cloud that honours it never creates the
     /// batch twice. Callers must still list by tags first; clouds forget keys.
     pub idempotency_key: String,
+    /// Root disk size in GB (the pool's `machine.diskGB`); None: the image's or flavor's.
+    pub disk_gb: Option<u32>,
 }
 
 /// Lifecycle of a machine as the cloud reports it.

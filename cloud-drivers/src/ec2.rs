@@ -557,7 +557,9 @@ impl CloudDriver for Ec2Driver {
         if !self.settings.security_group_ids.is_empty() {
             run = run.set_security_group_ids(Some(self.settings.security_group_ids.clone()));
         }
-        if let (Some(gb), Some(device)) = (self.settings.root_volume_gb, root_device) {
+        if let (Some(gb), Some(device)) =
+            (req.disk_gb.or(self.settings.root_volume_gb), root_device)
+        {
             let size = i32::try_from(gb)
                 .map_err(|_| CloudError::Invalid(format!("root volume of {gb} GiB")))?;
             run = run.block_device_mappings(

@@ -67,6 +67,7 @@ fn request(count: u32, instance_type: &str, tags: BTreeMap<String, String>) -> C
         tags,
         name_prefix: "demo-gpu".to_string(),
         idempotency_key: "kelp-0123456789abcdef0123456789abcdef".to_string(),
+        disk_gb: None,
     }
 }
 

@@ -34,6 +34,7 @@ fn request(pool: &str, instance_type: &str, count: u32, key: &str) -> CreateRequ
         tags: pool_tags(pool),
         name_prefix: format!("c1-{pool}"),
         idempotency_key: key.to_string(),
+        disk_gb: None,
     }
 }
 

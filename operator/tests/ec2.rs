@@ -28,7 +28,7 @@ spec:
     ec2: {{region: us-east-1, endpointUrl: "{endpoint}", credentialsSecretRef: {{name: aws}}}}
   kubernetes: {{mode: Existing, kubeconfigSecretRef: {{name: self-kubeconfig}}}}
   nodePools:
-    - {{name: t4, replicas: {t4}, machine: {{cpu: 4, gpu: {{count: 1, vendor: NVIDIA, model: T4}}}}}}
+    - {{name: t4, replicas: {t4}, machine: {{cpu: 4, diskGB: 80, gpu: {{count: 1, vendor: NVIDIA, model: T4}}}}}}
     - {{name: a10g, replicas: {a10g}, machine: {{cpu: 4, gpu: {{count: 1, model: A10G}}}}}}
 "#
     )
@@ -115,11 +115,27 @@ async fn an_ec2_cluster_with_two_gpu_pools_becomes_ready_scales_and_is_deleted()
             text.contains("nvidia-container-toolkit") && text.contains(&h.server.url()),
             "agent joins the existing cluster"
         );
+        if pool == "t4" {
+            // machine.diskGB sizes the root volume.
+            let filter = aws_sdk_ec2::types::Filter::builder()
+                .name("attachment.instance-id")
+                .values(&m.id)
+                .build();
+            let vols = d
+                .client()
+                .describe_volumes()
+                .filters(filter)
+                .send()
+                .await
+                .unwrap();
+            let sizes: Vec<i32> = vols.volumes().iter().filter_map(|v| v.size()).collect();
+            assert!(sizes.contains(&80), "root volume sizes {sizes:?}");
+        }
     }
 
     // Scale: t4 down to 1, a10g up to 2.
     h.patch_spec::<Cluster>("gpu", serde_json::json!({"nodePools": [
-        {"name": "t4", "replicas": 1, "machine": {"cpu": 4, "gpu": {"count": 1, "vendor": "NVIDIA", "model": "T4"}}},
+        {"name": "t4", "replicas": 1, "machine": {"cpu": 4, "diskGB": 80, "gpu": {"count": 1, "vendor": "NVIDIA", "model": "T4"}}},
         {"name": "a10g", "replicas": 2, "machine": {"cpu": 4, "gpu": {"count": 1, "model": "A10G"}}},
     ]}))
     .await;

@@ -245,6 +245,7 @@ async fn machines_of_clusters_that_no_longer_exist_are_deleted_after_a_grace_per
             tags: t,
             name_prefix: format!("stray-{uid}"),
             idempotency_key: String::new(),
+            disk_gb: None,
         }
     };
     let driver = sim.driver();

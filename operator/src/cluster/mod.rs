@@ -681,7 +681,16 @@ impl Run<'_> {
                 plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(CONTROL_PLANE_POOL));
             tags.insert(ROLE_TAG.into(), "server".into());
             if let Some(created) = self
-                .create_batch(CONTROL_PLANE_POOL, &candidates, 1, 0, user_data, tags, None)
+                .create_batch(
+                    CONTROL_PLANE_POOL,
+                    &candidates,
+                    1,
+                    0,
+                    user_data,
+                    tags,
+                    None,
+                    None,
+                )
                 .await?
             {
                 alive.extend(created.1);
@@ -777,6 +786,7 @@ impl Run<'_> {
         user_data: String,
         tags: BTreeMap<String, String>,
         image: Option<String>,
+        disk_gb: Option<u32>,
     ) -> Result<Option<(String, Vec<Machine>)>> {
         for (i, t) in candidates.iter().enumerate() {
             let req = CreateRequest {
@@ -793,6 +803,7 @@ impl Run<'_> {
                     alive,
                     &t.name,
                 ),
+                disk_gb,
             };
             match self.driver.create(&req).await {
                 Ok(machines) => {
@@ -939,6 +950,7 @@ impl Run<'_> {
                             ud,
                             tags,
                             pool.image.clone(),
+                            req.disk_gb,
                         )
                         .await?
                     {
@@ -1011,6 +1023,7 @@ impl Run<'_> {
                         ud,
                         tags,
                         pool.image.clone(),
+                        req.disk_gb,
                     )
                     .await?
                 {
