@@ -149,7 +149,7 @@ impl Drivers {
                         )))
                     })?;
                 fingerprint.push_str(&secret.resource_version().unwrap_or_default());
-                let data = secret_data(&secret);
+                let data = crate::targets::secret_data(&secret);
                 let get = |k: &str| {
                     data.get(k).cloned().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
                         Error::Cloud(CloudError::Invalid(format!(
@@ -236,17 +236,4 @@ impl Drivers {
         self.types.lock().unwrap().remove(uid);
         self.built.lock().unwrap().remove(uid);
     }
-}
-
-/// A Secret's data and stringData as text.
-pub fn secret_data(secret: &k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, String> {
-    let mut out: BTreeMap<String, String> = secret
-        .data
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-        .collect();
-    out.extend(secret.string_data.clone().unwrap_or_default());
-    out
 }

@@ -1,7 +1,7 @@
 //! Clients for the Kubernetes of each Cluster (the "target"), built from its kubeconfig
 //! Secret and cached until the Secret changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use k8s_openapi::api::core::v1::Secret;
@@ -39,35 +39,77 @@ pub fn kubeconfig_secret(cluster: &Cluster) -> Option<(String, String)> {
 impl Targets {
     /// A client for `cluster`'s Kubernetes; Err(Target) while there is no kubeconfig yet.
     pub async fn client(&self, client: &Client, cluster: &Cluster) -> Result<Client> {
-        let ns = cluster.namespace().unwrap_or_default();
-        let (name, key) = kubeconfig_secret(cluster)
-            .ok_or_else(|| Error::Target("the cluster has no kubeconfig yet".into()))?;
-        let secret = Api::<Secret>::namespaced(client.clone(), &ns)
-            .get_opt(&name)
-            .await?
-            .ok_or_else(|| Error::Target(format!("kubeconfig Secret {ns}/{name} not found")))?;
-        let version = secret.resource_version().unwrap_or_default();
-        let cache_key = format!("{ns}/{name}/{key}");
-        if let Some((v, c)) = self.cache.lock().unwrap().get(&cache_key)
-            && *v == version
+        let kc = read(client, cluster).await?;
+        self.client_for(&kc).await
+    }
+
+    /// A client from an already read kubeconfig Secret, cached until the Secret changes.
+    pub async fn client_for(&self, kc: &KubeconfigSecret) -> Result<Client> {
+        if let Some((v, c)) = self.cache.lock().unwrap().get(&kc.id)
+            && *v == kc.version
         {
             return Ok(c.clone());
         }
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&key))
-            .ok_or_else(|| {
-                Error::Target(format!("kubeconfig Secret {ns}/{name} has no key {key:?}"))
-            })?;
-        let text = String::from_utf8_lossy(&bytes.0);
-        let target = client_from_kubeconfig(&text).await?;
+        let text = kc.kubeconfig().ok_or_else(|| {
+            Error::Target(format!(
+                "kubeconfig Secret {} has no key {:?}",
+                kc.id, kc.key
+            ))
+        })?;
+        let target = client_from_kubeconfig(text).await?;
         self.cache
             .lock()
             .unwrap()
-            .insert(cache_key, (version, target.clone()));
+            .insert(kc.id.clone(), (kc.version.clone(), target.clone()));
         Ok(target)
     }
+}
+
+/// A Cluster's kubeconfig Secret, as read.
+pub struct KubeconfigSecret {
+    /// `namespace/name`.
+    pub id: String,
+    /// The key holding the kubeconfig.
+    pub key: String,
+    pub version: String,
+    pub data: BTreeMap<String, String>,
+}
+
+impl KubeconfigSecret {
+    /// The kubeconfig text, when the key is there.
+    pub fn kubeconfig(&self) -> Option<&str> {
+        self.data.get(&self.key).map(String::as_str)
+    }
+}
+
+/// Reads `cluster`'s kubeconfig Secret; Err(Target) while there is none.
+pub async fn read(client: &Client, cluster: &Cluster) -> Result<KubeconfigSecret> {
+    let ns = cluster.namespace().unwrap_or_default();
+    let (name, key) = kubeconfig_secret(cluster)
+        .ok_or_else(|| Error::Target("the cluster has no kubeconfig yet".into()))?;
+    let secret = Api::<Secret>::namespaced(client.clone(), &ns)
+        .get_opt(&name)
+        .await?
+        .ok_or_else(|| Error::Target(format!("kubeconfig Secret {ns}/{name} not found")))?;
+    Ok(KubeconfigSecret {
+        id: format!("{ns}/{name}"),
+        key,
+        version: secret.resource_version().unwrap_or_default(),
+        data: secret_data(&secret),
+    })
+}
+
+/// A Secret's data and stringData as text.
+pub fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
+    let mut out: BTreeMap<String, String> = secret
+        .data
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
+        .collect();
+    out.extend(secret.string_data.clone().unwrap_or_default());
+    out
 }
 
 /// A kube Client from kubeconfig text.

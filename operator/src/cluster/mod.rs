@@ -408,15 +408,8 @@ impl Run<'_> {
         .map(|(k, v)| (k.to_string(), v.clone()))
         .collect();
         let secret = self.ensure_secret(&name, data).await?;
-        let get = |k: &str| -> String {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(k))
-                .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(k).cloned()))
-                .unwrap_or_default()
-        };
+        let data = crate::targets::secret_data(&secret);
+        let get = |k: &str| data.get(k).cloned().unwrap_or_default();
         Ok(ClusterPki {
             ca_cert_pem: get("ca.crt"),
             ca_key_pem: get("ca.key"),
@@ -462,22 +455,21 @@ impl Run<'_> {
         match k8s.mode {
             KubernetesMode::Existing => {
                 // The kubeconfig is the user's; reachability is the readiness.
-                let reachable = match self
-                    .ctx
-                    .targets
-                    .client(&self.ctx.client, self.cluster)
-                    .await
-                {
-                    Ok(c) => c
-                        .apiserver_version()
-                        .await
-                        .map(|_| c)
-                        .map_err(|e| Error::Target(e.to_string())),
-                    Err(e) => Err(e),
+                let kc = crate::targets::read(&self.ctx.client, self.cluster).await;
+                let reachable = match &kc {
+                    Ok(kc) => match self.ctx.targets.client_for(kc).await {
+                        Ok(c) => c
+                            .apiserver_version()
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| Error::Target(e.to_string()).to_string()),
+                        Err(e) => Err(e.to_string()),
+                    },
+                    Err(e) => Err(e.to_string()),
                 };
                 let (ok, msg) = match &reachable {
-                    Ok(_) => (true, "the existing cluster's API answers".to_string()),
-                    Err(e) => (false, e.to_string()),
+                    Ok(()) => (true, "the existing cluster's API answers".to_string()),
+                    Err(e) => (false, e.clone()),
                 };
                 conditions::set(
                     &mut self.status.conditions,
@@ -487,29 +479,17 @@ impl Run<'_> {
                     msg,
                     g,
                 );
-                let (secret_name, key) =
-                    crate::targets::kubeconfig_secret(self.cluster).unwrap_or_default();
-                let secret = Api::<Secret>::namespaced(self.ctx.client.clone(), &self.ns)
-                    .get_opt(&secret_name)
-                    .await?;
-                let text = secret
-                    .as_ref()
-                    .and_then(|s| s.data.as_ref())
-                    .and_then(|d| d.get(&key))
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-                    .unwrap_or_default();
-                let kc = kube::config::Kubeconfig::from_yaml(&text).ok();
+                let kc = kc.ok();
                 let server = kc
                     .as_ref()
-                    .and_then(|k| k.clusters.first())
-                    .and_then(|c| c.cluster.as_ref())
-                    .and_then(|c| c.server.clone());
+                    .and_then(|kc| kc.kubeconfig())
+                    .and_then(|text| kube::config::Kubeconfig::from_yaml(text).ok())
+                    .and_then(|k| k.clusters.into_iter().next())
+                    .and_then(|c| c.cluster)
+                    .and_then(|c| c.server);
                 self.status.api_endpoint = server.clone();
-                let token = secret
-                    .as_ref()
-                    .and_then(|s| s.data.as_ref())
-                    .and_then(|d| d.get("token"))
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                let token = kc
+                    .and_then(|kc| kc.data.get("token").cloned())
                     .unwrap_or_default();
                 Ok(server.map(|server_url| Join {
                     server_url,
@@ -677,8 +657,7 @@ impl Run<'_> {
             else {
                 return Ok(None);
             };
-            let mut tags =
-                plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(CONTROL_PLANE_POOL));
+            let mut tags = plan::ownership_tags(&self.uid, Some(CONTROL_PLANE_POOL));
             tags.insert(ROLE_TAG.into(), "server".into());
             if let Some(created) = self
                 .create_batch(
@@ -705,7 +684,7 @@ impl Run<'_> {
     }
 
     async fn list(&self, pool: Option<&str>) -> Result<Vec<Machine>> {
-        let tags = plan::ownership_tags(&self.uid, &self.ns, &self.name, pool);
+        let tags = plan::ownership_tags(&self.uid, pool);
         Ok(self.driver.list(&tags).await?)
     }
 
@@ -733,44 +712,33 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// [`Self::user_data`], with a recipe error recorded as Stalled (naming the pool)
-    /// instead of failing the reconcile: None means "do not create machines".
+    /// The pool's node recipes rendered and merged into one user-data. A recipe error
+    /// (or a broken user recipe) is recorded as Stalled, naming the pool, instead of
+    /// failing the reconcile: None means "do not create machines".
     fn node_user_data(
         &mut self,
         pool: Option<&NodePool>,
         role: kelp_recipes::NodeRole,
         join: &Join,
     ) -> Result<Option<String>> {
-        match self.user_data(pool, role, join) {
+        let uses = plan::node_recipes(self.cluster, pool, role);
+        let rendered = self
+            .ctx
+            .recipes
+            .check(uses.iter().map(|u| u.name.as_str()))
+            .and_then(|()| {
+                let ctx = plan::node_context(self.cluster, pool, role, join);
+                self.ctx.recipes.catalog().render_node(&uses, &ctx)
+            });
+        match rendered {
             Ok(ud) => Ok(Some(ud)),
-            Err(Error::Recipe(e)) => {
+            Err(e) => {
                 let name = pool.map_or(CONTROL_PLANE_POOL, |p| p.name.as_str());
                 self.stalled
                     .push(("RecipeError", format!("pool {name}: {e}")));
                 Ok(None)
             }
-            Err(e) => Err(e),
         }
-    }
-
-    /// Renders a pool's node recipes into one user-data.
-    fn user_data(
-        &self,
-        pool: Option<&NodePool>,
-        role: kelp_recipes::NodeRole,
-        join: &Join,
-    ) -> Result<String> {
-        let uses = plan::node_recipes(self.cluster, pool, role);
-        self.ctx
-            .recipes
-            .check(uses.iter().map(|u| u.name.as_str()))?;
-        Ok(plan::user_data(
-            &self.ctx.recipes.catalog(),
-            self.cluster,
-            pool,
-            role,
-            join,
-        )?)
     }
 
     /// Creates `count` machines in one call, trying the candidates in order on
@@ -938,8 +906,7 @@ impl Run<'_> {
                     && let Some(ud) =
                         self.node_user_data(Some(pool), kelp_recipes::NodeRole::Server, join)?
                 {
-                    let mut tags =
-                        plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(&pool.name));
+                    let mut tags = plan::ownership_tags(&self.uid, Some(&pool.name));
                     tags.insert(ROLE_TAG.into(), "server".into());
                     if let Some((_, created)) = self
                         .create_batch(
@@ -1013,7 +980,7 @@ impl Run<'_> {
                 && let Some(ud) =
                     self.node_user_data(Some(pool), kelp_recipes::NodeRole::Agent, join)?
             {
-                let tags = plan::ownership_tags(&self.uid, &self.ns, &self.name, Some(&pool.name));
+                let tags = plan::ownership_tags(&self.uid, Some(&pool.name));
                 if let Some((_, created)) = self
                     .create_batch(
                         &pool.name,
@@ -1126,6 +1093,7 @@ impl Run<'_> {
             .collect();
         let now = std::time::Instant::now();
         let mut due = Vec::new();
+        let mut orphans = 0;
         {
             let mut o = self.ctx.orphans.lock().unwrap();
             for m in &foreign {
@@ -1134,17 +1102,14 @@ impl Run<'_> {
                     o.first_seen.remove(&m.id);
                     continue;
                 }
+                orphans += 1;
                 let seen = *o.first_seen.entry(m.id.clone()).or_insert(now);
                 if now.duration_since(seen) >= cfg.orphan_grace {
                     due.push(m.clone());
                 }
             }
         }
-        let waiting = due.len()
-            < foreign
-                .iter()
-                .filter(|m| !live.contains(&m.tags[tags::CLUSTER_UID]))
-                .count();
+        let waiting = due.len() < orphans;
         {
             let mut o = self.ctx.orphans.lock().unwrap();
             if waiting {
@@ -1330,7 +1295,7 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
     let uid = cluster.uid().unwrap_or_default();
     let ns = cluster.namespace().unwrap_or_default();
     let name = cluster.name_any();
-    let tags = plan::ownership_tags(&uid, &ns, &name, None);
+    let tags = plan::ownership_tags(&uid, None);
     if cluster.spec.deletion_policy == kelp_crds::DeletionPolicy::Retain {
         let count = match ctx.drivers.for_cluster(&ctx.client, &cluster).await {
             Ok(d) => d.list(&tags).await.map(|m| m.len()).unwrap_or(0),

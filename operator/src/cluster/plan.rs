@@ -29,12 +29,7 @@ pub fn requirements(pool: &NodePool) -> Requirements {
 }
 
 /// Ownership tags of a Cluster's machines (pool None: every machine of the Cluster).
-pub fn ownership_tags(
-    uid: &str,
-    namespace: &str,
-    name: &str,
-    pool: Option<&str>,
-) -> BTreeMap<String, String> {
+pub fn ownership_tags(uid: &str, pool: Option<&str>) -> BTreeMap<String, String> {
     let mut t = BTreeMap::new();
     t.insert(
         tags::MANAGED_BY.to_string(),
@@ -44,8 +39,6 @@ pub fn ownership_tags(
     if let Some(pool) = pool {
         t.insert(tags::POOL.to_string(), pool.to_string());
     }
-    // Kept out of list filters: a renamed namespace/name must not hide machines.
-    let _ = (namespace, name);
     t
 }
 

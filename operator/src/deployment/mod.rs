@@ -576,14 +576,7 @@ async fn read_secret(
                 true,
             ))
         })?;
-    let mut out: BTreeMap<String, String> = secret
-        .data
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(k, v)| (k, String::from_utf8_lossy(&v.0).into_owned()))
-        .collect();
-    out.extend(secret.string_data.unwrap_or_default());
-    Ok(out)
+    Ok(crate::targets::secret_data(&secret))
 }
 
 async fn ensure_namespace(target: &Client, ns: &str) -> Result<()> {
