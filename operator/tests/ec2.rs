@@ -86,6 +86,7 @@ async fn an_ec2_cluster_with_two_gpu_pools_becomes_ready_scales_and_is_deleted()
     let d = driver(&endpoint);
     for m in &found {
         assert_eq!(m.tags[tags::MANAGED_BY], "kelp");
+        assert_eq!(m.tags[tags::CLUSTER], "default/gpu");
         let pool = &m.tags[tags::POOL];
         let want = if pool == "t4" { "g4dn." } else { "g5." };
         assert!(m.instance_type.starts_with(want), "{m:?}");

@@ -756,6 +756,13 @@ impl Run<'_> {
         image: Option<String>,
         disk_gb: Option<u32>,
     ) -> Result<Option<(String, Vec<Machine>)>> {
+        // Which Cluster a machine is for, readable in the cloud console (kelp itself finds
+        // its machines by UID, so a renamed or restored Cluster is never confused).
+        let mut tags = tags;
+        tags.insert(
+            tags::CLUSTER.to_string(),
+            format!("{}/{}", self.ns, self.name),
+        );
         for (i, t) in candidates.iter().enumerate() {
             let req = CreateRequest {
                 count,
