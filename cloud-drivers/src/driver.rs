@@ -18,6 +18,9 @@ pub mod tags {
     pub const CLUSTER: &str = "kelp.imagine-ai.eu/cluster";
     /// The node pool (or `control-plane`).
     pub const POOL: &str = "kelp.imagine-ai.eu/pool";
+    /// `server` on the machine that runs the k3s server (the one that needs a public
+    /// address when the cloud hands them out separately).
+    pub const ROLE: &str = "kelp.imagine-ai.eu/role";
     /// The value of [`MANAGED_BY`].
     pub const MANAGED_BY_VALUE: &str = "kelp";
 }
@@ -256,6 +259,13 @@ pub trait CloudDriver: Send + Sync {
 
     /// Deletes machines by ID; IDs the cloud no longer knows are success.
     async fn delete(&self, ids: &[String]) -> Result<(), CloudError>;
+
+    /// Deletes what the driver made besides machines for the owner in `tags` (security
+    /// groups, floating IPs). Called once the owner's machines are gone.
+    async fn release(&self, tags: &BTreeMap<String, String>) -> Result<(), CloudError> {
+        let _ = tags;
+        Ok(())
+    }
 }
 
 /// A shared driver is a driver, so wrappers such as `Metered<Arc<dyn CloudDriver>>` work.
@@ -283,5 +293,9 @@ impl<T: CloudDriver + ?Sized> CloudDriver for std::sync::Arc<T> {
 
     async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {
         (**self).delete(ids).await
+    }
+
+    async fn release(&self, tags: &BTreeMap<String, String>) -> Result<(), CloudError> {
+        (**self).release(tags).await
     }
 }

@@ -8,7 +8,11 @@
 pub mod driver;
 #[cfg(feature = "ec2")]
 pub mod ec2;
+#[cfg(feature = "openstack")]
+pub mod egi;
 pub mod metered;
+#[cfg(feature = "openstack")]
+pub mod openstack;
 pub mod select;
 pub mod sim;
 
@@ -16,5 +20,7 @@ pub use driver::*;
 #[cfg(feature = "ec2")]
 pub use ec2::{Ec2Credentials, Ec2Driver, Ec2Settings};
 pub use metered::{CallRecord, CallStats, Metered};
+#[cfg(feature = "openstack")]
+pub use openstack::{OpenStackAuth, OpenStackDriver, OpenStackSettings};
 pub use select::{NoFit, candidates, choose};
 pub use sim::{SimCloud, SimConfig, SimDriver, sim_config_from};

@@ -18,6 +18,8 @@ pub mod verbs {
     pub const INSTANCE_TYPES: &str = "instance_types";
     /// [`CloudDriver::resolve_image`](crate::CloudDriver::resolve_image).
     pub const RESOLVE_IMAGE: &str = "resolve_image";
+    /// [`CloudDriver::release`](crate::CloudDriver::release).
+    pub const RELEASE: &str = "release";
     /// [`CloudDriver::create`](crate::CloudDriver::create).
     pub const CREATE: &str = "create";
     /// [`CloudDriver::list`](crate::CloudDriver::list).
@@ -215,6 +217,13 @@ impl<D: CloudDriver> CloudDriver for Metered<D> {
         let start = Instant::now();
         let r = self.inner.delete(ids).await;
         self.observe(verbs::DELETE, start, &r);
+        r
+    }
+
+    async fn release(&self, tags: &BTreeMap<String, String>) -> Result<(), CloudError> {
+        let start = Instant::now();
+        let r = self.inner.release(tags).await;
+        self.observe(verbs::RELEASE, start, &r);
         r
     }
 }

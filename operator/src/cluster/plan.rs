@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 /// The pool name that tags a separate control-plane machine.
 pub const CONTROL_PLANE_POOL: &str = "control-plane";
 /// Tag marking the machine that runs the k3s server.
-pub const ROLE_TAG: &str = "kelp.imagine-ai.eu/role";
+pub const ROLE_TAG: &str = kelp_cloud_drivers::tags::ROLE;
 
 /// A pool's `machine` block as driver requirements.
 pub fn requirements(pool: &NodePool) -> Requirements {

@@ -1,0 +1,95 @@
+//! EGI FedCloud: OpenStack sites behind EGI Check-in. `sites` is the catalogue of
+//! sites, their Keystone endpoints and the project each Virtual Organisation (VO) gets;
+//! `auth` turns a Check-in refresh token into a project-scoped Keystone token; the
+//! machines themselves are the OpenStack driver's, with that token.
+
+pub mod auth;
+pub mod sites;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+pub use auth::{CHECKIN_TOKEN_URL, CheckinCredentials, EgiAuth, FederatedLogin};
+pub use sites::{SiteCatalog, SiteError, keystone_v3};
+
+use crate::driver::CloudError;
+use crate::openstack::{OpenStackAuth, OpenStackDriver, OpenStackSettings};
+
+/// The driver's name, the label of its metrics.
+pub const DRIVER_NAME: &str = "egi";
+/// The Keystone federation protocol EGI sites use unless their site file says otherwise.
+pub const DEFAULT_PROTOCOL: &str = "openid";
+
+/// An EGI Cluster's cloud: the site and VO, the Check-in account, and the OpenStack
+/// choices of the Cluster.
+#[derive(Clone, Debug)]
+pub struct EgiSettings {
+    pub site: String,
+    pub vo: String,
+    pub checkin: CheckinCredentials,
+    /// The site's Keystone URL, overriding the site catalogue.
+    pub auth_url: Option<String>,
+    pub identity_provider: String,
+    pub protocol: String,
+    pub network: Option<String>,
+    pub floating_ip_pool: Option<String>,
+    pub key_name: Option<String>,
+    pub price_overrides: BTreeMap<String, f64>,
+}
+
+/// The OpenStack driver for an EGI site, logging in through Check-in, and its login
+/// (for its counters). The site's endpoint and the VO's project come from `catalog`
+/// unless `auth_url` is set; an unknown site or a VO the site does not support is an
+/// Invalid error naming the field.
+pub fn driver(
+    s: &EgiSettings,
+    catalog: &SiteCatalog,
+) -> Result<(OpenStackDriver, Arc<EgiAuth>), CloudError> {
+    let (endpoint, project_id, protocol) = match catalog.project_for(&s.site, &s.vo) {
+        Ok((endpoint, project)) => {
+            let site_protocol = catalog.site(&s.site).and_then(|x| x.protocol.clone());
+            (
+                endpoint.to_string(),
+                Some(project.to_string()),
+                site_protocol,
+            )
+        }
+        Err(e) => match &s.auth_url {
+            // An explicit endpoint: the project is found by the VO's name.
+            Some(url) => (url.clone(), None, None),
+            None => {
+                let field = match e {
+                    SiteError::UnknownSite { .. } => "site",
+                    SiteError::VoNotSupported { .. } => "vo",
+                };
+                return Err(CloudError::Invalid(format!(
+                    "{field}: {e} (or set authUrl to the site's Keystone)"
+                )));
+            }
+        },
+    };
+    let auth_url = keystone_v3(s.auth_url.as_deref().unwrap_or(&endpoint));
+    let protocol = match protocol {
+        Some(p) if s.protocol == DEFAULT_PROTOCOL => p,
+        _ => s.protocol.clone(),
+    };
+    let login = FederatedLogin {
+        checkin: s.checkin.clone(),
+        auth_url: auth_url.clone(),
+        identity_provider: s.identity_provider.clone(),
+        protocol,
+        vo: s.vo.clone(),
+        project_id,
+        site: s.site.clone(),
+    };
+    let auth = Arc::new(EgiAuth::new(login).map_err(|e| CloudError::Invalid(e.to_string()))?);
+    let settings = OpenStackSettings {
+        name: DRIVER_NAME.into(),
+        network: s.network.clone(),
+        floating_ip_pool: s.floating_ip_pool.clone(),
+        key_name: s.key_name.clone(),
+        price_overrides: s.price_overrides.clone(),
+        ..OpenStackSettings::new(auth_url, OpenStackAuth::Custom(auth.clone()))
+    };
+    Ok((OpenStackDriver::new(settings)?, auth))
+}
