@@ -17,8 +17,8 @@ use kelp_operator::context::Config;
 use kelp_test_peers::proxy::Proxy;
 use kube::api::Api;
 
-#[path = "../tests/common/ec2_nodes.rs"]
-mod ec2_nodes;
+#[path = "../tests/common/kubelets.rs"]
+mod kubelets;
 
 async fn apply(client: &kube::Client, doc: serde_json::Value) {
     kelp_operator::dev::apply_manifest(client, "default", "bench", &doc)
@@ -116,7 +116,7 @@ async fn main() {
     };
     // The machines' kubelets: Nodes join, so the Clusters become Ready and settle into
     // their resync.
-    let kubelets = ec2_nodes::register(client.clone(), &moto.endpoint());
+    let kubelets = kubelets::register(client.clone(), &moto.endpoint());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let op = tokio::spawn(kelp_operator::run(client.clone(), env, async {
         let _ = rx.await;

@@ -33,6 +33,28 @@ pub struct Config {
     /// The operator's namespace, where users' recipe ConfigMaps live: `KELP_NAMESPACE`,
     /// else `POD_NAMESPACE`, else `kelp-system`.
     pub namespace: String,
+    /// OpenStack service endpoints that replace the service catalogue's, for every
+    /// OpenStack and EGI Cluster (service type -> URL): for clouds whose catalogue lists
+    /// addresses the operator cannot reach. `KELP_OPENSTACK_ENDPOINTS`, e.g.
+    /// `compute=https://nova.example.org:8774/v2.1,network=https://neutron.example.org:9696`.
+    pub openstack_endpoints: std::collections::BTreeMap<String, String>,
+}
+
+/// `service=url,service=url` as a map; malformed parts are skipped with a warning.
+pub fn parse_endpoints(text: &str) -> std::collections::BTreeMap<String, String> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .filter_map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() && !v.trim().is_empty() => {
+                Some((k.trim().to_string(), v.trim().to_string()))
+            }
+            _ => {
+                tracing::warn!(part = p, "KELP_OPENSTACK_ENDPOINTS: expected service=url");
+                None
+            }
+        })
+        .collect()
 }
 
 impl Default for Config {
@@ -47,6 +69,9 @@ impl Default for Config {
             namespace: std::env::var("KELP_NAMESPACE")
                 .or_else(|_| std::env::var("POD_NAMESPACE"))
                 .unwrap_or_else(|_| "kelp-system".into()),
+            openstack_endpoints: std::env::var("KELP_OPENSTACK_ENDPOINTS")
+                .map(|v| parse_endpoints(&v))
+                .unwrap_or_default(),
         }
     }
 }

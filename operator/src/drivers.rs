@@ -85,11 +85,18 @@ pub struct Drivers {
     built: Mutex<HashMap<String, Built>>,
     /// The operator's namespace (price ConfigMap).
     namespace: String,
+    /// OpenStack endpoints replacing the catalogue's (service type -> URL).
+    openstack_endpoints: BTreeMap<String, String>,
 }
 
 /// The ConfigMap (in the operator's namespace) whose data overrides the built-in EC2
 /// price table: instance type -> USD per hour.
 pub const EC2_PRICES_CONFIGMAP: &str = "kelp-ec2-prices";
+/// The same for OpenStack flavors (OpenStack and EGI Clusters): flavor name -> price.
+pub const OPENSTACK_PRICES_CONFIGMAP: &str = "kelp-openstack-prices";
+/// Extra EGI site data (site files, as in the shipped catalogue), one or more per key;
+/// an entry replaces the shipped entry of the same site.
+pub const EGI_SITES_CONFIGMAP: &str = "kelp-egi-sites";
 
 impl Drivers {
     pub fn new(sims: Arc<SimClouds>, namespace: String) -> Self {
@@ -99,7 +106,15 @@ impl Drivers {
             types: Mutex::default(),
             built: Mutex::default(),
             namespace,
+            openstack_endpoints: BTreeMap::new(),
         }
+    }
+
+    /// OpenStack endpoints that replace the service catalogue's for every OpenStack and
+    /// EGI Cluster.
+    pub fn with_openstack_endpoints(mut self, endpoints: BTreeMap<String, String>) -> Self {
+        self.openstack_endpoints = endpoints;
+        self
     }
 
     /// The driver for `cluster`'s cloud, metered.
@@ -117,10 +132,106 @@ impl Drivers {
         if let Some(ec2) = &cloud.ec2 {
             return self.ec2(client, cluster, ec2).await;
         }
-        let kind = cloud.kind().unwrap_or("unknown");
-        Err(Error::Cloud(CloudError::Invalid(format!(
-            "spec.cloud.{kind}: this kelp build has no {kind} driver yet; use spec.cloud.sim or spec.cloud.ec2"
-        ))))
+        if let Some(os) = &cloud.openstack {
+            return self.openstack(client, cluster, os).await;
+        }
+        if let Some(egi) = &cloud.egi {
+            return self.egi(client, cluster, egi).await;
+        }
+        Err(Error::Cloud(CloudError::Invalid(
+            "spec.cloud: exactly one of sim, ec2, openstack, egi must be set".into(),
+        )))
+    }
+
+    /// A Secret the Cluster's cloud block names, as text, with its resourceVersion.
+    async fn secret(
+        client: &Client,
+        ns: &str,
+        name: &str,
+        field: &str,
+    ) -> Result<(BTreeMap<String, String>, String)> {
+        use k8s_openapi::api::core::v1::Secret;
+        let secret = kube::Api::<Secret>::namespaced(client.clone(), ns)
+            .get_opt(name)
+            .await?
+            .ok_or_else(|| {
+                Error::Cloud(CloudError::Invalid(format!(
+                    "{field}: Secret {ns}/{name} not found"
+                )))
+            })?;
+        Ok((
+            crate::targets::secret_data(&secret),
+            secret.resource_version().unwrap_or_default(),
+        ))
+    }
+
+    /// A ConfigMap of the operator's namespace (prices, sites), with its resourceVersion.
+    async fn own_config_map(
+        &self,
+        client: &Client,
+        name: &str,
+    ) -> Option<(BTreeMap<String, String>, String)> {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let cm = kube::Api::<ConfigMap>::namespaced(client.clone(), &self.namespace)
+            .get_opt(name)
+            .await
+            .ok()
+            .flatten()?;
+        Some((
+            cm.data.clone().unwrap_or_default(),
+            cm.resource_version().unwrap_or_default(),
+        ))
+    }
+
+    /// Prices per instance type from a ConfigMap of the operator's namespace (type ->
+    /// price per hour); what is not a number is skipped with a warning.
+    async fn prices(
+        &self,
+        client: &Client,
+        name: &str,
+        fingerprint: &mut String,
+    ) -> BTreeMap<String, f64> {
+        let mut prices = BTreeMap::new();
+        if let Some((data, rv)) = self.own_config_map(client, name).await {
+            fingerprint.push_str(&rv);
+            for (k, v) in data {
+                match v.trim().parse::<f64>() {
+                    Ok(p) if p >= 0.0 => {
+                        prices.insert(k, p);
+                    }
+                    _ => {
+                        tracing::warn!(configmap = name, instance_type = %k, value = %v, "ignoring a price that is not a number")
+                    }
+                }
+            }
+        }
+        prices
+    }
+
+    /// The driver built for `uid` from `fingerprint`, when there is one.
+    fn cached(&self, uid: &str, fingerprint: &str) -> Option<Arc<dyn CloudDriver>> {
+        match self.built.lock().unwrap().get(uid) {
+            Some((f, d)) if f == fingerprint => Some(d.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps a newly built driver (metered) for `uid`.
+    fn keep(
+        &self,
+        uid: &str,
+        fingerprint: String,
+        driver: impl CloudDriver + 'static,
+    ) -> Arc<dyn CloudDriver> {
+        let driver: Arc<dyn CloudDriver> =
+            Arc::new(Metered::with_stats(driver, self.stats.clone()));
+        self.built
+            .lock()
+            .unwrap()
+            .insert(uid.to_string(), (fingerprint, driver.clone()));
+        // A rebuilt driver may see another catalogue (region, prices, project).
+        self.types.lock().unwrap().remove(uid);
+        driver
     }
 
     /// The EC2 driver of a Cluster: credentials from its Secret (keys accessKeyId,
@@ -131,7 +242,6 @@ impl Drivers {
         cluster: &Cluster,
         spec: &kelp_crds::Ec2Cloud,
     ) -> Result<Arc<dyn CloudDriver>> {
-        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
         let ns = cluster.namespace().unwrap_or_default();
         let uid = cluster.uid().unwrap_or_default();
         let mut fingerprint = serde_json::to_string(spec).unwrap_or_default();
@@ -139,55 +249,30 @@ impl Drivers {
             None => None,
             Some(r) => {
                 let field = "spec.cloud.ec2.credentialsSecretRef";
-                let secret = kube::Api::<Secret>::namespaced(client.clone(), &ns)
-                    .get_opt(&r.name)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::Cloud(CloudError::Invalid(format!(
-                            "{field}: Secret {ns}/{} not found",
-                            r.name
-                        )))
-                    })?;
-                fingerprint.push_str(&secret.resource_version().unwrap_or_default());
-                let data = crate::targets::secret_data(&secret);
+                let (data, rv) = Self::secret(client, &ns, &r.name, field).await?;
+                fingerprint.push_str(&rv);
                 let get = |k: &str| {
-                    data.get(k).cloned().filter(|v| !v.trim().is_empty()).ok_or_else(|| {
-                        Error::Cloud(CloudError::Invalid(format!(
-                            "{field}: Secret {ns}/{} has no key {k:?} (keys: accessKeyId, secretAccessKey, optional sessionToken)",
-                            r.name
-                        )))
-                    })
+                    required(
+                        &data,
+                        k,
+                        field,
+                        &ns,
+                        &r.name,
+                        "accessKeyId, secretAccessKey, optional sessionToken",
+                    )
                 };
                 Some(kelp_cloud_drivers::Ec2Credentials {
                     access_key_id: get("accessKeyId")?,
                     secret_access_key: get("secretAccessKey")?,
-                    session_token: data.get("sessionToken").cloned().filter(|v| !v.is_empty()),
+                    session_token: optional(&data, "sessionToken"),
                 })
             }
         };
-        let prices = kube::Api::<ConfigMap>::namespaced(client.clone(), &self.namespace)
-            .get_opt(EC2_PRICES_CONFIGMAP)
-            .await
-            .ok()
-            .flatten();
-        let mut price_overrides = BTreeMap::new();
-        if let Some(cm) = &prices {
-            fingerprint.push_str(&cm.resource_version().unwrap_or_default());
-            for (k, v) in cm.data.clone().unwrap_or_default() {
-                match v.trim().parse::<f64>() {
-                    Ok(p) if p >= 0.0 => {
-                        price_overrides.insert(k, p);
-                    }
-                    _ => {
-                        tracing::warn!(instance_type = %k, value = %v, "ignoring a price that is not a number")
-                    }
-                }
-            }
-        }
-        if let Some((f, d)) = self.built.lock().unwrap().get(&uid)
-            && *f == fingerprint
-        {
-            return Ok(d.clone());
+        let price_overrides = self
+            .prices(client, EC2_PRICES_CONFIGMAP, &mut fingerprint)
+            .await;
+        if let Some(d) = self.cached(&uid, &fingerprint) {
+            return Ok(d);
         }
         let settings = kelp_cloud_drivers::Ec2Settings {
             region: spec.region.clone(),
@@ -199,17 +284,130 @@ impl Drivers {
             price_overrides,
             ..kelp_cloud_drivers::Ec2Settings::new(spec.region.clone())
         };
-        let driver: Arc<dyn CloudDriver> = Arc::new(Metered::with_stats(
-            kelp_cloud_drivers::Ec2Driver::new(settings)?,
-            self.stats.clone(),
-        ));
-        self.built
-            .lock()
-            .unwrap()
-            .insert(uid.clone(), (fingerprint, driver.clone()));
-        // A rebuilt driver may see another catalogue (region, prices).
-        self.types.lock().unwrap().remove(&uid);
-        Ok(driver)
+        let driver = kelp_cloud_drivers::Ec2Driver::new(settings)?;
+        Ok(self.keep(&uid, fingerprint, driver))
+    }
+
+    /// The OpenStack driver of a Cluster: an application credential (keys
+    /// applicationCredentialId, applicationCredentialSecret) or a password (username,
+    /// password, projectName, userDomainName, projectDomainName) from its Secret.
+    async fn openstack(
+        &self,
+        client: &Client,
+        cluster: &Cluster,
+        spec: &kelp_crds::OpenStackCloud,
+    ) -> Result<Arc<dyn CloudDriver>> {
+        use kelp_cloud_drivers::openstack::{OpenStackAuth, OpenStackDriver, OpenStackSettings};
+        let ns = cluster.namespace().unwrap_or_default();
+        let uid = cluster.uid().unwrap_or_default();
+        let mut fingerprint = serde_json::to_string(spec).unwrap_or_default();
+        let field = "spec.cloud.openstack.credentialsSecretRef";
+        let name = &spec.credentials_secret_ref.name;
+        let (data, rv) = Self::secret(client, &ns, name, field).await?;
+        fingerprint.push_str(&rv);
+        const KEYS: &str = "applicationCredentialId + applicationCredentialSecret, or username, password, projectName, userDomainName, projectDomainName";
+        let get = |k: &str| required(&data, k, field, &ns, name, KEYS);
+        let auth = if let Some(id) = optional(&data, "applicationCredentialId") {
+            OpenStackAuth::ApplicationCredential {
+                id,
+                secret: get("applicationCredentialSecret")?,
+            }
+        } else if data.contains_key("username") || data.contains_key("password") {
+            OpenStackAuth::Password {
+                username: get("username")?,
+                password: get("password")?,
+                project_name: get("projectName")?,
+                user_domain_name: optional(&data, "userDomainName")
+                    .unwrap_or_else(|| "Default".into()),
+                project_domain_name: optional(&data, "projectDomainName")
+                    .unwrap_or_else(|| "Default".into()),
+            }
+        } else {
+            return Err(Error::Cloud(CloudError::Invalid(format!(
+                "{field}: Secret {ns}/{name} has neither applicationCredentialId nor username (keys: {KEYS})"
+            ))));
+        };
+        let price_overrides = self
+            .prices(client, OPENSTACK_PRICES_CONFIGMAP, &mut fingerprint)
+            .await;
+        if let Some(d) = self.cached(&uid, &fingerprint) {
+            return Ok(d);
+        }
+        let settings = OpenStackSettings {
+            region: spec.region.clone(),
+            network: spec.network.clone(),
+            floating_ip_pool: spec.floating_ip_pool.clone(),
+            key_name: spec.key_name.clone(),
+            price_overrides,
+            endpoint_overrides: self.openstack_endpoints.clone(),
+            ..OpenStackSettings::new(spec.auth_url.clone(), auth)
+        };
+        let driver =
+            OpenStackDriver::new(settings).map_err(|e| prefix(e, "spec.cloud.openstack"))?;
+        Ok(self.keep(&uid, fingerprint, driver))
+    }
+
+    /// The EGI driver of a Cluster: the Check-in account from its Secret (keys
+    /// refreshToken, clientId, optional clientSecret and tokenEndpoint), the site's
+    /// Keystone and the VO's project from the site catalogue (shipped, plus the
+    /// ConfigMap `kelp-egi-sites` of the operator's namespace).
+    async fn egi(
+        &self,
+        client: &Client,
+        cluster: &Cluster,
+        spec: &kelp_crds::EgiCloud,
+    ) -> Result<Arc<dyn CloudDriver>> {
+        use kelp_cloud_drivers::egi;
+        let ns = cluster.namespace().unwrap_or_default();
+        let uid = cluster.uid().unwrap_or_default();
+        let mut fingerprint = serde_json::to_string(spec).unwrap_or_default();
+        let field = "spec.cloud.egi.credentialsSecretRef";
+        let name = &spec.credentials_secret_ref.name;
+        let (data, rv) = Self::secret(client, &ns, name, field).await?;
+        fingerprint.push_str(&rv);
+        const KEYS: &str = "refreshToken, clientId, optional clientSecret and tokenEndpoint";
+        let get = |k: &str| required(&data, k, field, &ns, name, KEYS);
+        let checkin = egi::CheckinCredentials {
+            refresh_token: get("refreshToken")?,
+            client_id: get("clientId")?,
+            client_secret: optional(&data, "clientSecret"),
+            token_url: optional(&data, "tokenEndpoint")
+                .unwrap_or_else(|| egi::CHECKIN_TOKEN_URL.into()),
+        };
+        let mut catalog = egi::SiteCatalog::builtin().clone();
+        if let Some((data, rv)) = self.own_config_map(client, EGI_SITES_CONFIGMAP).await {
+            fingerprint.push_str(&rv);
+            for (key, text) in data {
+                match egi::SiteCatalog::from_yaml(&text) {
+                    Ok(extra) => catalog.merge(extra),
+                    Err(e) => {
+                        tracing::warn!(configmap = EGI_SITES_CONFIGMAP, %key, error = %e, "ignoring site data that does not parse")
+                    }
+                }
+            }
+        }
+        let price_overrides = self
+            .prices(client, OPENSTACK_PRICES_CONFIGMAP, &mut fingerprint)
+            .await;
+        if let Some(d) = self.cached(&uid, &fingerprint) {
+            return Ok(d);
+        }
+        let settings = egi::EgiSettings {
+            site: spec.site.clone(),
+            vo: spec.vo.clone(),
+            checkin,
+            auth_url: spec.auth_url.clone(),
+            identity_provider: spec.identity_provider.clone(),
+            protocol: spec.protocol.clone(),
+            network: spec.network.clone(),
+            floating_ip_pool: spec.floating_ip_pool.clone(),
+            key_name: spec.key_name.clone(),
+            price_overrides,
+            endpoint_overrides: self.openstack_endpoints.clone(),
+        };
+        let (driver, _) =
+            egi::driver(&settings, &catalog).map_err(|e| prefix(e, "spec.cloud.egi"))?;
+        Ok(self.keep(&uid, fingerprint, driver))
     }
 
     /// The instance types of `driver`, cached per Cluster for ten minutes.
@@ -235,5 +433,36 @@ impl Drivers {
     pub fn forget(&self, uid: &str) {
         self.types.lock().unwrap().remove(uid);
         self.built.lock().unwrap().remove(uid);
+    }
+}
+
+/// A required, non-blank Secret key, or an Invalid error naming the field and the keys.
+fn required(
+    data: &BTreeMap<String, String>,
+    key: &str,
+    field: &str,
+    ns: &str,
+    name: &str,
+    keys: &str,
+) -> Result<String> {
+    optional(data, key).ok_or_else(|| {
+        Error::Cloud(CloudError::Invalid(format!(
+            "{field}: Secret {ns}/{name} has no key {key:?} (keys: {keys})"
+        )))
+    })
+}
+
+/// An optional Secret key; blank counts as missing.
+fn optional(data: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    data.get(key)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// An Invalid error's message prefixed with the spec path it is about.
+fn prefix(e: CloudError, path: &str) -> Error {
+    match e {
+        CloudError::Invalid(m) => Error::Cloud(CloudError::Invalid(format!("{path}.{m}"))),
+        other => Error::Cloud(other),
     }
 }

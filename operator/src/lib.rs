@@ -49,10 +49,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) -> Arc<Context> {
     let namespace = env.config.namespace.clone();
+    let endpoints = env.config.openstack_endpoints.clone();
     let ctx = Arc::new(Context::new(
         client,
         env.config,
-        Drivers::new(env.sims, namespace),
+        Drivers::new(env.sims, namespace).with_openstack_endpoints(endpoints),
         env.sim_kube,
     ));
     let (tx, rx) = tokio::sync::watch::channel(false);

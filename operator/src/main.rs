@@ -64,6 +64,12 @@ enum Command {
         #[command(subcommand)]
         command: ModuleCommand,
     },
+    /// EGI FedCloud tools: the site catalogue (sites, Keystone endpoints, the project of
+    /// each VO). Works offline.
+    Egi {
+        #[command(subcommand)]
+        command: EgiCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -148,6 +154,33 @@ enum ModuleCommand {
         #[arg(long, value_name = "TAG")]
         gpu_tag: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum EgiCommand {
+    /// List the EGI FedCloud sites kelp knows. With --vo: SITE, ENDPOINT and PROJECT of
+    /// every site supporting the VO (exit status 1 when none does); without: every site
+    /// with its VOs.
+    Sites {
+        /// A Virtual Organisation, e.g. vo.imagine-ai.eu.
+        #[arg(long, value_name = "VO")]
+        vo: Option<String>,
+        /// A site file of your own (the fedcloud-catchall-operations `sites/*.yaml` form;
+        /// a list of entries, one entry or a multi-document stream) laid over the shipped
+        /// catalogue: an entry replaces the shipped one of the same gocdb name. Repeatable.
+        #[arg(long = "file", value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Output format: table, or the site entries as YAML or JSON.
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: EgiOutput,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum EgiOutput {
+    Table,
+    Yaml,
+    Json,
 }
 
 /// Prints an offline command's outcome; on failure, only the errors (exit status 1).
@@ -282,6 +315,17 @@ fn main() -> anyhow::Result<()> {
             namespace,
             image,
             gpu_tag,
+        })),
+        Command::Egi {
+            command: EgiCommand::Sites { vo, files, output },
+        } => emit(cli::egi::sites(&cli::egi::SitesArgs {
+            vo,
+            files,
+            format: match output {
+                EgiOutput::Table => cli::egi::Format::Table,
+                EgiOutput::Yaml => cli::egi::Format::Yaml,
+                EgiOutput::Json => cli::egi::Format::Json,
+            },
         })),
         Command::Run { kubeconfig } => {
             logging(cli.log_json);

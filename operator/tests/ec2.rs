@@ -10,11 +10,11 @@ use common::*;
 use kelp_cloud_drivers::{CloudDriver, MachineState, tags};
 use kelp_crds::Cluster;
 
-use common::ec2_nodes::driver;
+use common::kubelets::driver;
 
 /// Registers a Ready Node for every running kelp instance, like a k3s agent joining.
 fn kubelets(h: &Harness, endpoint: &str) -> tokio::task::JoinHandle<()> {
-    common::ec2_nodes::register(h.client.clone(), endpoint)
+    common::kubelets::register(h.client.clone(), endpoint)
 }
 
 fn ec2_cluster(name: &str, endpoint: &str, t4: u32, a10g: u32) -> String {

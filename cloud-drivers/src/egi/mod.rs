@@ -35,6 +35,8 @@ pub struct EgiSettings {
     pub floating_ip_pool: Option<String>,
     pub key_name: Option<String>,
     pub price_overrides: BTreeMap<String, f64>,
+    /// Service type -> URL, overriding the site's catalogue.
+    pub endpoint_overrides: BTreeMap<String, String>,
 }
 
 /// The OpenStack driver for an EGI site, logging in through Check-in, and its login
@@ -89,6 +91,7 @@ pub fn driver(
         floating_ip_pool: s.floating_ip_pool.clone(),
         key_name: s.key_name.clone(),
         price_overrides: s.price_overrides.clone(),
+        endpoint_overrides: s.endpoint_overrides.clone(),
         ..OpenStackSettings::new(auth_url, OpenStackAuth::Custom(auth.clone()))
     };
     Ok((OpenStackDriver::new(settings)?, auth))

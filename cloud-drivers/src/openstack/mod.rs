@@ -717,9 +717,24 @@ impl OpenStackDriver {
             marker = page.servers.last().map(|s| s.id.clone());
             out.extend(page.servers);
             if n < PAGE {
-                return Ok(out);
+                break;
             }
         }
+        // Nova's lists leave out the fault of a server in ERROR; its own view has it
+        // ("No valid host was found" decides whether the flavor is full).
+        #[derive(Deserialize)]
+        struct One {
+            server: ServerJson,
+        }
+        for s in out.iter_mut().filter(|s| s.status == "ERROR" && s.fault.is_none()) {
+            let call = Call::get(&["servers", &s.id], "/servers/{id}");
+            match api.json::<_, One>(COMPUTE, &call).await {
+                Ok(one) => s.fault = one.server.fault,
+                Err(CloudError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
     }
 
     fn machine_of(&self, s: ServerJson) -> Option<Machine> {

@@ -1,10 +1,12 @@
 //! The offline command-line tools of `kelp`: `kelp recipe ...` (inspect and render
-//! recipes) and `kelp module import` (ai4-metadata to a Module manifest). They read
-//! files and print text; none of them talks to a Kubernetes API server or a cloud.
+//! recipes), `kelp module import` (ai4-metadata to a Module manifest) and
+//! `kelp egi sites` (the EGI FedCloud site catalogue). They read files and print text;
+//! none of them talks to a Kubernetes API server or a cloud.
 //!
 //! Every command computes its whole output first: on error nothing is printed on
 //! stdout, only the errors (and warnings) on stderr. `docs/cli.md` documents them.
 
+pub mod egi;
 pub mod import;
 pub mod recipe;
 

@@ -222,12 +222,28 @@ async fn cloud_failed(
     generation: i64,
     e: CloudError,
 ) -> Result<Action> {
+    let reason = e.label();
     if e.is_transient() {
-        // Retried with per-object backoff. No status write: it would wake the controller
+        // Retried with per-object backoff. The status says so once (CloudReachable
+        // False with the error); writing it again each time would wake the controller
         // at once and defeat the backoff.
+        let msg = e.to_string();
+        let known = conditions::get(&status.conditions, ct::CLOUD_REACHABLE)
+            .is_some_and(|c| c.status == kelp_crds::ConditionStatus::False && c.message == msg);
+        if !known && !matches!(e, CloudError::NotFound(_)) {
+            conditions::set(
+                &mut status.conditions,
+                ct::CLOUD_REACHABLE,
+                false,
+                reason,
+                msg.clone(),
+                Some(generation),
+            );
+            write_status(ctx, cluster, status).await?;
+            ctx.event(cluster, true, reason, "Reconcile", msg).await;
+        }
         return Err(Error::Cloud(e));
     }
-    let reason = e.label();
     conditions::set(
         &mut status.conditions,
         ct::CLOUD_REACHABLE,
@@ -1300,8 +1316,6 @@ async fn write_status(ctx: &Ctx, cluster: &Cluster, status: ClusterStatus) -> Re
 /// lists none. `deletionPolicy: Retain` leaves them, with an Event.
 async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
     let uid = cluster.uid().unwrap_or_default();
-    let ns = cluster.namespace().unwrap_or_default();
-    let name = cluster.name_any();
     let tags = plan::ownership_tags(&uid, None);
     if cluster.spec.deletion_policy == kelp_crds::DeletionPolicy::Retain {
         let count = match ctx.drivers.for_cluster(&ctx.client, &cluster).await {
@@ -1310,8 +1324,21 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         };
         ctx.event(cluster.as_ref(), false, "Retained", "Delete", format!("deletionPolicy is Retain: {count} machine(s) left running in the cloud, tagged {}={uid}", tags::CLUSTER_UID)).await;
     } else {
-        let driver = ctx.drivers.for_cluster(&ctx.client, &cluster).await?;
-        let machines = driver.list(&tags).await?;
+        let listed = match ctx.drivers.for_cluster(&ctx.client, &cluster).await {
+            Ok(driver) => driver.list(&tags).await.map(|m| (driver, m)).map_err(Error::Cloud),
+            Err(e) => Err(e),
+        };
+        let (driver, machines) = match listed {
+            Ok(x) => x,
+            // A cloud kelp could never use (credentials refused or missing, no such
+            // site) holds nothing kelp made when the status never recorded a machine:
+            // the Cluster may go. Otherwise the deletion waits for working credentials.
+            Err(e) if !e.is_transient() && recorded_machines(&cluster) == 0 => {
+                ctx.event(cluster.as_ref(), true, "DeletedWithoutCloud", "Delete", format!("the cloud cannot be used ({e}); no machine was ever recorded for this Cluster, so it is deleted without asking the cloud")).await;
+                return finish_cleanup(&cluster, &ctx).await;
+            }
+            Err(e) => return Err(e),
+        };
         if !machines.is_empty() {
             let ids: Vec<String> = machines
                 .iter()
@@ -1337,7 +1364,26 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
                 machines.len()
             )));
         }
+        // Security groups, floating IPs: what the driver made besides machines.
+        driver.release(&tags).await?;
     }
+    finish_cleanup(&cluster, &ctx).await
+}
+
+/// Machines the Cluster's status lists.
+fn recorded_machines(cluster: &Cluster) -> usize {
+    cluster
+        .status
+        .as_ref()
+        .map_or(0, |s| s.node_pools.iter().map(|p| p.machines.len()).sum())
+}
+
+/// What goes with a Cluster once its machines are gone: its Secrets, its simulated
+/// control plane, the cached driver.
+async fn finish_cleanup(cluster: &Cluster, ctx: &Ctx) -> Result<Action> {
+    let uid = cluster.uid().unwrap_or_default();
+    let ns = cluster.namespace().unwrap_or_default();
+    let name = cluster.name_any();
     // Owned Secrets: no garbage collector is assumed.
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     for s in [format!("{name}-kubeconfig"), format!("{name}-kelp-pki")] {

@@ -2,7 +2,7 @@
 //! fast sim cloud, which a test can stop, crash and restart on the same server and cloud.
 #![allow(dead_code)]
 
-pub mod ec2_nodes;
+pub mod kubelets;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +59,7 @@ impl Harness {
                 namespace: "kelp-system".into(),
                 orphan_grace: Duration::from_millis(300),
                 orphan_sweep_interval: Duration::from_millis(100),
+                openstack_endpoints: Default::default(),
             },
         };
         Self {

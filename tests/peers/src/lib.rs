@@ -7,6 +7,7 @@
 //!   [`start_moto`] returns None with a note, or panics when `KELP_REQUIRE_MOTO` is set.
 #![forbid(unsafe_code)]
 
+pub mod openstack;
 pub mod proxy;
 
 use std::path::PathBuf;

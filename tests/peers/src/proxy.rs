@@ -1,5 +1,8 @@
-//! A small HTTP proxy in front of moto (raw TCP, one connection per request) that
-//! records each EC2 Action and answers queued faults instead for the actions they name.
+//! A small HTTP proxy in front of a cloud peer (raw TCP, one connection per request)
+//! that records each request and answers queued faults instead for the requests they
+//! name. A request is named by its EC2 `Action` when it has one (moto), else by
+//! `METHOD /path` without the query (OpenStack); a fault's name matches a request
+//! whose name starts with it.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -13,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 pub enum Fault {
     /// An EC2 XML error with this HTTP status and code.
     Error(u16, &'static str),
+    /// A JSON error body with this HTTP status (OpenStack's style).
+    Json(u16, &'static str),
     /// A bare 503 with a non-XML body (a load balancer's).
     Bare503,
     /// No answer for this long, then a closed connection.
@@ -148,12 +153,17 @@ async fn serve(
     let action = String::from_utf8_lossy(body)
         .split('&')
         .find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
-        .unwrap_or_default();
+        .unwrap_or_else(|| {
+            let mut words = head.split(' ');
+            let method = words.next().unwrap_or_default();
+            let path = words.next().unwrap_or_default();
+            format!("{method} {}", path.split('?').next().unwrap_or_default())
+        });
     actions.lock().unwrap().push(action.clone());
 
     let fault = {
         let mut q = faults.lock().unwrap();
-        let pos = q.iter().position(|(a, _)| *a == action);
+        let pos = q.iter().position(|(a, _)| action.starts_with(a));
         pos.and_then(|i| q.remove(i)).map(|(_, f)| f)
     };
     let response: Vec<u8> = match fault {
@@ -170,6 +180,12 @@ async fn serve(
             )
             .into_bytes()
         }
+        Some(Fault::Json(status, json)) => format!(
+            "HTTP/1.1 {status} Injected\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{json}",
+            json.len()
+        )
+        .into_bytes(),
         Some(Fault::Bare503) => b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
               Content-Length: 19\r\nConnection: close\r\n\r\nService Unavailable"
             .to_vec(),

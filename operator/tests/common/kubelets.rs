@@ -1,6 +1,7 @@
-//! Plays the kubelets of EC2 machines: registers a Ready Node for every running kelp
-//! instance on moto, as the k3s agent in their user-data would on real EC2. Shared by
-//! the EC2 tests and the ec2_pool benchmark.
+//! Plays the kubelets of cloud machines: registers a Ready Node for every running kelp
+//! machine a driver lists (moto's instances, the OpenStack peer's servers), as the k3s
+//! agent in their user-data would on a real cloud. Shared by the EC2 and OpenStack
+//! tests and their benchmarks.
 
 use std::time::Duration;
 
@@ -24,8 +25,18 @@ pub fn driver(endpoint: &str) -> Ec2Driver {
 
 /// Registers Nodes on `client`'s API server for the running instances at `endpoint`
 /// every 100 ms, until the task is aborted.
+#[allow(dead_code)]
 pub fn register(client: kube::Client, endpoint: &str) -> tokio::task::JoinHandle<()> {
-    let d = driver(endpoint);
+    register_with(client, driver(endpoint))
+}
+
+/// Registers Nodes on `client`'s API server for the running machines `d` lists every
+/// 100 ms (every 500 ms for other clouds than moto), until the task is aborted.
+pub fn register_with(
+    client: kube::Client,
+    d: impl CloudDriver + 'static,
+) -> tokio::task::JoinHandle<()> {
+    let pause = if d.name() == "ec2" { 100 } else { 500 };
     let nodes: Api<Node> = Api::all(client);
     tokio::spawn(async move {
         loop {
@@ -48,7 +59,7 @@ pub fn register(client: kube::Client, endpoint: &str) -> tokio::task::JoinHandle
                 let _ = nodes.patch(&m.id, &pp, &Patch::Apply(&node)).await;
                 let _ = nodes.patch_status(&m.id, &pp, &Patch::Apply(&node)).await;
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(Duration::from_millis(pause)).await;
         }
     })
 }
