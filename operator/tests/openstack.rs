@@ -100,14 +100,25 @@ async fn condition(h: &Harness, name: &str, kind: &str, status: &str) -> String 
 
 async fn nothing_left(peer: &OsPeer, project: &str) {
     assert!(peer.servers(project).await.is_empty(), "servers left");
-    assert!(peer.neutron("ports", project).await.is_empty(), "ports left");
-    assert!(peer.neutron("floatingips", project).await.is_empty(), "floating IPs left");
-    assert!(peer.extra_groups(project).await.is_empty(), "security groups left");
+    assert!(
+        peer.neutron("ports", project).await.is_empty(),
+        "ports left"
+    );
+    assert!(
+        peer.neutron("floatingips", project).await.is_empty(),
+        "floating IPs left"
+    );
+    assert!(
+        peer.extra_groups(project).await.is_empty(),
+        "security groups left"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openstack_cluster_with_a_gpu_pool_becomes_ready_scales_and_leaves_nothing() {
-    let Some(peer) = OsPeer::get().await else { return };
+    let Some(peer) = OsPeer::get().await else {
+        return;
+    };
     let _lock = peer.lock().await;
     let project = peer.var("OS_PROJECT_ID");
     peer.purge(&project).await;
@@ -126,7 +137,11 @@ async fn an_openstack_cluster_with_a_gpu_pool_becomes_ready_scales_and_leaves_no
     assert_eq!(pool("gpu").instance_type.as_deref(), Some("gpu.t4"));
     assert_eq!(pool("gpu").price_per_hour, Some(0.5));
     assert_eq!(pool("cpu").instance_type.as_deref(), Some("m1.small"));
-    assert!(pool("gpu").machines.iter().all(|m| m.provider_id.as_deref().is_some_and(|p| p.starts_with("openstack:///"))));
+    assert!(pool("gpu").machines.iter().all(|m| {
+        m.provider_id
+            .as_deref()
+            .is_some_and(|p| p.starts_with("openstack:///"))
+    }));
     let servers = servers_of(&peer, &project, &uid).await;
     assert_eq!(servers.len(), 3);
     for s in &servers {
@@ -139,9 +154,16 @@ async fn an_openstack_cluster_with_a_gpu_pool_becomes_ready_scales_and_leaves_no
             .unwrap();
         let ud = String::from_utf8(ud).unwrap();
         assert!(ud.starts_with("#cloud-config"), "{ud}");
-        assert!(ud.contains("k3s"), "the k3s agent recipe is in the user-data");
+        assert!(
+            ud.contains("k3s"),
+            "the k3s agent recipe is in the user-data"
+        );
     }
-    assert_eq!(peer.extra_groups(&project).await.len(), 1, "one security group per Cluster");
+    assert_eq!(
+        peer.extra_groups(&project).await.len(),
+        1,
+        "one security group per Cluster"
+    );
 
     // Scale: gpu 2 -> 3, cpu 1 -> 0.
     h.patch_spec::<Cluster>("os", serde_json::json!({"nodePools": [
@@ -149,8 +171,16 @@ async fn an_openstack_cluster_with_a_gpu_pool_becomes_ready_scales_and_leaves_no
         {"name": "cpu", "replicas": 0, "machine": {"cpu": 2, "memoryMB": 4000}}]}))
         .await;
     h.wait::<Cluster>("os", "3/3 after scaling", |c| {
-        c.is_some_and(|c| is_ready_cluster(c) && c.status.as_ref().and_then(|s| s.ready.as_deref()) == Some("3/3")
-            && c.status.as_ref().unwrap().node_pools.iter().all(|p| p.machines.len() as i32 == p.desired))
+        c.is_some_and(|c| {
+            is_ready_cluster(c)
+                && c.status.as_ref().and_then(|s| s.ready.as_deref()) == Some("3/3")
+                && c.status
+                    .as_ref()
+                    .unwrap()
+                    .node_pools
+                    .iter()
+                    .all(|p| p.machines.len() as i32 == p.desired)
+        })
     })
     .await;
     for _ in 0..120 {
@@ -176,15 +206,21 @@ async fn an_openstack_cluster_with_a_gpu_pool_becomes_ready_scales_and_leaves_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_right_after_the_create_request_never_doubles_servers() {
-    let Some(peer) = OsPeer::get().await else { return };
+    let Some(peer) = OsPeer::get().await else {
+        return;
+    };
     let _lock = peer.lock().await;
     let project = peer.var("OS_PROJECT_ID");
     peer.purge(&project).await;
     let proxy = Proxy::start(peer.nova_port()).await;
     // Nova acts on the create, but the operator never sees the answer.
-    proxy.fail("POST /v2.1/servers", Fault::ForwardThenStall(Duration::from_secs(60)));
+    proxy.fail(
+        "POST /v2.1/servers",
+        Fault::ForwardThenStall(Duration::from_secs(60)),
+    );
     let mut h = Harness::new().await;
-    h.env.config.openstack_endpoints = [("compute".to_string(), format!("{}/v2.1", proxy.endpoint()))].into();
+    h.env.config.openstack_endpoints =
+        [("compute".to_string(), format!("{}/v2.1", proxy.endpoint()))].into();
     secrets(&h, &peer).await;
     prices(&h, &[("gpu.t4", "0.50"), ("gpu.huge-t4", "0.90")]).await;
     let kubelets = kubelets::register_with(h.client.clone(), os_driver(&peer));
@@ -203,15 +239,28 @@ async fn a_crash_right_after_the_create_request_never_doubles_servers() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(servers_of(&peer, &project, &uid).await.len(), 3, "Nova started the batch");
+    assert_eq!(
+        servers_of(&peer, &project, &uid).await.len(),
+        3,
+        "Nova started the batch"
+    );
     h.crash().await;
 
     // A new operator finds the batch by its tags and adopts it.
     h.start();
     let c = h.cluster_ready("crash").await;
     assert_eq!(c.status.unwrap().ready.as_deref(), Some("3/3"));
-    assert_eq!(servers_of(&peer, &project, &uid).await.len(), 3, "no duplicates");
-    assert_eq!(proxy.count("POST /v2.1/servers"), 1, "{:?}", proxy.summary());
+    assert_eq!(
+        servers_of(&peer, &project, &uid).await.len(),
+        3,
+        "no duplicates"
+    );
+    assert_eq!(
+        proxy.count("POST /v2.1/servers"),
+        1,
+        "{:?}",
+        proxy.summary()
+    );
     h.delete::<Cluster>("crash").await;
     h.wait::<Cluster>("crash", "gone", |c| c.is_none()).await;
     nothing_left(&peer, &project).await;
@@ -221,17 +270,23 @@ async fn a_crash_right_after_the_create_request_never_doubles_servers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_valid_host_and_server_errors_converge_on_the_next_flavor_with_bounded_calls() {
-    let Some(peer) = OsPeer::get().await else { return };
+    let Some(peer) = OsPeer::get().await else {
+        return;
+    };
     let _lock = peer.lock().await;
     let project = peer.var("OS_PROJECT_ID");
     peer.purge(&project).await;
     let proxy = Proxy::start(peer.nova_port()).await;
     for _ in 0..2 {
-        proxy.fail("GET /v2.1/servers/detail", Fault::Json(503, r#"{"message": "Service Unavailable"}"#));
+        proxy.fail(
+            "GET /v2.1/servers/detail",
+            Fault::Json(503, r#"{"message": "Service Unavailable"}"#),
+        );
         proxy.fail("POST /v2.1/servers", Fault::Bare503);
     }
     let mut h = Harness::new().await;
-    h.env.config.openstack_endpoints = [("compute".to_string(), format!("{}/v2.1", proxy.endpoint()))].into();
+    h.env.config.openstack_endpoints =
+        [("compute".to_string(), format!("{}/v2.1", proxy.endpoint()))].into();
     secrets(&h, &peer).await;
     // The flavor the scheduler can never place is the cheapest T4.
     prices(&h, &[("gpu.huge-t4", "0.10"), ("gpu.t4", "0.50")]).await;
@@ -242,23 +297,39 @@ async fn no_valid_host_and_server_errors_converge_on_the_next_flavor_with_bounde
     let uid = kube::ResourceExt::uid(&c).unwrap();
     let st = c.status.unwrap();
     assert_eq!(st.node_pools[0].instance_type.as_deref(), Some("gpu.t4"));
-    let events = kube::Api::<k8s_openapi::api::events::v1::Event>::default_namespaced(h.client.clone())
-        .list(&Default::default())
-        .await
-        .unwrap();
-    let reasons: Vec<String> = events.items.iter().filter_map(|e| e.reason.clone()).collect();
+    let events =
+        kube::Api::<k8s_openapi::api::events::v1::Event>::default_namespaced(h.client.clone())
+            .list(&Default::default())
+            .await
+            .unwrap();
+    let reasons: Vec<String> = events
+        .items
+        .iter()
+        .filter_map(|e| e.reason.clone())
+        .collect();
     assert!(reasons.iter().any(|r| r == "MachineFailed"), "{reasons:?}");
-    assert!(reasons.iter().any(|r| r == "InsufficientCapacity"), "{reasons:?}");
+    assert!(
+        reasons.iter().any(|r| r == "InsufficientCapacity"),
+        "{reasons:?}"
+    );
     let flavors: Vec<String> = servers_of(&peer, &project, &uid)
         .await
         .iter()
         .map(|s| s["flavor"]["original_name"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(flavors, ["gpu.t4"; 2], "the ERROR server was deleted and replaced");
+    assert_eq!(
+        flavors, ["gpu.t4"; 2],
+        "the ERROR server was deleted and replaced"
+    );
     // Bounded: the injected faults and the failed flavor cost a handful of calls.
     let posts = proxy.count("POST /v2.1/servers");
     assert!((3..=5).contains(&posts), "{:?}", proxy.summary());
-    assert!(proxy.total() < 200, "{} Nova calls: {:?}", proxy.total(), proxy.summary());
+    assert!(
+        proxy.total() < 200,
+        "{} Nova calls: {:?}",
+        proxy.total(),
+        proxy.summary()
+    );
     h.delete::<Cluster>("nvh").await;
     h.wait::<Cluster>("nvh", "gone", |c| c.is_none()).await;
     nothing_left(&peer, &project).await;
@@ -268,7 +339,9 @@ async fn no_valid_host_and_server_errors_converge_on_the_next_flavor_with_bounde
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_credentials_are_reported_with_the_problem_named() {
-    let Some(peer) = OsPeer::get().await else { return };
+    let Some(peer) = OsPeer::get().await else {
+        return;
+    };
     let _lock = peer.lock().await;
     let project = peer.var("OS_PROJECT_ID");
     peer.purge(&project).await;
@@ -277,30 +350,61 @@ async fn bad_input_and_credentials_are_reported_with_the_problem_named() {
     h.start();
     let base = os_cluster("x", &peer, 1, 0);
     // No flavor fits: Stalled, naming the requirement and the closest flavors.
-    h.apply_yaml(&base.replace("name: x}", "name: h100").replace("{count: 1, vendor: NVIDIA, model: T4}", "{count: 8, model: H100}"))
-        .await;
+    h.apply_yaml(&base.replace("name: x}", "name: h100").replace(
+        "{count: 1, vendor: NVIDIA, model: T4}",
+        "{count: 8, model: H100}",
+    ))
+    .await;
     let msg = condition(&h, "h100", "Stalled", "True").await;
-    assert!(msg.contains("pool gpu") && msg.contains("8 H100 GPUs") && msg.contains("closest"), "{msg}");
+    assert!(
+        msg.contains("pool gpu") && msg.contains("8 H100 GPUs") && msg.contains("closest"),
+        "{msg}"
+    );
     // A Secret without the application credential's secret.
     h.apply_yaml("apiVersion: v1\nkind: Secret\nmetadata: {name: half}\nstringData: {applicationCredentialId: abc}\n")
         .await;
-    h.apply_yaml(&base.replace("name: x}", "name: half").replace("{name: os-creds}", "{name: half}"))
-        .await;
+    h.apply_yaml(
+        &base
+            .replace("name: x}", "name: half")
+            .replace("{name: os-creds}", "{name: half}"),
+    )
+    .await;
     let msg = condition(&h, "half", "Stalled", "True").await;
-    assert!(msg.contains("spec.cloud.openstack.credentialsSecretRef") && msg.contains("applicationCredentialSecret"), "{msg}");
+    assert!(
+        msg.contains("spec.cloud.openstack.credentialsSecretRef")
+            && msg.contains("applicationCredentialSecret"),
+        "{msg}"
+    );
     // A wrong password: Unauthorized, Stalled.
     h.apply_yaml("apiVersion: v1\nkind: Secret\nmetadata: {name: wrong}\nstringData: {username: operator, password: wrong, projectName: gpu-tenant}\n")
         .await;
-    h.apply_yaml(&base.replace("name: x}", "name: wrong").replace("{name: os-creds}", "{name: wrong}"))
-        .await;
+    h.apply_yaml(
+        &base
+            .replace("name: x}", "name: wrong")
+            .replace("{name: os-creds}", "{name: wrong}"),
+    )
+    .await;
     let msg = condition(&h, "wrong", "Stalled", "True").await;
-    assert!(msg.contains("unauthorized") && msg.contains("127.0.0.1:5001"), "{msg}");
+    assert!(
+        msg.contains("unauthorized") && msg.contains("127.0.0.1:5001"),
+        "{msg}"
+    );
     // Keystone unreachable: CloudReachable False with the address, retried with backoff.
-    h.apply_yaml(&base.replace("name: x}", "name: gone").replace(&peer.auth_url(), "http://127.0.0.1:9/v3"))
-        .await;
+    h.apply_yaml(
+        &base
+            .replace("name: x}", "name: gone")
+            .replace(&peer.auth_url(), "http://127.0.0.1:9/v3"),
+    )
+    .await;
     let msg = condition(&h, "gone", "CloudReachable", "False").await;
-    assert!(msg.contains("authenticating") && msg.contains("127.0.0.1:9"), "{msg}");
-    assert!(peer.servers(&project).await.is_empty(), "nothing was started");
+    assert!(
+        msg.contains("authenticating") && msg.contains("127.0.0.1:9"),
+        "{msg}"
+    );
+    assert!(
+        peer.servers(&project).await.is_empty(),
+        "nothing was started"
+    );
     for n in ["h100", "half", "wrong", "gone"] {
         h.delete::<Cluster>(n).await;
     }
@@ -318,7 +422,11 @@ async fn egi_site(h: &Harness, peer: &OsPeer) {
     let cm = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "kelp-egi-sites", "namespace": "kelp-system"}, "data": {"kelp-test.yaml": site}});
     kube::Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(h.client.clone(), "kelp-system")
-        .patch("kelp-egi-sites", &kube::api::PatchParams::apply("test").force(), &kube::api::Patch::Apply(&cm))
+        .patch(
+            "kelp-egi-sites",
+            &kube::api::PatchParams::apply("test").force(),
+            &kube::api::Patch::Apply(&cm),
+        )
         .await
         .unwrap();
 }
@@ -341,13 +449,18 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_egi_cluster_goes_from_a_check_in_refresh_token_to_ready() {
-    let Some(peer) = OsPeer::get().await else { return };
+    let Some(peer) = OsPeer::get().await else {
+        return;
+    };
     let _lock = peer.lock().await;
     let project = peer.var("EGI_PROJECT_ID");
     let vo = peer.var("EGI_PROJECT_NAME");
     peer.purge(&project).await;
     let checkin = Checkin::start().await;
-    checkin.add("rt-alice", &format!("fake:alice:{}", peer.var("EGI_ENTITLEMENT")));
+    checkin.add(
+        "rt-alice",
+        &format!("fake:alice:{}", peer.var("EGI_ENTITLEMENT")),
+    );
     let mut h = Harness::new().await;
     secrets(&h, &peer).await;
     prices(&h, &[("gpu.t4", "0.50"), ("gpu.huge-t4", "0.90")]).await;
@@ -390,7 +503,8 @@ async fn an_egi_cluster_goes_from_a_check_in_refresh_token_to_ready() {
     let kubelets = kubelets::register_with(h.client.clone(), watcher);
     h.start();
     h.apply_yaml(&egi_cluster("egi", "egi-alice", &vo)).await;
-    h.apply_yaml(&egi_cluster("revoked", "egi-revoked", &vo)).await;
+    h.apply_yaml(&egi_cluster("revoked", "egi-revoked", &vo))
+        .await;
     let c = h.cluster_ready("egi").await;
     let st = c.status.unwrap();
     assert_eq!(st.cloud.as_deref(), Some("egi"));
@@ -399,10 +513,19 @@ async fn an_egi_cluster_goes_from_a_check_in_refresh_token_to_ready() {
 
     // A revoked refresh token: Stalled with the reason, and Check-in is not hammered.
     let msg = condition(&h, "revoked", "Stalled", "True").await;
-    assert!(msg.contains("EGI Check-in refused the refresh token") && msg.contains("put a new refreshToken"), "{msg}");
+    assert!(
+        msg.contains("EGI Check-in refused the refresh token")
+            && msg.contains("put a new refreshToken"),
+        "{msg}"
+    );
     let calls = checkin.calls();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert!(checkin.calls() <= calls + 1, "no retry storm: {} -> {}", calls, checkin.calls());
+    assert!(
+        checkin.calls() <= calls + 1,
+        "no retry storm: {} -> {}",
+        calls,
+        checkin.calls()
+    );
 
     h.delete::<Cluster>("egi").await;
     h.delete::<Cluster>("revoked").await;

@@ -726,7 +726,10 @@ impl OpenStackDriver {
         struct One {
             server: ServerJson,
         }
-        for s in out.iter_mut().filter(|s| s.status == "ERROR" && s.fault.is_none()) {
+        for s in out
+            .iter_mut()
+            .filter(|s| s.status == "ERROR" && s.fault.is_none())
+        {
             let call = Call::get(&["servers", &s.id], "/servers/{id}");
             match api.json::<_, One>(COMPUTE, &call).await {
                 Ok(one) => s.fault = one.server.fault,

@@ -1325,7 +1325,11 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         ctx.event(cluster.as_ref(), false, "Retained", "Delete", format!("deletionPolicy is Retain: {count} machine(s) left running in the cloud, tagged {}={uid}", tags::CLUSTER_UID)).await;
     } else {
         let listed = match ctx.drivers.for_cluster(&ctx.client, &cluster).await {
-            Ok(driver) => driver.list(&tags).await.map(|m| (driver, m)).map_err(Error::Cloud),
+            Ok(driver) => driver
+                .list(&tags)
+                .await
+                .map(|m| (driver, m))
+                .map_err(Error::Cloud),
             Err(e) => Err(e),
         };
         let (driver, machines) = match listed {

@@ -41,9 +41,7 @@ impl OsPeer {
             if std::env::var_os("KELP_REQUIRE_OPENSTACK").is_some() {
                 panic!("the OpenStack peer is required (KELP_REQUIRE_OPENSTACK) but {why}");
             }
-            eprintln!(
-                "note: skipping: {why}; start it with tests/peers/openstack/peer.sh start"
-            );
+            eprintln!("note: skipping: {why}; start it with tests/peers/openstack/peer.sh start");
             None
         };
         let path = env_file();
@@ -64,7 +62,10 @@ impl OsPeer {
         match peer.http.get(peer.auth_url()).send().await {
             Ok(r) if r.status().is_success() || r.status().as_u16() == 300 => Some(peer),
             Ok(r) => missing(format!("Keystone answers HTTP {}", r.status())),
-            Err(e) => missing(format!("Keystone at {} does not answer ({e})", peer.auth_url())),
+            Err(e) => missing(format!(
+                "Keystone at {} does not answer ({e})",
+                peer.auth_url()
+            )),
         }
     }
 
@@ -179,7 +180,11 @@ impl OsPeer {
         for s in self.servers(project).await {
             let _ = self
                 .http
-                .delete(format!("{}/servers/{}", self.nova_url(), s["id"].as_str().unwrap()))
+                .delete(format!(
+                    "{}/servers/{}",
+                    self.nova_url(),
+                    s["id"].as_str().unwrap()
+                ))
                 .header("X-Auth-Token", &token)
                 .send()
                 .await;
@@ -193,7 +198,11 @@ impl OsPeer {
         for f in self.neutron("floatingips", project).await {
             let _ = self
                 .http
-                .delete(format!("{}/v2.0/floatingips/{}", self.neutron_url(), f["id"].as_str().unwrap()))
+                .delete(format!(
+                    "{}/v2.0/floatingips/{}",
+                    self.neutron_url(),
+                    f["id"].as_str().unwrap()
+                ))
                 .header("X-Auth-Token", &token)
                 .send()
                 .await;
@@ -201,7 +210,11 @@ impl OsPeer {
         for g in self.extra_groups(project).await {
             let _ = self
                 .http
-                .delete(format!("{}/v2.0/security-groups/{}", self.neutron_url(), g["id"].as_str().unwrap()))
+                .delete(format!(
+                    "{}/v2.0/security-groups/{}",
+                    self.neutron_url(),
+                    g["id"].as_str().unwrap()
+                ))
                 .header("X-Auth-Token", &token)
                 .send()
                 .await;
@@ -245,18 +258,24 @@ impl Checkin {
             if form.get("client_id").is_none_or(|c| c.is_empty()) {
                 return (
                     StatusCode::UNAUTHORIZED,
-                    axum::Json(json!({"error": "invalid_client", "error_description": "Invalid client credentials"})),
+                    axum::Json(
+                        json!({"error": "invalid_client", "error_description": "Invalid client credentials"}),
+                    ),
                 );
             }
             let refresh = form.get("refresh_token").cloned().unwrap_or_default();
             match accounts.lock().unwrap().get(&refresh) {
                 Some(access) => (
                     StatusCode::OK,
-                    axum::Json(json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600})),
+                    axum::Json(
+                        json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600}),
+                    ),
                 ),
                 None => (
                     StatusCode::BAD_REQUEST,
-                    axum::Json(json!({"error": "invalid_grant", "error_description": "Token is not active"})),
+                    axum::Json(
+                        json!({"error": "invalid_grant", "error_description": "Token is not active"}),
+                    ),
                 ),
             }
         }
