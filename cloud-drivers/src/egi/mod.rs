@@ -47,18 +47,19 @@ pub fn driver(
     s: &EgiSettings,
     catalog: &SiteCatalog,
 ) -> Result<(OpenStackDriver, Arc<EgiAuth>), CloudError> {
-    let (endpoint, project_id, protocol) = match catalog.project_for(&s.site, &s.vo) {
+    let (endpoint, project_id, protocol, region) = match catalog.project_for(&s.site, &s.vo) {
         Ok((endpoint, project)) => {
-            let site_protocol = catalog.site(&s.site).and_then(|x| x.protocol.clone());
+            let site = catalog.site(&s.site);
             (
                 endpoint.to_string(),
                 Some(project.to_string()),
-                site_protocol,
+                site.and_then(|x| x.protocol.clone()),
+                site.and_then(|x| x.region.clone()),
             )
         }
         Err(e) => match &s.auth_url {
             // An explicit endpoint: the project is found by the VO's name.
-            Some(url) => (url.clone(), None, None),
+            Some(url) => (url.clone(), None, None, None),
             None => {
                 let field = match e {
                     SiteError::UnknownSite { .. } => "site",
@@ -87,6 +88,7 @@ pub fn driver(
     let auth = Arc::new(EgiAuth::new(login).map_err(|e| CloudError::Invalid(e.to_string()))?);
     let settings = OpenStackSettings {
         name: DRIVER_NAME.into(),
+        region,
         network: s.network.clone(),
         floating_ip_pool: s.floating_ip_pool.clone(),
         key_name: s.key_name.clone(),

@@ -86,8 +86,8 @@ pub struct Api {
     pub session: Session,
     pub calls: Arc<ApiCalls>,
     pub timeout: Duration,
-    /// Where the token comes from, for messages.
-    pub auth_url: String,
+    /// Keystone, when it judges the credentials itself (for messages).
+    pub auth_url: Option<String>,
 }
 
 impl Api {
@@ -120,14 +120,14 @@ impl Api {
             let resp = rb
                 .send_unchecked()
                 .await
-                .map_err(|e| from_osauth(&e, &what, &self.auth_url))?;
+                .map_err(|e| from_osauth(&e, &what, self.auth_url.as_deref()))?;
             if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
                 // A token revoked or expired early: get a new one, once.
                 self.session
                     .auth_type()
                     .refresh(self.session.client().inner())
                     .await
-                    .map_err(|e| from_osauth(&e, &what, &self.auth_url))?;
+                    .map_err(|e| from_osauth(&e, &what, self.auth_url.as_deref()))?;
                 continue;
             }
             return check(resp, &what).await;
@@ -235,7 +235,9 @@ pub fn classify(
     what: &str,
 ) -> CloudError {
     let lower = message.to_ascii_lowercase();
-    let quota = lower.contains("quota") || lower.contains("limit exceeded");
+    let quota = lower.contains("quota")
+        || lower.contains("limit exceeded")
+        || lower.contains("no more ip addresses");
     let msg = format!("{what}: {message}");
     match status {
         400 if lower.contains("no valid host") => CloudError::InsufficientCapacity {
@@ -248,6 +250,9 @@ pub fn classify(
         403 | 409 | 413 if quota => CloudError::QuotaExceeded(msg),
         403 => CloudError::Unauthorized(format!("{msg} (the credentials lack a permission)")),
         404 => CloudError::NotFound(msg),
+        406 => CloudError::Invalid(format!(
+            "{msg} (the cloud does not speak compute API microversion {NOVA_MICROVERSION}: kelp needs OpenStack Stein or later)"
+        )),
         413 | 429 => CloudError::Throttled {
             message: msg,
             retry_after,
@@ -257,14 +262,19 @@ pub fn classify(
 }
 
 /// An error of the session layer (authentication, catalogue, transport) as a typed error.
-pub fn from_osauth(e: &osauth::Error, what: &str, auth_url: &str) -> CloudError {
+/// `auth_url` names Keystone in the message when it is Keystone that judged the
+/// credentials (not for federated logins, whose messages say who refused).
+pub fn from_osauth(e: &osauth::Error, what: &str, auth_url: Option<&str>) -> CloudError {
     let msg = format!("{what}: {e}");
     match e.kind() {
-        ErrorKind::AuthenticationFailed | ErrorKind::AccessDenied => CloudError::Unauthorized(
-            format!("{msg} (Keystone at {auth_url} refused the credentials)"),
-        ),
+        ErrorKind::AuthenticationFailed | ErrorKind::AccessDenied => match auth_url {
+            Some(url) => {
+                CloudError::Unauthorized(format!("{msg} (Keystone at {url} refused the credentials)"))
+            }
+            None => CloudError::Unauthorized(msg),
+        },
         ErrorKind::EndpointNotFound => CloudError::Invalid(format!(
-            "{msg} (no such endpoint in the service catalogue of {auth_url}: check the region)"
+            "{msg} (no such endpoint in the service catalogue: check the region)"
         )),
         ErrorKind::InvalidConfig | ErrorKind::InvalidInput => CloudError::Invalid(msg),
         _ => CloudError::Transient(msg),
@@ -314,6 +324,8 @@ mod tests {
         );
         assert_eq!(c(404, "Instance could not be found"), "NotFound");
         assert_eq!(c(429, "slow down"), "Throttled");
+        assert_eq!(c(406, "Version 2.67 is not supported by the API"), "Invalid");
+        assert_eq!(c(409, "No more IP addresses available on network"), "QuotaExceeded");
         assert_eq!(c(500, "boom"), "Transient");
         assert_eq!(c(503, ""), "Transient");
         assert_eq!(

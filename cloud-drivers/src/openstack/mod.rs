@@ -298,6 +298,16 @@ fn looks_like_uuid(s: &str) -> bool {
     hex.len() == 32 && hex.chars().all(|c| c.is_ascii_hexdigit())
 }
 
+/// Neutron without tags (`standard-attr-tag`): kelp cannot mark what it creates.
+fn no_tags(e: CloudError) -> CloudError {
+    match e {
+        CloudError::NotFound(m) => CloudError::Invalid(format!(
+            "{m} (Neutron does not support tags: kelp needs the standard-attr-tag extension)"
+        )),
+        other => other,
+    }
+}
+
 impl OpenStackDriver {
     /// A driver; nothing is sent until the first call (Keystone is asked then).
     pub fn new(settings: OpenStackSettings) -> Result<Self, CloudError> {
@@ -337,7 +347,11 @@ impl OpenStackDriver {
     async fn connect(&self) -> Result<Api, CloudError> {
         let s = &self.settings;
         let what = format!("{}: authenticating", s.name);
-        let osauth_err = |e: osauth::Error| api::from_osauth(&e, &what, &s.auth_url);
+        let keystone = match s.auth {
+            OpenStackAuth::Custom(_) => None,
+            _ => Some(s.auth_url.clone()),
+        };
+        let osauth_err = |e: osauth::Error| api::from_osauth(&e, &what, keystone.as_deref());
         let client = reqwest::Client::builder()
             .timeout(s.timeout)
             .connect_timeout(Duration::from_secs(10))
@@ -404,7 +418,7 @@ impl OpenStackDriver {
             session,
             calls: self.calls.clone(),
             timeout: s.timeout,
-            auth_url: s.auth_url.clone(),
+            auth_url: keystone,
         })
     }
 
@@ -689,7 +703,8 @@ impl OpenStackDriver {
                     "/security-groups/{id}/tags/{tag}",
                 ),
             )
-            .await?;
+            .await
+            .map_err(no_tags)?;
         }
         groups.insert(uid.to_string(), group.id.clone());
         Ok(group.id)
@@ -893,7 +908,8 @@ impl OpenStackDriver {
                                 json!({"floatingip": {
                                     "floating_network_id": pool_id,
                                     "port_id": port.id,
-                                    "description": format!("kelp: k3s server {}", m.name),
+                                    // Found by it at deletion even if tagging it failed.
+                                    "description": tag,
                                 }}),
                             ),
                         )
@@ -909,7 +925,8 @@ impl OpenStackDriver {
                     "/floatingips/{id}/tags/{tag}",
                 ),
             )
-            .await?;
+            .await
+            .map_err(no_tags)?;
             m.addresses.push(Address {
                 kind: "ExternalIP".into(),
                 address: fip.floating_ip_address,
@@ -1006,8 +1023,17 @@ impl CloudDriver for OpenStackDriver {
                 (metadata_key(k), v)
             })
             .collect();
+        // Nova numbers the servers of a batch (`<name>-1`, ...); a part of the batch key
+        // keeps names unique across batches (and so the Cluster status's machine list).
+        let short: String = req
+            .idempotency_key
+            .trim_start_matches("kelp-")
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .take(6)
+            .collect();
         let mut server = json!({
-            "name": req.name_prefix,
+            "name": format!("{}-{short}", req.name_prefix),
             "flavorRef": flavor.id,
             "imageRef": image.id,
             "networks": [{"uuid": network}],
@@ -1107,13 +1133,21 @@ impl CloudDriver for OpenStackDriver {
         }
         let api = self.api().await?;
         let tag = uid_tag(uid);
-        let fips: Fips = api
-            .json(
-                NETWORK,
-                &Call::get(&["floatingips"], "/floatingips").query("tags", &tag),
-            )
-            .await?;
-        for f in fips.floatingips {
+        let mut fips: Vec<FloatingIpJson> = Vec::new();
+        for (k, v) in [("tags", &tag), ("description", &tag)] {
+            let found: Fips = api
+                .json(
+                    NETWORK,
+                    &Call::get(&["floatingips"], "/floatingips").query(k, v),
+                )
+                .await?;
+            for f in found.floatingips {
+                if !fips.iter().any(|x| x.id == f.id) {
+                    fips.push(f);
+                }
+            }
+        }
+        for f in fips {
             api.send_ignore_missing(
                 NETWORK,
                 &Call::new(Method::DELETE, &["floatingips", &f.id], "/floatingips/{id}"),

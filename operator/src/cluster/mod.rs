@@ -1248,7 +1248,7 @@ impl Run<'_> {
                 return Ok(false);
             }
         };
-        let ready_ids: std::collections::HashSet<String> = list
+        let ready: Vec<&k8s_openapi::api::core::v1::Node> = list
             .iter()
             .filter(|n| {
                 n.status
@@ -1256,12 +1256,30 @@ impl Run<'_> {
                     .and_then(|s| s.conditions.as_ref())
                     .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
             })
+            .collect();
+        let ready_ids: std::collections::HashSet<String> = ready
+            .iter()
             .filter_map(|n| n.spec.as_ref().and_then(|s| s.provider_id.clone()))
             .collect();
+        // k3s without a cloud provider names its Nodes `k3s://<hostname>`: those are
+        // matched to machines by their internal address instead.
+        let ready_ips: std::collections::HashSet<String> = ready
+            .iter()
+            .filter_map(|n| n.status.as_ref().and_then(|s| s.addresses.as_ref()))
+            .flatten()
+            .filter(|a| a.type_ == "InternalIP")
+            .map(|a| a.address.clone())
+            .collect();
+        let is_ready = |m: &Machine| {
+            ready_ids.contains(&m.provider_id)
+                || m.addresses
+                    .iter()
+                    .any(|a| a.kind == "InternalIP" && ready_ips.contains(&a.address))
+        };
         for p in pools.iter_mut() {
             p.ready = running
                 .iter()
-                .filter(|(pool, m)| pool == &p.name && ready_ids.contains(&m.provider_id))
+                .filter(|(pool, m)| pool == &p.name && is_ready(m))
                 .count() as i32;
         }
         Ok(true)
@@ -1337,7 +1355,11 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
             // A cloud kelp could never use (credentials refused or missing, no such
             // site) holds nothing kelp made when the status never recorded a machine:
             // the Cluster may go. Otherwise the deletion waits for working credentials.
-            Err(e) if !e.is_transient() && recorded_machines(&cluster) == 0 => {
+            Err(e)
+                if !e.is_transient()
+                    && recorded_machines(&cluster) == 0
+                    && cluster.status.as_ref().is_none_or(|s| s.api_endpoint.is_none()) =>
+            {
                 ctx.event(cluster.as_ref(), true, "DeletedWithoutCloud", "Delete", format!("the cloud cannot be used ({e}); no machine was ever recorded for this Cluster, so it is deleted without asking the cloud")).await;
                 return finish_cleanup(&cluster, &ctx).await;
             }
@@ -1374,7 +1396,8 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
     finish_cleanup(&cluster, &ctx).await
 }
 
-/// Machines the Cluster's status lists.
+/// Machines the Cluster's status lists in its pools (a control-plane machine shows as
+/// the Cluster's `apiEndpoint`).
 fn recorded_machines(cluster: &Cluster) -> usize {
     cluster
         .status
