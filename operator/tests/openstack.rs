@@ -99,6 +99,13 @@ async fn condition(h: &Harness, name: &str, kind: &str, status: &str) -> String 
 }
 
 async fn nothing_left(peer: &OsPeer, project: &str) {
+    // Nova lists a deleted server for a moment after its ports and tags are gone.
+    for _ in 0..120 {
+        if peer.servers(project).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert!(peer.servers(project).await.is_empty(), "servers left");
     assert!(
         peer.neutron("ports", project).await.is_empty(),
@@ -350,7 +357,7 @@ async fn bad_input_and_credentials_are_reported_with_the_problem_named() {
     h.start();
     let base = os_cluster("x", &peer, 1, 0);
     // No flavor fits: Stalled, naming the requirement and the closest flavors.
-    h.apply_yaml(&base.replace("name: x}", "name: h100").replace(
+    h.apply_yaml(&base.replace("name: x}", "name: h100}").replace(
         "{count: 1, vendor: NVIDIA, model: T4}",
         "{count: 8, model: H100}",
     ))
@@ -365,7 +372,7 @@ async fn bad_input_and_credentials_are_reported_with_the_problem_named() {
         .await;
     h.apply_yaml(
         &base
-            .replace("name: x}", "name: half")
+            .replace("name: x}", "name: half}")
             .replace("{name: os-creds}", "{name: half}"),
     )
     .await;
@@ -380,7 +387,7 @@ async fn bad_input_and_credentials_are_reported_with_the_problem_named() {
         .await;
     h.apply_yaml(
         &base
-            .replace("name: x}", "name: wrong")
+            .replace("name: x}", "name: wrong}")
             .replace("{name: os-creds}", "{name: wrong}"),
     )
     .await;
@@ -392,7 +399,7 @@ async fn bad_input_and_credentials_are_reported_with_the_problem_named() {
     // Keystone unreachable: CloudReachable False with the address, retried with backoff.
     h.apply_yaml(
         &base
-            .replace("name: x}", "name: gone")
+            .replace("name: x}", "name: gone}")
             .replace(&peer.auth_url(), "http://127.0.0.1:9/v3"),
     )
     .await;

@@ -1358,7 +1358,10 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
             Err(e)
                 if !e.is_transient()
                     && recorded_machines(&cluster) == 0
-                    && cluster.status.as_ref().is_none_or(|s| s.api_endpoint.is_none()) =>
+                    && cluster
+                        .status
+                        .as_ref()
+                        .is_none_or(|s| s.api_endpoint.is_none()) =>
             {
                 ctx.event(cluster.as_ref(), true, "DeletedWithoutCloud", "Delete", format!("the cloud cannot be used ({e}); no machine was ever recorded for this Cluster, so it is deleted without asking the cloud")).await;
                 return finish_cleanup(&cluster, &ctx).await;
