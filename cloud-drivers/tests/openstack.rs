@@ -190,12 +190,9 @@ async fn images_by_default_name_properties_and_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn servers_are_created_in_one_request_tagged_listed_and_deleted_leaving_nothing() {
-    let Some(peer) = OsPeer::get().await else {
+    let Some((peer, _lock, project)) = OsPeer::claim("OS_PROJECT_ID").await else {
         return;
     };
-    let _lock = peer.lock().await;
-    let project = peer.var("OS_PROJECT_ID");
-    peer.purge(&project).await;
     let proxy = Proxy::start(peer.nova_port()).await;
     let d = OpenStackDriver::new(OpenStackSettings {
         network: Some("private".into()),
@@ -303,12 +300,9 @@ async fn servers_are_created_in_one_request_tagged_listed_and_deleted_leaving_no
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_valid_host_fails_the_servers_and_then_the_flavor_reports_no_capacity() {
-    let Some(peer) = OsPeer::get().await else {
+    let Some((peer, _lock, project)) = OsPeer::claim("OS_PROJECT_ID").await else {
         return;
     };
-    let _lock = peer.lock().await;
-    let project = peer.var("OS_PROJECT_ID");
-    peer.purge(&project).await;
     let d = driver(&peer, app_cred(&peer));
     let uid = "0b5e1d2a-0000-4000-8000-000000000002";
     d.create(&request(uid, "gpu.huge-t4", 1, "kelp-huge"))
@@ -497,12 +491,9 @@ fn catalog(peer: &OsPeer) -> SiteCatalog {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn egi_check_in_token_gets_the_vo_project_and_provisions() {
-    let Some(peer) = OsPeer::get().await else {
+    let Some((peer, _lock, project)) = OsPeer::claim("EGI_PROJECT_ID").await else {
         return;
     };
-    let _lock = peer.lock().await;
-    let project = peer.var("EGI_PROJECT_ID");
-    peer.purge(&project).await;
     let checkin = Checkin::start().await;
     let entitlement = peer.var("EGI_ENTITLEMENT");
     checkin.add("rt-alice", &format!("fake:alice:{entitlement}"));
@@ -589,12 +580,9 @@ async fn egi_revoked_refresh_token_and_outsiders_are_unauthorized_without_a_retr
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_k3s_server_gets_a_tagged_floating_ip_that_goes_with_it() {
-    let Some(peer) = OsPeer::get().await else {
+    let Some((peer, _lock, project)) = OsPeer::claim("OS_PROJECT_ID").await else {
         return;
     };
-    let _lock = peer.lock().await;
-    let project = peer.var("OS_PROJECT_ID");
-    peer.purge(&project).await;
     let d = OpenStackDriver::new(OpenStackSettings {
         network: Some("private".into()),
         floating_ip_pool: Some("public".into()),

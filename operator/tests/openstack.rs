@@ -121,14 +121,30 @@ async fn nothing_left(peer: &OsPeer, project: &str) {
     );
 }
 
+/// Deletes the Clusters, checks the peer holds nothing of them, stops the operator.
+async fn finish(
+    mut h: Harness,
+    peer: &OsPeer,
+    project: &str,
+    clusters: &[&str],
+    kubelets: tokio::task::JoinHandle<()>,
+) {
+    for c in clusters {
+        h.delete::<Cluster>(c).await;
+    }
+    for c in clusters {
+        h.wait::<Cluster>(c, "gone", |c| c.is_none()).await;
+    }
+    nothing_left(peer, project).await;
+    kubelets.abort();
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_openstack_cluster_with_a_gpu_pool_becomes_ready_scales_and_leaves_nothing() {
-    let Some(peer) = OsPeer::get().await else {
+    let Some((peer, _lock, project)) = OsPeer::claim("OS_PROJECT_ID").await else {
         return;
     };
-    let _lock = peer.lock().await;
-    let project = peer.var("OS_PROJECT_ID");
-    peer.purge(&project).await;
     let mut h = Harness::new().await;
     secrets(&h, &peer).await;
     prices(&h, &[("gpu.t4", "0.50"), ("gpu.huge-t4", "0.90")]).await;
@@ -204,21 +220,14 @@ async fn an_openstack_cluster_with_a_gpu_pool_becomes_ready_scales_and_leaves_no
     assert_eq!(flavors, ["gpu.t4"; 3]);
 
     // Delete: servers, their ports and the security group go; then the finalizer.
-    h.delete::<Cluster>("os").await;
-    h.wait::<Cluster>("os", "gone", |c| c.is_none()).await;
-    nothing_left(&peer, &project).await;
-    kubelets.abort();
-    h.stop().await;
+    finish(h, &peer, &project, &["os"], kubelets).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_right_after_the_create_request_never_doubles_servers() {
-    let Some(peer) = OsPeer::get().await else {
+    let Some((peer, _lock, project)) = OsPeer::claim("OS_PROJECT_ID").await else {
         return;
     };
-    let _lock = peer.lock().await;
-    let project = peer.var("OS_PROJECT_ID");
-    peer.purge(&project).await;
     let proxy = Proxy::start(peer.nova_port()).await;
     // Nova acts on the create, but the operator never sees the answer.
     proxy.fail(
@@ -268,21 +277,14 @@ async fn a_crash_right_after_the_create_request_never_doubles_servers() {
         "{:?}",
         proxy.summary()
     );
-    h.delete::<Cluster>("crash").await;
-    h.wait::<Cluster>("crash", "gone", |c| c.is_none()).await;
-    nothing_left(&peer, &project).await;
-    kubelets.abort();
-    h.stop().await;
+    finish(h, &peer, &project, &["crash"], kubelets).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_valid_host_and_server_errors_converge_on_the_next_flavor_with_bounded_calls() {
-    let Some(peer) = OsPeer::get().await else {
+    let Some((peer, _lock, project)) = OsPeer::claim("OS_PROJECT_ID").await else {
         return;
     };
-    let _lock = peer.lock().await;
-    let project = peer.var("OS_PROJECT_ID");
-    peer.purge(&project).await;
     let proxy = Proxy::start(peer.nova_port()).await;
     for _ in 0..2 {
         proxy.fail(
@@ -337,21 +339,14 @@ async fn no_valid_host_and_server_errors_converge_on_the_next_flavor_with_bounde
         proxy.total(),
         proxy.summary()
     );
-    h.delete::<Cluster>("nvh").await;
-    h.wait::<Cluster>("nvh", "gone", |c| c.is_none()).await;
-    nothing_left(&peer, &project).await;
-    kubelets.abort();
-    h.stop().await;
+    finish(h, &peer, &project, &["nvh"], kubelets).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_credentials_are_reported_with_the_problem_named() {
-    let Some(peer) = OsPeer::get().await else {
+    let Some((peer, _lock, project)) = OsPeer::claim("OS_PROJECT_ID").await else {
         return;
     };
-    let _lock = peer.lock().await;
-    let project = peer.var("OS_PROJECT_ID");
-    peer.purge(&project).await;
     let mut h = Harness::new().await;
     secrets(&h, &peer).await;
     h.start();

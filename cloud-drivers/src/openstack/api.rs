@@ -268,9 +268,9 @@ pub fn from_osauth(e: &osauth::Error, what: &str, auth_url: Option<&str>) -> Clo
     let msg = format!("{what}: {e}");
     match e.kind() {
         ErrorKind::AuthenticationFailed | ErrorKind::AccessDenied => match auth_url {
-            Some(url) => {
-                CloudError::Unauthorized(format!("{msg} (Keystone at {url} refused the credentials)"))
-            }
+            Some(url) => CloudError::Unauthorized(format!(
+                "{msg} (Keystone at {url} refused the credentials)"
+            )),
             None => CloudError::Unauthorized(msg),
         },
         ErrorKind::EndpointNotFound => CloudError::Invalid(format!(
@@ -324,8 +324,14 @@ mod tests {
         );
         assert_eq!(c(404, "Instance could not be found"), "NotFound");
         assert_eq!(c(429, "slow down"), "Throttled");
-        assert_eq!(c(406, "Version 2.67 is not supported by the API"), "Invalid");
-        assert_eq!(c(409, "No more IP addresses available on network"), "QuotaExceeded");
+        assert_eq!(
+            c(406, "Version 2.67 is not supported by the API"),
+            "Invalid"
+        );
+        assert_eq!(
+            c(409, "No more IP addresses available on network"),
+            "QuotaExceeded"
+        );
         assert_eq!(c(500, "boom"), "Transient");
         assert_eq!(c(503, ""), "Transient");
         assert_eq!(

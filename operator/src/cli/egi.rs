@@ -2,6 +2,7 @@
 //! from the command line: which sites support a VO, their Keystone endpoints and the
 //! project the VO gets there.
 
+use super::recipe::table;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -81,31 +82,6 @@ pub fn catalog_with_files(files: &[PathBuf]) -> Result<(SiteCatalog, Vec<String>
     } else {
         Err(Failure { errors, warnings })
     }
-}
-
-/// Left-aligned columns separated by two spaces; the last column is not padded.
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut widths = vec![0; cols];
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (i, cell) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(cell);
-            } else {
-                let _ = write!(line, "{cell:<w$}  ", w = widths[i]);
-            }
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 fn serialize(sites: &[Site], format: Format) -> Result<String, Failure> {

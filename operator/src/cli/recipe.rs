@@ -67,7 +67,7 @@ fn get<'a>(catalog: &'a Catalog, name: &str) -> Result<&'a Recipe, Failure> {
 }
 
 /// Left-aligned columns separated by two spaces; the last column is not padded.
-fn table(rows: &[Vec<String>]) -> String {
+pub(crate) fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let mut widths = vec![0; cols];
     for row in rows {

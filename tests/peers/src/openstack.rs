@@ -69,6 +69,18 @@ impl OsPeer {
         }
     }
 
+    /// The running peer, used exclusively, with the project named by `project_var`
+    /// (a peer.env key) emptied: what most tests start with.
+    pub async fn claim(
+        project_var: &str,
+    ) -> Option<(OsPeer, tokio::sync::MutexGuard<'static, ()>, String)> {
+        let peer = OsPeer::get().await?;
+        let lock = peer.lock().await;
+        let project = peer.var(project_var);
+        peer.purge(&project).await;
+        Some((peer, lock, project))
+    }
+
     /// Exclusive use of the peer within this process.
     pub async fn lock(&self) -> tokio::sync::MutexGuard<'static, ()> {
         LOCK.lock().await
