@@ -123,7 +123,7 @@ async fn main() {
     println!("OpenStack pool on the Nova peer (fake virt driver), gpu.t4, {n} machines");
     println!();
     println!(
-        "{:<40} {:>10} {:>10} {:>12}",
+        "{:<46} {:>10} {:>10} {:>12}",
         "API calls until all ACTIVE",
         "1 machine",
         format!("{n} batched"),
@@ -140,7 +140,7 @@ async fn main() {
     for k in keys {
         let g = |r: &Run| r.calls.get(k).copied().unwrap_or(0);
         println!(
-            "{:<40} {:>10} {:>10} {:>12}",
+            "{:<46} {:>10} {:>10} {:>12}",
             k,
             g(&one),
             g(&batch),
@@ -148,7 +148,7 @@ async fn main() {
         );
     }
     println!(
-        "{:<40} {:>10} {:>10} {:>12}",
+        "{:<46} {:>10} {:>10} {:>12}",
         "total",
         total(&one),
         total(&batch),
