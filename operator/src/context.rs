@@ -38,6 +38,10 @@ pub struct Config {
     /// addresses the operator cannot reach. `KELP_OPENSTACK_ENDPOINTS`, e.g.
     /// `compute=https://nova.example.org:8774/v2.1,network=https://neutron.example.org:9696`.
     pub openstack_endpoints: std::collections::BTreeMap<String, String>,
+    /// Where fresh EGI site data is published (`KELP_EGI_SITES_URL`), read hourly; it
+    /// replaces shipped entries of the same sites, and the `kelp-egi-sites` ConfigMap
+    /// replaces both.
+    pub egi_sites_url: Option<String>,
 }
 
 /// `service=url,service=url` as a map; malformed parts are skipped with a warning.
@@ -72,6 +76,9 @@ impl Default for Config {
             openstack_endpoints: std::env::var("KELP_OPENSTACK_ENDPOINTS")
                 .map(|v| parse_endpoints(&v))
                 .unwrap_or_default(),
+            egi_sites_url: std::env::var("KELP_EGI_SITES_URL")
+                .ok()
+                .filter(|v| !v.trim().is_empty()),
         }
     }
 }

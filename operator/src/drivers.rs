@@ -87,7 +87,13 @@ pub struct Drivers {
     namespace: String,
     /// OpenStack endpoints replacing the catalogue's (service type -> URL).
     openstack_endpoints: BTreeMap<String, String>,
+    /// Published EGI site data, and the last copy read from it (kept when a read fails).
+    egi_sites_url: Option<String>,
+    egi_sites: tokio::sync::Mutex<Option<(Instant, kelp_cloud_drivers::egi::SiteCatalog)>>,
 }
+
+/// How long site data read from `KELP_EGI_SITES_URL` is used before it is read again.
+const EGI_SITES_TTL: Duration = Duration::from_secs(3600);
 
 /// The ConfigMap (in the operator's namespace) whose data overrides the built-in EC2
 /// price table: instance type -> USD per hour.
@@ -107,7 +113,54 @@ impl Drivers {
             built: Mutex::default(),
             namespace,
             openstack_endpoints: BTreeMap::new(),
+            egi_sites_url: None,
+            egi_sites: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// Where fresh EGI site data is published.
+    pub fn with_egi_sites_url(mut self, url: Option<String>) -> Self {
+        self.egi_sites_url = url;
+        self
+    }
+
+    /// The EGI site catalogue: shipped data, then the published data (hourly), then the
+    /// `kelp-egi-sites` ConfigMap, later entries replacing earlier ones of the same site.
+    async fn egi_catalog(&self, client: &Client) -> kelp_cloud_drivers::egi::SiteCatalog {
+        use kelp_cloud_drivers::egi;
+        let mut catalog = egi::SiteCatalog::builtin().clone();
+        if let Some(url) = &self.egi_sites_url {
+            let mut cached = self.egi_sites.lock().await;
+            let fresh = cached
+                .as_ref()
+                .is_some_and(|(at, _)| at.elapsed() < EGI_SITES_TTL);
+            if !fresh {
+                match egi::fetch_sites(url).await {
+                    Ok(c) => *cached = Some((Instant::now(), c)),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "EGI site data not refreshed; using the last copy");
+                        if let Some((at, _)) = cached.as_mut() {
+                            // Try again in a while, not at every reconcile.
+                            *at = Instant::now();
+                        }
+                    }
+                }
+            }
+            if let Some((_, c)) = cached.as_ref() {
+                catalog.merge(c.clone());
+            }
+        }
+        if let Some((data, _)) = self.own_config_map(client, EGI_SITES_CONFIGMAP).await {
+            for (key, text) in data {
+                match egi::SiteCatalog::from_yaml(&text) {
+                    Ok(extra) => catalog.merge(extra),
+                    Err(e) => {
+                        tracing::warn!(configmap = EGI_SITES_CONFIGMAP, %key, error = %e, "ignoring site data that does not parse")
+                    }
+                }
+            }
+        }
+        catalog
     }
 
     /// OpenStack endpoints that replace the service catalogue's for every OpenStack and
@@ -374,18 +427,9 @@ impl Drivers {
             token_url: optional(&data, "tokenEndpoint")
                 .unwrap_or_else(|| egi::CHECKIN_TOKEN_URL.into()),
         };
-        let mut catalog = egi::SiteCatalog::builtin().clone();
-        if let Some((data, rv)) = self.own_config_map(client, EGI_SITES_CONFIGMAP).await {
-            fingerprint.push_str(&rv);
-            for (key, text) in data {
-                match egi::SiteCatalog::from_yaml(&text) {
-                    Ok(extra) => catalog.merge(extra),
-                    Err(e) => {
-                        tracing::warn!(configmap = EGI_SITES_CONFIGMAP, %key, error = %e, "ignoring site data that does not parse")
-                    }
-                }
-            }
-        }
+        let catalog = self.egi_catalog(client).await;
+        // The site's entry is part of what the driver is built from.
+        fingerprint.push_str(&format!("{:?}", catalog.site(&spec.site)));
         let price_overrides = self
             .prices(client, OPENSTACK_PRICES_CONFIGMAP, &mut fingerprint)
             .await;

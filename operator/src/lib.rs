@@ -50,10 +50,13 @@ pub async fn run(
 ) -> Arc<Context> {
     let namespace = env.config.namespace.clone();
     let endpoints = env.config.openstack_endpoints.clone();
+    let sites_url = env.config.egi_sites_url.clone();
     let ctx = Arc::new(Context::new(
         client,
         env.config,
-        Drivers::new(env.sims, namespace).with_openstack_endpoints(endpoints),
+        Drivers::new(env.sims, namespace)
+            .with_openstack_endpoints(endpoints)
+            .with_egi_sites_url(sites_url),
         env.sim_kube,
     ));
     let (tx, rx) = tokio::sync::watch::channel(false);

@@ -17,6 +17,28 @@ use crate::openstack::{OpenStackAuth, OpenStackDriver, OpenStackSettings};
 
 /// The driver's name, the label of its metrics.
 pub const DRIVER_NAME: &str = "egi";
+
+/// Site data published at `url` (site files, one or more YAML documents, or a list of
+/// entries, as [`SiteCatalog::from_yaml`] reads them).
+pub async fn fetch_sites(url: &str) -> Result<SiteCatalog, String> {
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = client
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("EGI site data at {url}: {e}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("EGI site data at {url}: HTTP {}", resp.status()));
+    }
+    let text = resp
+        .text()
+        .await
+        .map_err(|e| format!("EGI site data at {url}: {e}"))?;
+    SiteCatalog::from_yaml(&text).map_err(|e| format!("EGI site data at {url}: {e}"))
+}
 /// The Keystone federation protocol EGI sites use unless their site file says otherwise.
 pub const DEFAULT_PROTOCOL: &str = "openid";
 
@@ -97,4 +119,51 @@ pub fn driver(
         ..OpenStackSettings::new(auth_url, OpenStackAuth::Custom(auth.clone()))
     };
     Ok((OpenStackDriver::new(settings)?, auth))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Serves `body` with `status` to every request on 127.0.0.1.
+    async fn serve(status: &'static str, body: &'static str) -> String {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut c, _)) = l.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = c.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = c.write_all(resp.as_bytes()).await;
+            }
+        });
+        format!("http://127.0.0.1:{port}/sites.yaml")
+    }
+
+    #[tokio::test]
+    async fn site_data_from_a_url() {
+        let url = serve(
+            "200 OK",
+            "---\ngocdb: NEW-SITE\nendpoint: https://keystone.new.example.org:5000/v3/\nvos:\n- name: vo.imagine-ai.eu\n  auth:\n    project_id: abc123\n",
+        )
+        .await;
+        let c = fetch_sites(&url).await.unwrap();
+        assert_eq!(
+            c.project_for("new-site", "vo.imagine-ai.eu").unwrap().1,
+            "abc123"
+        );
+        let bad = serve("404 Not Found", "no").await;
+        assert!(fetch_sites(&bad).await.unwrap_err().contains("HTTP 404"));
+        let broken = serve("200 OK", "gocdb: [").await;
+        assert!(
+            fetch_sites(&broken)
+                .await
+                .unwrap_err()
+                .contains("EGI site data at")
+        );
+    }
 }

@@ -60,6 +60,7 @@ impl Harness {
                 orphan_grace: Duration::from_millis(300),
                 orphan_sweep_interval: Duration::from_millis(100),
                 openstack_endpoints: Default::default(),
+                egi_sites_url: None,
             },
         };
         Self {
