@@ -176,7 +176,8 @@ pub struct OpenStackCloud {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
     /// Secret with `applicationCredentialId` and `applicationCredentialSecret`, or with
-    /// `username`, `password`, `projectName`, `userDomainName` and `projectDomainName`.
+    /// `username`, `password`, `projectName` and optionally `userDomainName` and
+    /// `projectDomainName` (both `Default` when unset).
     pub credentials_secret_ref: SecretReference,
     /// Network (name or ID) the machines attach to; the project's only network otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -199,7 +200,8 @@ pub struct EgiCloud {
     /// Virtual organisation whose project the machines are started in, e.g. vo.imagine-ai.eu.
     #[schemars(length(min = 1, max = 255))]
     pub vo: String,
-    /// Secret with keys `refreshToken`, `clientId` and optionally `clientSecret` (EGI Check-in).
+    /// Secret with keys `refreshToken`, `clientId` and optionally `clientSecret` (EGI Check-in)
+    /// and `tokenEndpoint` (Check-in's token endpoint by default).
     pub credentials_secret_ref: SecretReference,
     /// Keystone URL overriding the one from the EGI site list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
