@@ -517,12 +517,11 @@ impl OpenStackDriver {
                 Err(e) => return Err(e),
             }
         } else if spec.contains('=') {
-            let props: Vec<(&str, &str)> = spec
+            let mut filters: Vec<(&str, &str)> = spec
                 .split(',')
                 .filter_map(|kv| kv.split_once('='))
                 .map(|(k, v)| (k.trim(), v.trim()))
                 .collect();
-            let mut filters = props.clone();
             filters.push(("status", "active"));
             self.images(&filters).await?
         } else {
@@ -859,17 +858,17 @@ impl OpenStackDriver {
             }
         }
         for m in machines.iter_mut() {
-            let fixed: Vec<String> = m
+            let ext = m
                 .addresses
                 .iter()
                 .filter(|a| a.kind == "InternalIP")
-                .map(|a| a.address.clone())
-                .collect();
-            if let Some(ext) = fixed.iter().find_map(|f| by_fixed.get(f)) {
-                if !m.addresses.iter().any(|a| &a.address == ext) {
+                .find_map(|a| by_fixed.get(&a.address))
+                .cloned();
+            if let Some(ext) = ext {
+                if !m.addresses.iter().any(|a| a.address == ext) {
                     m.addresses.push(Address {
                         kind: "ExternalIP".into(),
-                        address: ext.clone(),
+                        address: ext,
                     });
                 }
                 continue;
@@ -931,6 +930,46 @@ impl OpenStackDriver {
                 kind: "ExternalIP".into(),
                 address: fip.floating_ip_address,
             });
+        }
+        Ok(())
+    }
+
+    /// Deletes every object of a Neutron collection (`floatingips`, `security-groups`)
+    /// that any of `filters` finds; already gone is fine.
+    async fn delete_found(
+        &self,
+        collection: &str,
+        filters: &[(&str, &str)],
+    ) -> Result<(), CloudError> {
+        #[derive(Deserialize)]
+        struct Id {
+            id: String,
+        }
+        let api = self.api().await?;
+        let key = collection.replace('-', "_");
+        let list_label = format!("/{collection}");
+        let one_label = format!("/{collection}/{{id}}");
+        let mut ids: Vec<String> = Vec::new();
+        for (k, v) in filters {
+            let found: HashMap<String, Vec<Id>> = api
+                .json(NETWORK, &Call::get(&[collection], &list_label).query(k, *v))
+                .await?;
+            for o in found
+                .into_iter()
+                .filter(|(k, _)| *k == key)
+                .flat_map(|(_, v)| v)
+            {
+                if !ids.contains(&o.id) {
+                    ids.push(o.id);
+                }
+            }
+        }
+        for id in ids {
+            api.send_ignore_missing(
+                NETWORK,
+                &Call::new(Method::DELETE, &[collection, &id], &one_label),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -1119,66 +1158,15 @@ impl CloudDriver for OpenStackDriver {
         let Some(uid) = tags.get(tags::CLUSTER_UID) else {
             return Ok(());
         };
-        #[derive(Deserialize)]
-        struct Fips {
-            floatingips: Vec<FloatingIpJson>,
-        }
-        #[derive(Deserialize)]
-        struct Groups {
-            security_groups: Vec<Id>,
-        }
-        #[derive(Deserialize)]
-        struct Id {
-            id: String,
-        }
-        let api = self.api().await?;
         let tag = uid_tag(uid);
-        let mut fips: Vec<FloatingIpJson> = Vec::new();
-        for (k, v) in [("tags", &tag), ("description", &tag)] {
-            let found: Fips = api
-                .json(
-                    NETWORK,
-                    &Call::get(&["floatingips"], "/floatingips").query(k, v),
-                )
-                .await?;
-            for f in found.floatingips {
-                if !fips.iter().any(|x| x.id == f.id) {
-                    fips.push(f);
-                }
-            }
-        }
-        for f in fips {
-            api.send_ignore_missing(
-                NETWORK,
-                &Call::new(Method::DELETE, &["floatingips", &f.id], "/floatingips/{id}"),
-            )
+        // Found by tag, and by what kelp set at creation in case tagging never happened.
+        self.delete_found("floatingips", &[("tags", &tag), ("description", &tag)])
             .await?;
-        }
-        let mut ids: Vec<String> = Vec::new();
-        for (k, v) in [("tags", tag.clone()), ("name", group_name(uid))] {
-            let g: Groups = api
-                .json(
-                    NETWORK,
-                    &Call::get(&["security-groups"], "/security-groups").query(k, v),
-                )
-                .await?;
-            for id in g.security_groups {
-                if !ids.contains(&id.id) {
-                    ids.push(id.id);
-                }
-            }
-        }
-        for id in ids {
-            api.send_ignore_missing(
-                NETWORK,
-                &Call::new(
-                    Method::DELETE,
-                    &["security-groups", &id],
-                    "/security-groups/{id}",
-                ),
-            )
-            .await?;
-        }
+        self.delete_found(
+            "security-groups",
+            &[("tags", &tag), ("name", &group_name(uid))],
+        )
+        .await?;
         self.groups.lock().await.remove(uid);
         Ok(())
     }

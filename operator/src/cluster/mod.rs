@@ -247,23 +247,17 @@ async fn cloud_failed(
     conditions::set(
         &mut status.conditions,
         ct::CLOUD_REACHABLE,
-        !matches!(e, CloudError::Unauthorized(_) | CloudError::Transient(_)),
+        !matches!(e, CloudError::Unauthorized(_)),
         reason,
         e.to_string(),
         Some(generation),
     );
-    if !e.is_transient() {
-        stall(&mut status, generation, reason, &e.to_string());
-    }
+    stall(&mut status, generation, reason, &e.to_string());
     write_status(ctx, cluster, status).await?;
     ctx.event(cluster, true, reason, "Reconcile", e.to_string())
         .await;
-    if e.is_transient() {
-        Err(Error::Cloud(e))
-    } else {
-        // Unauthorized / quota / invalid: no retry storm; look again after a while.
-        Ok(Action::requeue(ctx.config.resync))
-    }
+    // Unauthorized / quota / invalid: no retry storm; look again after a while.
+    Ok(Action::requeue(ctx.config.resync))
 }
 
 fn stall(status: &mut ClusterStatus, generation: i64, reason: &str, message: &str) {

@@ -103,7 +103,10 @@ impl OsPeer {
 
     /// The Nova port on 127.0.0.1 (for a fault proxy in front of it).
     pub fn nova_port(&self) -> u16 {
-        8774
+        reqwest::Url::parse(&self.nova_url())
+            .ok()
+            .and_then(|u| u.port())
+            .unwrap_or(8774)
     }
 
     /// A token of `admin`, scoped to the admin project.
