@@ -76,11 +76,20 @@ fn name(common: &str, org: Option<&str>) -> DistinguishedName {
 
 /// An admin kubeconfig for `server`: a client certificate when given, else no credentials
 /// (the sim control plane accepts anyone).
+/// How a kubeconfig's user authenticates.
+#[derive(Clone, Copy, Debug)]
+pub enum Credentials<'a> {
+    /// A client certificate and key (PEM), as kelp's provisioned clusters use.
+    ClientCert(&'a str, &'a str),
+    /// A bearer token, as the sim's control planes take.
+    Token(&'a str),
+}
+
 pub fn kubeconfig(
     cluster_name: &str,
     server: &str,
     ca_cert_pem: Option<&str>,
-    client: Option<(&str, &str)>,
+    client: Credentials<'_>,
 ) -> String {
     use base64::Engine;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -88,11 +97,12 @@ pub fn kubeconfig(
     if let Some(ca) = ca_cert_pem {
         cluster["certificate-authority-data"] = b64(ca).into();
     }
-    let mut user = serde_json::json!({});
-    if let Some((cert, key)) = client {
-        user["client-certificate-data"] = b64(cert).into();
-        user["client-key-data"] = b64(key).into();
-    }
+    let user = match client {
+        Credentials::ClientCert(cert, key) => {
+            serde_json::json!({"client-certificate-data": b64(cert), "client-key-data": b64(key)})
+        }
+        Credentials::Token(token) => serde_json::json!({"token": token}),
+    };
     let config = serde_json::json!({
         "apiVersion": "v1",
         "kind": "Config",
@@ -130,7 +140,7 @@ mod tests {
             "c",
             "https://203.0.113.7:6443",
             Some(&pki.ca_cert_pem),
-            Some((&pki.admin_cert_pem, &pki.admin_key_pem)),
+            Credentials::ClientCert(&pki.admin_cert_pem, &pki.admin_key_pem),
         );
         let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
         assert_eq!(kc.current_context.as_deref(), Some("c"));

@@ -64,7 +64,13 @@ impl SimKube {
             planes.insert(uid.to_string(), server);
         }
         let server = &planes[uid];
-        let kubeconfig = crate::pki::kubeconfig(cluster_name, &server.url(), None, None);
+        // The sim's stand-in for the admin client certificate: the server's admin token.
+        let kubeconfig = crate::pki::kubeconfig(
+            cluster_name,
+            &server.url(),
+            None,
+            crate::pki::Credentials::Token(server.admin_token()),
+        );
         Ok((server.url(), kubeconfig))
     }
 

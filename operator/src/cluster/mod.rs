@@ -571,7 +571,7 @@ impl Run<'_> {
                             &self.name,
                             &endpoint,
                             Some(&pki.ca_cert_pem),
-                            Some((&pki.admin_cert_pem, &pki.admin_key_pem)),
+                            pki::Credentials::ClientCert(&pki.admin_cert_pem, &pki.admin_key_pem),
                         );
                         self.write_kubeconfig(&kc).await?;
                         self.status.api_endpoint = Some(endpoint);

@@ -21,6 +21,8 @@ fn cm(name: String) -> ConfigMap {
 
 async fn client(server: &TestApiServer) -> Client {
     let mut config = Config::new(server.url().parse().unwrap());
+    config.root_cert = Some(vec![server.ca_der().to_vec()]);
+    config.auth_info.token = Some(server.admin_token().to_string().into());
     config.default_namespace = "default".into();
     Client::try_from(config).unwrap()
 }

@@ -71,11 +71,18 @@ pub fn resource_list(
     }
     let mut resources = Vec::new();
     for t in served {
+        let verbs = if t.review {
+            json!(["create"])
+        } else {
+            json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
+        };
         resources.push(json!({
             "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind,
-            "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
-            "shortNames": t.short_names, "categories": t.categories,
+            "verbs": verbs, "shortNames": t.short_names, "categories": t.categories,
         }));
+        if t.group.is_empty() && t.plural == "serviceaccounts" {
+            resources.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true, "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
+        }
         if t.status {
             resources.push(json!({"name": format!("{}/status", t.plural), "singularName": "", "namespaced": t.namespaced, "kind": t.kind, "verbs": ["get", "patch", "update"]}));
         }

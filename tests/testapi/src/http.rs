@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use serde_json::{Value, json};
 
+use crate::auth::{Attributes, UserInfo};
 use crate::selectors::{FieldSelector, LabelSelector};
 use crate::status::{self, ApiError};
 use crate::store::{FieldValidation, PatchType, Store, WriteOptions};
@@ -39,9 +40,39 @@ pub async fn handle(
     let path = uri.path().trim_end_matches('/');
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     tracing::debug!(%method, %uri, "request");
-    match route(&store, &method, &segments, &query, &headers, body).await {
+    let user = match crate::auth::authenticate(&store, &headers)
+        .and_then(|u| crate::auth::impersonate(&store, u, &headers))
+    {
+        Ok(u) => u,
+        Err(err) => return err.into_response(),
+    };
+    let req = Request {
+        method: &method,
+        query: &query,
+        headers: &headers,
+        user: &user,
+    };
+    match route(&store, &req, uri.path(), &segments, body).await {
         Ok(resp) => resp,
         Err(err) => err.into_response(),
+    }
+}
+
+/// What every handler needs to know about the request besides its path and body.
+struct Request<'a> {
+    method: &'a Method,
+    query: &'a Query,
+    headers: &'a HeaderMap,
+    user: &'a UserInfo,
+}
+
+impl Request<'_> {
+    fn allow(&self, store: &Store, attrs: Attributes) -> Result<(), ApiError> {
+        if crate::auth::authorize(store, self.user, &attrs) {
+            Ok(())
+        } else {
+            Err(attrs.forbidden(self.user))
+        }
     }
 }
 
@@ -56,12 +87,21 @@ fn json_response(code: StatusCode, value: &Value) -> Response {
 
 async fn route(
     store: &Arc<Store>,
-    method: &Method,
+    req: &Request<'_>,
+    path: &str,
     segments: &[&str],
-    query: &Query,
-    headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let is_resource = matches!(segments, ["api", "v1", _, ..] | ["apis", _, _, _, ..]);
+    if !is_resource {
+        req.allow(
+            store,
+            Attributes::NonResource {
+                verb: req.method.as_str().to_ascii_lowercase(),
+                path: path.to_string(),
+            },
+        )?;
+    }
     match segments {
         ["healthz" | "readyz" | "livez", ..] => Ok((StatusCode::OK, "ok").into_response()),
         ["version"] => Ok(json_response(StatusCode::OK, &discovery::version())),
@@ -90,11 +130,9 @@ async fn route(
             StatusCode::OK,
             &discovery::openapi_doc(&store.types(), &rest.join("/"))?,
         )),
-        ["api", "v1", rest @ ..] => {
-            resource(store, method, "", "v1", rest, query, headers, body).await
-        }
+        ["api", "v1", rest @ ..] => resource(store, req, "", "v1", rest, body).await,
         ["apis", group, version, rest @ ..] => {
-            resource(store, method, group, version, rest, query, headers, body).await
+            resource(store, req, group, version, rest, body).await
         }
         _ => Err(ApiError::path_not_found()),
     }
@@ -127,6 +165,7 @@ fn parse_target(
         Some("status") if rt.status => {}
         Some("scale") if rt.scale.is_some() => {}
         Some("finalize") if rt.plural == "namespaces" => {}
+        Some("token") if rt.plural == "serviceaccounts" && rt.group.is_empty() => {}
         Some(_) => return Err(ApiError::path_not_found()),
     }
     if rest.len() > 3 {
@@ -189,6 +228,23 @@ fn write_options(
     })
 }
 
+fn content_type(headers: &HeaderMap) -> &str {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+/// A create, update or delete body: JSON, or protobuf for built-in kinds (kubectl and Helm
+/// send `application/vnd.kubernetes.protobuf` for them).
+fn parse_object(body: &Bytes, headers: &HeaderMap) -> Result<Value, ApiError> {
+    if crate::proto::is_protobuf(content_type(headers)) {
+        return crate::proto::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding protobuf: {e}")));
+    }
+    parse_body(body, false)
+}
+
 fn parse_body(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
     if yaml {
         let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
@@ -246,20 +302,67 @@ pub(crate) fn include_object(query: &Query) -> Result<IncludeObject, ApiError> {
         .map_err(ApiError::bad_request)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The RBAC verb of a resource request.
+fn verb(method: &Method, named: bool, query: &Query) -> &'static str {
+    match (method.as_str(), named) {
+        ("GET" | "HEAD", true) => "get",
+        ("GET" | "HEAD", false) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            "watch"
+        }
+        ("GET" | "HEAD", false) => "list",
+        ("POST", _) => "create",
+        ("PUT", _) => "update",
+        ("PATCH", _) => "patch",
+        ("DELETE", true) => "delete",
+        ("DELETE", false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
 async fn resource(
     store: &Arc<Store>,
-    method: &Method,
+    req: &Request<'_>,
     group: &str,
     version: &str,
     rest: &[&str],
-    query: &Query,
-    headers: &HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    let (method, query, headers) = (req.method, req.query, req.headers);
     let t = parse_target(store, group, version, rest)?;
     let ns = t.namespace.as_deref();
     let sub = t.subresource.as_deref();
+    let verb = verb(method, t.name.is_some(), query);
+    // A list or watch of one object by `metadata.name=` is authorized as that name, as the
+    // API server's request info does (so `resourceNames` rules allow `kubectl get -w`).
+    let selected = query
+        .get("fieldSelector")
+        .and_then(|f| f.strip_prefix("metadata.name="))
+        .filter(|n| !n.contains(','));
+    let authz_name = t.name.as_deref().or(selected);
+    let attrs = |verb: &str| Attributes::resource(verb, &t.rt.group, &t.rt.plural, sub, ns, authz_name);
+    req.allow(store, attrs(verb))?;
+    if t.rt.review {
+        if *method != Method::POST || t.name.is_some() {
+            return Err(ApiError::method_not_allowed(method.as_str()));
+        }
+        let obj = parse_object(&body, headers)?;
+        let out = crate::reviews::answer(store, req.user, &t.rt, ns, obj)?;
+        return Ok(json_response(StatusCode::CREATED, &out));
+    }
+    if sub == Some("token") {
+        if *method != Method::POST {
+            return Err(ApiError::method_not_allowed(method.as_str()));
+        }
+        let obj = parse_object(&body, headers)?;
+        let out = crate::reviews::token_request(
+            store,
+            &t.rt,
+            ns.unwrap_or("default"),
+            t.name.as_deref().unwrap_or_default(),
+            obj,
+        )?;
+        return Ok(json_response(StatusCode::CREATED, &out));
+    }
     let table = wants_table(headers);
     let include = include_object(query)?;
     let respond = |code: StatusCode, obj: Value, warnings: &[String]| -> Response {
@@ -359,7 +462,7 @@ async fn resource(
         }
         (Method::POST, None) => {
             let opts = write_options(query, headers, None)?;
-            let obj = parse_body(&body, false)?;
+            let obj = parse_object(&body, headers)?;
             let written = store.create(&t.rt, ns, obj, &opts)?;
             Ok(respond(
                 StatusCode::CREATED,
@@ -369,7 +472,7 @@ async fn resource(
         }
         (Method::PUT, Some(name)) => {
             let opts = write_options(query, headers, None)?;
-            let mut obj = parse_body(&body, false)?;
+            let mut obj = parse_object(&body, headers)?;
             if sub == Some("scale") {
                 let current = store.get(&t.rt, ns, name)?;
                 obj = from_scale(&t.rt, current, &obj);
@@ -384,11 +487,7 @@ async fn resource(
             Ok(respond(StatusCode::OK, out, &written.warnings))
         }
         (Method::PATCH, Some(name)) => {
-            let content_type = headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default();
-            let kind = match content_type.split(';').next().unwrap_or_default().trim() {
+            let kind = match content_type(headers).split(';').next().unwrap_or_default().trim() {
                 "application/json-patch+json" => PatchType::Json,
                 "application/merge-patch+json" => PatchType::Merge,
                 "application/strategic-merge-patch+json" => PatchType::Strategic,
@@ -398,6 +497,10 @@ async fn resource(
                 other => return Err(ApiError::unsupported_media_type(other)),
             };
             let opts = write_options(query, headers, Some(kind))?;
+            // An apply that creates the object needs `create` too, as on a real server.
+            if kind == PatchType::Apply && sub.is_none() && store.get(&t.rt, ns, name).is_err() {
+                req.allow(store, attrs("create"))?;
+            }
             let patch_body = parse_body(&body, kind == PatchType::Apply)?;
             if sub == Some("scale") {
                 let current = store.get(&t.rt, ns, name)?;
@@ -435,7 +538,7 @@ async fn resource(
             let options: Value = if body.is_empty() {
                 json!({})
             } else {
-                parse_body(&body, false)?
+                parse_object(&body, headers)?
             };
             let dry_run = query.get("dryRun").is_some_and(|d| d == "All")
                 || options["dryRun"]

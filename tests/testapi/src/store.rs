@@ -104,6 +104,8 @@ struct Inner {
     history: VecDeque<Arc<Event>>,
     next_ip: u32,
     terminating: bool,
+    /// Set while aggregated ClusterRoles are being rewritten (their writes do not recurse).
+    aggregating: bool,
 }
 
 /// The server's state, shared by all request handlers.
@@ -111,10 +113,16 @@ pub struct Store {
     inner: Mutex<Inner>,
     tx: broadcast::Sender<Arc<Event>>,
     pub config: Config,
+    /// Tokens and the ServiceAccount token key.
+    pub auth: crate::auth::Auth,
 }
 
 pub fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn is_cluster_role(rt: &ResourceType) -> bool {
+    rt.group == "rbac.authorization.k8s.io" && rt.plural == "clusterroles"
 }
 
 fn meta(obj: &Value) -> &Value {
@@ -196,9 +204,11 @@ impl Store {
                 history: VecDeque::new(),
                 next_ip: 1,
                 terminating: false,
+                aggregating: false,
             }),
             tx,
             config,
+            auth: crate::auth::Auth::default(),
         };
         let ns_type = store.resolve("", "v1", "namespaces").unwrap();
         let opts = WriteOptions {
@@ -212,6 +222,18 @@ impl Store {
             store
                 .create(&ns_type, None, obj, &opts)
                 .expect("built-in namespace");
+        }
+        for obj in crate::auth::bootstrap_objects() {
+            let plural = match obj["kind"].as_str() {
+                Some("ClusterRole") => "clusterroles",
+                _ => "clusterrolebindings",
+            };
+            let rt = store
+                .resolve("rbac.authorization.k8s.io", "v1", plural)
+                .unwrap();
+            store
+                .create(&rt, None, obj, &opts)
+                .expect("bootstrap RBAC object");
         }
         Arc::new(store)
     }
@@ -722,8 +744,14 @@ impl Store {
         if !new["metadata"].is_object() {
             new["metadata"] = json!({});
         }
+        // RBAC objects (`system:discovery`) only need a valid path segment.
+        let path_segment = rt.group == "rbac.authorization.k8s.io"
+            && !name.is_empty()
+            && name != "."
+            && name != ".."
+            && !name.contains(['/', '%']);
         let any_name = rt.group.is_empty() && rt.plural == "events";
-        if !is_dns_subdomain(&name) && !any_name {
+        if !is_dns_subdomain(&name) && !any_name && !path_segment {
             return Err(ApiError::invalid_field(
                 rt,
                 &name,
@@ -981,7 +1009,34 @@ impl Store {
         if rt.group == "events.k8s.io" && rt.plural == "events" {
             self.mirror_event(inner, &new);
         }
+        if is_cluster_role(rt) {
+            self.aggregate_cluster_roles(inner, rt);
+        }
         new
+    }
+
+    /// What Kubernetes' clusterrole-aggregation controller does: the rules of a ClusterRole
+    /// with an `aggregationRule` are the union of the rules of the ClusterRoles it selects.
+    fn aggregate_cluster_roles(&self, inner: &mut Inner, rt: &ResourceType) {
+        if inner.aggregating {
+            return;
+        }
+        inner.aggregating = true;
+        let roles: Vec<Value> = inner
+            .objects
+            .get(&rt.store_key())
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default();
+        for (name, rules) in crate::auth::aggregate(&roles) {
+            let key = (String::new(), name);
+            let Some(old) = inner.get(rt, None, &key.1).cloned() else {
+                continue;
+            };
+            let mut new = old.clone();
+            new["rules"] = Value::Array(rules);
+            self.store(inner, rt, Some(old), new);
+        }
+        inner.aggregating = false;
     }
 
     /// The API server keeps one store for Events and serves it as both core/v1 and
@@ -1098,6 +1153,9 @@ impl Store {
             gone.clone(),
             Some(obj.clone()),
         );
+        if is_cluster_role(rt) {
+            self.aggregate_cluster_roles(inner, rt);
+        }
         gone
     }
 

@@ -31,6 +31,8 @@ pub struct ResourceType {
     pub columns: Vec<Column>,
     /// Name of the CRD that registered this type.
     pub crd: Option<String>,
+    /// Reviews (access reviews, token reviews): answered, never stored; only `create`.
+    pub review: bool,
 }
 
 impl ResourceType {
@@ -76,7 +78,14 @@ impl ResourceType {
             schema: None,
             columns: crate::table::builtin_columns(kind),
             crd: None,
+            review: false,
         }
+    }
+
+    fn review_kind(group: &str, kind: &str, plural: &str, namespaced: bool) -> Self {
+        let mut t = Self::builtin(group, "v1", kind, plural, namespaced);
+        t.review = true;
+        t
     }
 
     fn short(mut self, names: &[&str]) -> Self {
@@ -130,6 +139,62 @@ pub fn builtin_types() -> Vec<ResourceType> {
             d
         },
         rt("coordination.k8s.io", "v1", "Lease", "leases", true),
+        rt("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
+        rt("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true),
+        rt("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
+        rt(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRoleBinding",
+            "clusterrolebindings",
+            false,
+        ),
+        rt("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true)
+            .short(&["pdb"])
+            .with_status(),
+        rt("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true)
+            .short(&["netpol"]),
+        rt(
+            "autoscaling",
+            "v2",
+            "HorizontalPodAutoscaler",
+            "horizontalpodautoscalers",
+            true,
+        )
+        .short(&["hpa"])
+        .with_status()
+        .all(),
+        ResourceType::review_kind(
+            "authorization.k8s.io",
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            false,
+        ),
+        ResourceType::review_kind(
+            "authorization.k8s.io",
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            false,
+        ),
+        ResourceType::review_kind(
+            "authorization.k8s.io",
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            false,
+        ),
+        ResourceType::review_kind(
+            "authorization.k8s.io",
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+            true,
+        ),
+        ResourceType::review_kind("authentication.k8s.io", "TokenReview", "tokenreviews", false),
+        ResourceType::review_kind(
+            "authentication.k8s.io",
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            false,
+        ),
         rt("events.k8s.io", "v1", "Event", "events", true).short(&["ev"]),
         rt("networking.k8s.io", "v1", "Ingress", "ingresses", true)
             .short(&["ing"])
@@ -272,6 +337,7 @@ pub fn crd_types(crd: &Value) -> Vec<ResourceType> {
             schema: Some(v["schema"]["openAPIV3Schema"].clone()),
             columns,
             crd: crd["metadata"]["name"].as_str().map(String::from),
+            review: false,
         });
     }
     out

@@ -20,7 +20,9 @@ pub async fn server_with(config: kelp_testapi::Config) -> (TestApiServer, Client
 
 pub fn client_for(server: &TestApiServer) -> Client {
     let mut config = Config::new(server.url().parse().unwrap());
+    config.root_cert = Some(vec![server.ca_der().to_vec()]);
     config.default_namespace = "default".into();
+    config.auth_info.token = Some(server.admin_token().to_string().into());
     Client::try_from(config).unwrap()
 }
 
