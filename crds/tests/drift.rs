@@ -17,6 +17,25 @@ fn committed_crds_match_the_types() {
     );
 }
 
+/// The chart's CRD template is generated from the same types.
+#[test]
+fn committed_helm_crds_match_the_types() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../helm/kelp/templates/crds.yaml"
+    );
+    let generated = kelp_crds::helm_template();
+    if std::env::var_os("KELP_UPDATE_CRDS").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "helm/kelp/templates/crds.yaml is out of date with the Rust types in crds/src.\n\
+         Regenerate it: cargo run -p kelp-operator -- crds --helm > helm/kelp/templates/crds.yaml"
+    );
+}
+
 #[test]
 fn crds_carry_names_columns_and_subresources() {
     for crd in kelp_crds::crds() {

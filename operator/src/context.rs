@@ -94,6 +94,8 @@ pub struct Context {
     pub targets: Targets,
     backoff: Mutex<HashMap<String, u32>>,
     pub metrics: Metrics,
+    /// What `/readyz` reports.
+    pub health: Arc<crate::health::Health>,
     /// Orphan sweeps: when each Cluster last swept, and when each orphan was first seen.
     pub orphans: Mutex<Orphans>,
 }
@@ -145,6 +147,7 @@ impl Context {
             targets: Targets::default(),
             backoff: Mutex::default(),
             metrics: Metrics::default(),
+            health: Arc::default(),
             orphans: Mutex::default(),
         }
     }
@@ -232,6 +235,9 @@ pub enum Error {
 impl Error {
     pub fn label(&self) -> &'static str {
         match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 401 => "Unauthorized",
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "Forbidden",
+            Error::Kube(kube::Error::Api(s)) if s.code == 422 => "KubeInvalid",
             Error::Kube(_) => "KubeError",
             Error::Cloud(e) => e.label(),
             Error::Invalid(_) => "Invalid",
@@ -243,8 +249,19 @@ impl Error {
         }
     }
 
+    /// The API server refused kelp itself (401, 403): a change of RBAC or credentials, not
+    /// a retry, fixes it. The message names the verb, resource and user.
+    pub fn refused(&self) -> Option<&str> {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 401 || s.code == 403 => Some(&s.message),
+            _ => None,
+        }
+    }
+
     pub fn is_transient(&self) -> bool {
         match self {
+            // Refused or invalid requests come out the same until something changes.
+            Error::Kube(kube::Error::Api(s)) if matches!(s.code, 401 | 403 | 422) => false,
             Error::Kube(_)
             | Error::Target(_)
             | Error::Finalizer(_)
@@ -314,11 +331,74 @@ where
     Ok(action)
 }
 
-/// The error policy of every kelp controller: log, count, and back off per object.
-pub fn error_policy<K: Resource<DynamicType = ()>>(obj: Arc<K>, err: &Error, ctx: Ctx) -> Action {
+/// The error policy of every kelp controller: log, count, and back off per object. A
+/// request the API server refused is a warning and an Event on the object (when kelp may
+/// still write Events), and is looked at again only at the next resync.
+pub fn error_policy<K>(obj: Arc<K>, err: &Error, ctx: Ctx) -> Action
+where
+    K: Resource<DynamicType = ()> + Send + Sync + 'static,
+{
     let k = key(obj.as_ref());
-    tracing::info!(object = %k, error = %err, "reconcile failed");
+    if let Some(message) = err.refused() {
+        tracing::warn!(object = %k, "the Kubernetes API refused kelp: {message}; kelp's RBAC (the chart's ClusterRole and Role) must allow it");
+        let note = format!("the Kubernetes API refused kelp: {message}");
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            ctx.event(obj.as_ref(), true, "Forbidden", "Reconcile", note)
+                .await;
+        });
+    } else {
+        tracing::info!(object = %k, error = %err, "reconcile failed");
+    }
     ctx.error_action(&k, err)
+}
+
+/// Logs what a controller's stream reports besides reconcile results: a watch the API
+/// server refuses (kelp's RBAC lacks `list` or `watch`) is a warning naming the verb and
+/// resource; the watch is retried with backoff.
+pub fn log_controller_error<E: std::fmt::Display, Q: std::error::Error + 'static>(
+    controller: &str,
+    err: &kube::runtime::controller::Error<E, Q>,
+) {
+    use kube::runtime::controller::Error as C;
+    match err {
+        C::QueueError(q) => {
+            let mut source: Option<&dyn std::error::Error> = Some(q);
+            while let Some(e) = source {
+                if let Some(kube::Error::Api(s)) = e.downcast_ref::<kube::Error>()
+                    && (s.code == 401 || s.code == 403)
+                {
+                    tracing::warn!(
+                        controller,
+                        "the Kubernetes API refused kelp's watch: {}; kelp's RBAC (the chart's ClusterRole and Role) must allow it",
+                        s.message
+                    );
+                    return;
+                }
+                source = e.source();
+            }
+            tracing::warn!(controller, error = %q, "watch failed");
+        }
+        other => tracing::debug!(controller, error = %other, "reconcile"),
+    }
+}
+
+/// Marks `controller` ready for `/readyz` once `store` holds its first full list.
+pub fn report_sync<K>(
+    ctx: &Ctx,
+    controller: &'static str,
+    store: kube::runtime::reflector::Store<K>,
+) where
+    K: Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    ctx.health.expect(controller);
+    let health = ctx.health.clone();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            health.synced(controller);
+        }
+    });
 }
 
 /// How many objects of one kind reconcile at once: bounds memory and the load on the API

@@ -9,6 +9,7 @@ pub mod context;
 pub mod deployment;
 pub mod dev;
 pub mod drivers;
+pub mod health;
 pub mod module;
 pub mod pki;
 pub mod recipes;
@@ -29,6 +30,8 @@ pub struct Environment {
     pub sims: Arc<SimClouds>,
     pub sim_kube: Arc<SimKube>,
     pub config: Config,
+    /// What the probes report; `kelp run` serves it on `--health-address`.
+    pub health: Arc<health::Health>,
 }
 
 impl Default for Environment {
@@ -37,6 +40,7 @@ impl Default for Environment {
             sims: SimClouds::new(kelp_cloud_drivers::sim::SimConfig::default()),
             sim_kube: Arc::new(SimKube::default()),
             config: Config::default(),
+            health: Arc::default(),
         }
     }
 }
@@ -51,14 +55,16 @@ pub async fn run(
     let namespace = env.config.namespace.clone();
     let endpoints = env.config.openstack_endpoints.clone();
     let sites_url = env.config.egi_sites_url.clone();
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client,
         env.config,
         Drivers::new(env.sims, namespace)
             .with_openstack_endpoints(endpoints)
             .with_egi_sites_url(sites_url),
         env.sim_kube,
-    ));
+    );
+    ctx.health = env.health;
+    let ctx = Arc::new(ctx);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signal = move || {
         let mut rx = rx.clone();

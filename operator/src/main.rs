@@ -25,8 +25,11 @@ enum Command {
     /// multi-document YAML stream, ready for `kubectl apply -f -`.
     Crds {
         /// Print the Markdown field reference (docs/api-reference.md) instead.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "helm")]
         reference: bool,
+        /// Print the Helm chart's CRD template (helm/kelp/templates/crds.yaml) instead.
+        #[arg(long)]
+        helm: bool,
     },
     /// Run the operator: the Module, Cluster and Deployment controllers, against the
     /// cluster of `--kubeconfig`, else $KUBECONFIG, else the in-cluster service account.
@@ -36,6 +39,10 @@ enum Command {
         /// Kubeconfig file of the cluster to run against.
         #[arg(long, env = "KELP_KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
+        /// Where to serve /healthz (alive) and /readyz (caches synced) for the kubelet's
+        /// probes.
+        #[arg(long, env = "KELP_HEALTH_ADDRESS", default_value = "0.0.0.0:8081")]
+        health_address: std::net::SocketAddr,
     },
     /// Everything on this machine: starts kelp's Kubernetes-API test server, installs the
     /// CRDs, runs the operator with the simulated cloud, writes a kubeconfig and prints
@@ -247,9 +254,11 @@ async fn shutdown_signal() {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Crds { reference } => {
+        Command::Crds { reference, helm } => {
             let text = if reference {
                 kelp_crds::reference_markdown()
+            } else if helm {
+                kelp_crds::helm_template()
             } else {
                 kelp_crds::crds_yaml()
             };
@@ -327,9 +336,14 @@ fn main() -> anyhow::Result<()> {
                 EgiOutput::Json => cli::egi::Format::Json,
             },
         })),
-        Command::Run { kubeconfig } => {
+        Command::Run {
+            kubeconfig,
+            health_address,
+        } => {
             logging(cli.log_json);
             tokio::runtime::Runtime::new()?.block_on(async move {
+                let env = kelp_operator::Environment::default();
+                kelp_operator::health::serve(health_address, env.health.clone()).await?;
                 let client = match kubeconfig {
                     Some(path) => {
                         let text = std::fs::read_to_string(&path)
@@ -342,12 +356,7 @@ fn main() -> anyhow::Result<()> {
                 };
                 let version = client.apiserver_version().await?;
                 tracing::info!(server = %version.git_version, "kelp operator starting");
-                kelp_operator::run(
-                    client,
-                    kelp_operator::Environment::default(),
-                    shutdown_signal(),
-                )
-                .await;
+                kelp_operator::run(client, env, shutdown_signal()).await;
                 Ok(())
             })
         }

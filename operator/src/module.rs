@@ -23,11 +23,17 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Module> = Api::all(ctx.client.clone());
-    Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(crate::context::controller_config())
+    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+        .with_config(crate::context::controller_config());
+    crate::context::report_sync(&ctx, "module", controller.store());
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, crate::context::error_policy, ctx)
-        .for_each(|_| async {})
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                crate::context::log_controller_error("module", &e);
+            }
+        })
         .await;
 }
 

@@ -127,6 +127,7 @@ pub async fn watch_configmaps(ctx: crate::context::Ctx, client: Client, namespac
     let mut current: BTreeMap<String, ConfigMap> = BTreeMap::new();
     let mut events = watcher(api, config).default_backoff().boxed();
     let mut listing: Option<BTreeMap<String, ConfigMap>> = None;
+    ctx.health.expect("recipes");
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(e) => e,
@@ -146,7 +147,10 @@ pub async fn watch_configmaps(ctx: crate::context::Ctx, client: Client, namespac
                 }
                 continue;
             }
-            watcher::Event::InitDone => current = listing.take().unwrap_or_default(),
+            watcher::Event::InitDone => {
+                current = listing.take().unwrap_or_default();
+                ctx.health.synced("recipes");
+            }
             watcher::Event::Apply(cm) => {
                 current.insert(cm.name_any(), cm);
             }

@@ -44,6 +44,7 @@ pub async fn run(
     let controller = Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(crate::context::controller_config());
     let store = controller.store();
+    crate::context::report_sync(&ctx, "cluster", store.clone());
     controller
         // Credentials or kubeconfig created or rotated after the Cluster.
         .watches(
@@ -65,7 +66,7 @@ pub async fn run(
         .run(reconcile, crate::context::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "cluster reconcile");
+                crate::context::log_controller_error("cluster", &e);
             }
         })
         .await;

@@ -51,6 +51,7 @@ pub async fn run(
     let controller = Controller::new(api, watcher::Config::default().any_semantic())
         .with_config(crate::context::controller_config());
     let store = controller.store();
+    crate::context::report_sync(&ctx, "deployment", store.clone());
     let by_module = store.clone();
     let by_cluster = store.clone();
     let by_secret = store;
@@ -101,7 +102,7 @@ pub async fn run(
         .run(reconcile, crate::context::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
-                tracing::debug!(error = %e, "deployment reconcile");
+                crate::context::log_controller_error("deployment", &e);
             }
         })
         .await;

@@ -51,6 +51,7 @@ impl Harness {
         let env = Environment {
             sims: SimClouds::new(sim),
             sim_kube: Arc::new(SimKube::default()),
+            health: Default::default(),
             config: Config {
                 poll: Duration::from_millis(50),
                 resync: Duration::from_secs(300),

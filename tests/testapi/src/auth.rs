@@ -312,10 +312,7 @@ pub fn authenticate(store: &Store, headers: &HeaderMap) -> Result<UserInfo, ApiE
         .or_else(|| value.strip_prefix("bearer "))
         .map(str::trim)
         .ok_or_else(unauthorized)?;
-    store
-        .auth
-        .token_user(store, token)
-        .ok_or_else(unauthorized)
+    store.auth.token_user(store, token).ok_or_else(unauthorized)
 }
 
 fn unauthorized() -> ApiError {
@@ -407,7 +404,10 @@ pub fn impersonate(
             None,
             Some(value),
         ))?;
-        extra.entry(key.clone()).or_default().push(value.to_string());
+        extra
+            .entry(key.clone())
+            .or_default()
+            .push(value.to_string());
     }
     let mut out = match sa {
         Some((ns, sa_name)) if groups.is_empty() => UserInfo::service_account(ns, sa_name, ""),
@@ -479,9 +479,7 @@ pub fn rule_allows(rule: &Value, attrs: &Attributes) -> bool {
             let resource_ok = resources.iter().any(|r| {
                 *r == "*"
                     || *r == combined
-                    || subresource
-                        .as_ref()
-                        .is_some_and(|s| *r == format!("*/{s}"))
+                    || subresource.as_ref().is_some_and(|s| *r == format!("*/{s}"))
             });
             if !resource_ok {
                 return false;
@@ -496,7 +494,8 @@ pub fn rule_allows(rule: &Value, attrs: &Attributes) -> bool {
             strings(&rule["nonResourceURLs"]).iter().any(|u| {
                 *u == "*"
                     || u == path
-                    || u.strip_suffix('*').is_some_and(|prefix| path.starts_with(prefix))
+                    || u.strip_suffix('*')
+                        .is_some_and(|prefix| path.starts_with(prefix))
             })
         }
     }
@@ -514,7 +513,15 @@ fn rbac_objects(store: &Store, plural: &str, ns: Option<&str>) -> Vec<Value> {
 pub fn rules_for(store: &Store, user: &UserInfo, namespace: Option<&str>) -> Vec<Value> {
     let cluster_roles: HashMap<String, Value> = rbac_objects(store, "clusterroles", None)
         .into_iter()
-        .map(|r| (r["metadata"]["name"].as_str().unwrap_or_default().to_string(), r))
+        .map(|r| {
+            (
+                r["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r,
+            )
+        })
         .collect();
     let mut rules = Vec::new();
     let mut push_role = |role_ref: &Value, roles: &HashMap<String, Value>| {
@@ -532,7 +539,15 @@ pub fn rules_for(store: &Store, user: &UserInfo, namespace: Option<&str>) -> Vec
     if let Some(ns) = namespace {
         let roles: HashMap<String, Value> = rbac_objects(store, "roles", Some(ns))
             .into_iter()
-            .map(|r| (r["metadata"]["name"].as_str().unwrap_or_default().to_string(), r))
+            .map(|r| {
+                (
+                    r["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    r,
+                )
+            })
             .collect();
         for b in rbac_objects(store, "rolebindings", Some(ns)) {
             let subjects = b["subjects"].as_array().cloned().unwrap_or_default();
@@ -594,7 +609,15 @@ fn selector_matches(selector: &Value, labels: &serde_json::Map<String, Value>) -
 pub fn aggregate(cluster_roles: &[Value]) -> Vec<(String, Vec<Value>)> {
     let mut current: BTreeMap<String, Value> = cluster_roles
         .iter()
-        .map(|r| (r["metadata"]["name"].as_str().unwrap_or_default().to_string(), r.clone()))
+        .map(|r| {
+            (
+                r["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                r.clone(),
+            )
+        })
         .collect();
     let mut changed = BTreeSet::new();
     // Aggregators may select each other (admin selects edit): iterate to a fixpoint.
@@ -854,28 +877,73 @@ pub fn review_status(store: &Store, user: &UserInfo, attrs: &Attributes) -> Valu
 mod tests {
     use super::*;
 
-    fn attrs(verb: &str, group: &str, resource: &str, sub: Option<&str>, name: Option<&str>) -> Attributes {
+    fn attrs(
+        verb: &str,
+        group: &str,
+        resource: &str,
+        sub: Option<&str>,
+        name: Option<&str>,
+    ) -> Attributes {
         Attributes::resource(verb, group, resource, sub, Some("ns"), name)
     }
 
     #[test]
     fn rules_match_verbs_groups_resources_and_names() {
         let rule = json!({"apiGroups": ["apps"], "resources": ["deployments", "deployments/scale"], "verbs": ["get", "patch"]});
-        assert!(rule_allows(&rule, &attrs("get", "apps", "deployments", None, None)));
-        assert!(rule_allows(&rule, &attrs("patch", "apps", "deployments", Some("scale"), None)));
-        assert!(!rule_allows(&rule, &attrs("patch", "apps", "deployments", Some("status"), None)));
-        assert!(!rule_allows(&rule, &attrs("delete", "apps", "deployments", None, None)));
-        assert!(!rule_allows(&rule, &attrs("get", "", "deployments", None, None)));
+        assert!(rule_allows(
+            &rule,
+            &attrs("get", "apps", "deployments", None, None)
+        ));
+        assert!(rule_allows(
+            &rule,
+            &attrs("patch", "apps", "deployments", Some("scale"), None)
+        ));
+        assert!(!rule_allows(
+            &rule,
+            &attrs("patch", "apps", "deployments", Some("status"), None)
+        ));
+        assert!(!rule_allows(
+            &rule,
+            &attrs("delete", "apps", "deployments", None, None)
+        ));
+        assert!(!rule_allows(
+            &rule,
+            &attrs("get", "", "deployments", None, None)
+        ));
         let star = json!({"apiGroups": ["*"], "resources": ["*/status"], "verbs": ["*"]});
-        assert!(rule_allows(&star, &attrs("update", "x.io", "things", Some("status"), None)));
-        assert!(!rule_allows(&star, &attrs("update", "x.io", "things", None, None)));
+        assert!(rule_allows(
+            &star,
+            &attrs("update", "x.io", "things", Some("status"), None)
+        ));
+        assert!(!rule_allows(
+            &star,
+            &attrs("update", "x.io", "things", None, None)
+        ));
         let named = json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kelp-operator"], "verbs": ["get", "update"]});
-        assert!(rule_allows(&named, &attrs("get", "coordination.k8s.io", "leases", None, Some("kelp-operator"))));
-        assert!(!rule_allows(&named, &attrs("get", "coordination.k8s.io", "leases", None, Some("other"))));
+        assert!(rule_allows(
+            &named,
+            &attrs(
+                "get",
+                "coordination.k8s.io",
+                "leases",
+                None,
+                Some("kelp-operator")
+            )
+        ));
+        assert!(!rule_allows(
+            &named,
+            &attrs("get", "coordination.k8s.io", "leases", None, Some("other"))
+        ));
         // A list has no name: resourceNames never allow it.
-        assert!(!rule_allows(&named, &attrs("get", "coordination.k8s.io", "leases", None, None)));
+        assert!(!rule_allows(
+            &named,
+            &attrs("get", "coordination.k8s.io", "leases", None, None)
+        ));
         let urls = json!({"nonResourceURLs": ["/apis/*", "/version"], "verbs": ["get"]});
-        let nr = |p: &str| Attributes::NonResource { verb: "get".into(), path: p.into() };
+        let nr = |p: &str| Attributes::NonResource {
+            verb: "get".into(),
+            path: p.into(),
+        };
         assert!(rule_allows(&urls, &nr("/apis/apps/v1")));
         assert!(rule_allows(&urls, &nr("/version")));
         assert!(!rule_allows(&urls, &nr("/api")));
@@ -889,7 +957,14 @@ mod tests {
             a.forbidden(&user).message,
             "secrets is forbidden: User \"system:serviceaccount:kelp-system:kelp\" cannot list resource \"secrets\" in API group \"\" at the cluster scope"
         );
-        let a = Attributes::resource("patch", "kelp.imagine-ai.eu", "clusters", Some("status"), Some("team-a"), Some("gpu"));
+        let a = Attributes::resource(
+            "patch",
+            "kelp.imagine-ai.eu",
+            "clusters",
+            Some("status"),
+            Some("team-a"),
+            Some("gpu"),
+        );
         assert_eq!(
             a.forbidden(&user).message,
             "clusters.kelp.imagine-ai.eu \"gpu\" is forbidden: User \"system:serviceaccount:kelp-system:kelp\" cannot patch resource \"clusters/status\" in API group \"kelp.imagine-ai.eu\" in the namespace \"team-a\""
@@ -899,13 +974,19 @@ mod tests {
     #[test]
     fn aggregation_follows_labels_through_aggregators() {
         let objs = bootstrap_objects();
-        let mut roles: Vec<Value> = objs.into_iter().filter(|o| o["kind"] == "ClusterRole").collect();
+        let mut roles: Vec<Value> = objs
+            .into_iter()
+            .filter(|o| o["kind"] == "ClusterRole")
+            .collect();
         roles.push(json!({"metadata": {"name": "kelp-view", "labels": {"rbac.authorization.k8s.io/aggregate-to-view": "true"}},
                           "rules": [{"apiGroups": ["kelp.imagine-ai.eu"], "resources": ["modules"], "verbs": ["get"]}]}));
         let changed: BTreeMap<String, Vec<Value>> = aggregate(&roles).into_iter().collect();
         let kelp_rule = json!({"apiGroups": ["kelp.imagine-ai.eu"], "resources": ["modules"], "verbs": ["get"]});
         for name in ["view", "edit", "admin"] {
-            assert!(changed[name].contains(&kelp_rule), "{name} lacks the kelp-view rule");
+            assert!(
+                changed[name].contains(&kelp_rule),
+                "{name} lacks the kelp-view rule"
+            );
         }
         assert!(!changed.contains_key("kelp-view"));
     }

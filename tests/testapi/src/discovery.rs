@@ -74,7 +74,16 @@ pub fn resource_list(
         let verbs = if t.review {
             json!(["create"])
         } else {
-            json!(["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"])
+            json!([
+                "create",
+                "delete",
+                "deletecollection",
+                "get",
+                "list",
+                "patch",
+                "update",
+                "watch"
+            ])
         };
         resources.push(json!({
             "name": t.plural, "singularName": t.singular, "namespaced": t.namespaced, "kind": t.kind,

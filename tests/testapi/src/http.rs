@@ -339,7 +339,8 @@ async fn resource(
         .and_then(|f| f.strip_prefix("metadata.name="))
         .filter(|n| !n.contains(','));
     let authz_name = t.name.as_deref().or(selected);
-    let attrs = |verb: &str| Attributes::resource(verb, &t.rt.group, &t.rt.plural, sub, ns, authz_name);
+    let attrs =
+        |verb: &str| Attributes::resource(verb, &t.rt.group, &t.rt.plural, sub, ns, authz_name);
     req.allow(store, attrs(verb))?;
     if t.rt.review {
         if *method != Method::POST || t.name.is_some() {
@@ -487,7 +488,12 @@ async fn resource(
             Ok(respond(StatusCode::OK, out, &written.warnings))
         }
         (Method::PATCH, Some(name)) => {
-            let kind = match content_type(headers).split(';').next().unwrap_or_default().trim() {
+            let kind = match content_type(headers)
+                .split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+            {
                 "application/json-patch+json" => PatchType::Json,
                 "application/merge-patch+json" => PatchType::Merge,
                 "application/strategic-merge-patch+json" => PatchType::Strategic,

@@ -38,14 +38,16 @@ pub fn answer(
                 return Err(invalid(
                     rt,
                     "spec.resourceAttributes.namespace",
-                    format!(
-                        "Invalid value: {namespace:?}: must match metadata.namespace {ns:?}"
-                    ),
+                    format!("Invalid value: {namespace:?}: must match metadata.namespace {ns:?}"),
                 ));
             }
             let strings = |v: &Value| -> Vec<String> {
                 v.as_array()
-                    .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default()
             };
             let subject = UserInfo {
@@ -66,7 +68,9 @@ pub fn answer(
         "tokenreviews" => {
             let token = spec["token"].as_str().unwrap_or_default();
             match store.auth.token_user(store, token) {
-                Some(u) => json!({"authenticated": true, "user": u.to_json(), "audiences": spec["audiences"]}),
+                Some(u) => {
+                    json!({"authenticated": true, "user": u.to_json(), "audiences": spec["audiences"]})
+                }
                 None => json!({"authenticated": false, "error": "invalid bearer token"}),
             }
         }
@@ -110,12 +114,19 @@ pub fn token_request(
     }
     let audiences: Vec<String> = obj["spec"]["audiences"]
         .as_array()
-        .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
-    let (token, exp) = store.auth.issue(namespace, name, uid, &audiences, expiration);
+    let (token, exp) = store
+        .auth
+        .issue(namespace, name, uid, &audiences, expiration);
     obj["apiVersion"] = json!("authentication.k8s.io/v1");
     obj["kind"] = json!("TokenRequest");
-    obj["metadata"] = json!({"name": name, "namespace": namespace, "creationTimestamp": crate::store::now()});
+    obj["metadata"] =
+        json!({"name": name, "namespace": namespace, "creationTimestamp": crate::store::now()});
     obj["spec"]["expirationSeconds"] = json!(expiration);
     if audiences.is_empty() {
         obj["spec"]["audiences"] = json!(["https://kubernetes.default.svc.cluster.local"]);

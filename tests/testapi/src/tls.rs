@@ -34,12 +34,10 @@ impl ServerTls {
         let mut leaf = CertificateParams::new(vec!["localhost".to_string()]).map_err(err)?;
         leaf.distinguished_name
             .push(DnType::CommonName, "kelp-testapi");
-        leaf.subject_alt_names.push(SanType::IpAddress(
-            std::net::Ipv4Addr::LOCALHOST.into(),
-        ));
-        leaf.subject_alt_names.push(SanType::IpAddress(
-            std::net::Ipv6Addr::LOCALHOST.into(),
-        ));
+        leaf.subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        leaf.subject_alt_names
+            .push(SanType::IpAddress(std::net::Ipv6Addr::LOCALHOST.into()));
         let cert = leaf.signed_by(&key, &issuer).map_err(err)?;
 
         let provider = Arc::new(rustls::crypto::ring::default_provider());

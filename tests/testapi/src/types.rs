@@ -140,8 +140,20 @@ pub fn builtin_types() -> Vec<ResourceType> {
         },
         rt("coordination.k8s.io", "v1", "Lease", "leases", true),
         rt("rbac.authorization.k8s.io", "v1", "Role", "roles", true),
-        rt("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", true),
-        rt("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", false),
+        rt(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "RoleBinding",
+            "rolebindings",
+            true,
+        ),
+        rt(
+            "rbac.authorization.k8s.io",
+            "v1",
+            "ClusterRole",
+            "clusterroles",
+            false,
+        ),
         rt(
             "rbac.authorization.k8s.io",
             "v1",
@@ -149,11 +161,23 @@ pub fn builtin_types() -> Vec<ResourceType> {
             "clusterrolebindings",
             false,
         ),
-        rt("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", true)
-            .short(&["pdb"])
-            .with_status(),
-        rt("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", true)
-            .short(&["netpol"]),
+        rt(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        )
+        .short(&["pdb"])
+        .with_status(),
+        rt(
+            "networking.k8s.io",
+            "v1",
+            "NetworkPolicy",
+            "networkpolicies",
+            true,
+        )
+        .short(&["netpol"]),
         rt(
             "autoscaling",
             "v2",
@@ -188,7 +212,12 @@ pub fn builtin_types() -> Vec<ResourceType> {
             "localsubjectaccessreviews",
             true,
         ),
-        ResourceType::review_kind("authentication.k8s.io", "TokenReview", "tokenreviews", false),
+        ResourceType::review_kind(
+            "authentication.k8s.io",
+            "TokenReview",
+            "tokenreviews",
+            false,
+        ),
         ResourceType::review_kind(
             "authentication.k8s.io",
             "SelfSubjectReview",

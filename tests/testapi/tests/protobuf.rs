@@ -109,7 +109,11 @@ async fn secrets_and_configmaps_keep_their_data() {
     .await;
     assert_eq!(code, 201, "{out}");
     assert_eq!(out["data"], json!({"empty": "", "k": "v"}));
-    assert_eq!(out["immutable"], json!(false), "a pointer's explicit false stays");
+    assert_eq!(
+        out["immutable"],
+        json!(false),
+        "a pointer's explicit false stays"
+    );
 }
 
 #[tokio::test]
@@ -137,11 +141,7 @@ async fn deployments_with_embedded_structs_quantities_and_int_or_string() {
             }),
         }],
         resources: Some(core::ResourceRequirements {
-            limits: [(
-                "nvidia.com/gpu".to_string(),
-                Quantity { string: s("1") },
-            )]
-            .into(),
+            limits: [("nvidia.com/gpu".to_string(), Quantity { string: s("1") })].into(),
             requests: [("memory".to_string(), Quantity { string: s("512Mi") })].into(),
             ..Default::default()
         }),
@@ -212,7 +212,10 @@ async fn deployments_with_embedded_structs_quantities_and_int_or_string() {
     assert!(spec.get("minReadySeconds").is_none());
     assert_eq!(spec["strategy"], json!({}));
     let c = &spec["template"]["spec"]["containers"][0];
-    assert_eq!(c["ports"], json!([{"containerPort": 8080, "protocol": "TCP", "name": "http"}]));
+    assert_eq!(
+        c["ports"],
+        json!([{"containerPort": 8080, "protocol": "TCP", "name": "http"}])
+    );
     assert_eq!(
         c["env"][0]["valueFrom"]["secretKeyRef"],
         json!({"name": "creds", "key": "password", "optional": false}),

@@ -35,13 +35,23 @@ const APIEXTENSIONS: &str = "apiextensions_apiserver.pkg.apis.apiextensions.v1";
 
 pub fn source_dir(package: &str) -> PathBuf {
     // The host platform only: other platforms' crates are never downloaded.
-    let rustc = std::process::Command::new("rustc").arg("-vV").output().expect("rustc -vV");
+    let rustc = std::process::Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("rustc -vV");
     let host = String::from_utf8_lossy(&rustc.stdout)
         .lines()
         .find_map(|l| l.strip_prefix("host: ").map(String::from))
         .expect("rustc -vV names the host");
     let out = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform", &host])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+            &host,
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo metadata");
