@@ -100,7 +100,8 @@ pub fn banner(url: &str, kubeconfig: &Path) -> String {
          Try:\n\
          \x20 export KUBECONFIG={kc}\n\
          \x20 kubectl apply -f examples/\n\
-         \x20 kubectl get kelp -w\n\
+         \x20 kubectl get kelp\n\
+         \x20 kubectl get kdep -w\n\
          \x20 kubectl wait --for=condition=Ready deployment.kelp.imagine-ai.eu/fish-detector --timeout=120s\n\
          \x20 kubectl describe kcl sim-gpu\n\
          \n\

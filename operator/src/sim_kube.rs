@@ -68,7 +68,7 @@ impl SimKube {
         let kubeconfig = crate::pki::kubeconfig(
             cluster_name,
             &server.url(),
-            None,
+            Some(server.ca_pem()),
             crate::pki::Credentials::Token(server.admin_token()),
         );
         Ok((server.url(), kubeconfig))

@@ -322,3 +322,214 @@ fn kubectl_applies_the_examples_to_kelp_dev_and_deletes_them() {
         }
     });
 }
+
+/// Every `kubectl create ...` the README and docs/ tell a user to type, in an `sh` block
+/// (backslash continuations joined), in order.
+fn documented_creates() -> Vec<String> {
+    let mut files = vec![repo().join("README.md")];
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(repo().join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    docs.sort();
+    files.extend(docs);
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let mut in_sh = false;
+        let mut pending = String::new();
+        for line in text.lines() {
+            if line.starts_with("```") {
+                in_sh = line.trim() == "```sh";
+                continue;
+            }
+            if !in_sh {
+                continue;
+            }
+            let line = line.trim();
+            if pending.is_empty() && !line.starts_with("kubectl create") {
+                continue;
+            }
+            match line.strip_suffix('\\') {
+                Some(head) => pending.push_str(head),
+                None => {
+                    pending.push_str(line);
+                    out.push(std::mem::take(&mut pending));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// kubectl's built-in creates send protobuf; kelp dev's API server takes them, and the
+/// tokens and RBAC they create behave as on a real cluster.
+#[test]
+fn kubectl_create_commands_work_against_kelp_dev() {
+    let mut dev = Dev::start();
+    dev.wait_until("the kubeconfig file", |d| {
+        if d.kubeconfig().exists() && d.run(None, &["get", "ns"]).status.success() {
+            Ok(())
+        } else {
+            Err("not up yet".into())
+        }
+    });
+    let documented = documented_creates();
+    assert!(
+        documented
+            .iter()
+            .any(|c| c.contains("create secret generic")),
+        "docs/install.md's credentials commands are found: {documented:?}"
+    );
+    for cmd in &documented {
+        let words: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+        let out = dev.run(None, &words);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // kelp dev makes kelp-system itself; docs/install.md creates it on a new cluster.
+        if !out.status.success() && !stderr.contains("AlreadyExists") {
+            dev.fail(&format!("documented `{cmd}` failed: {}", text(&out)));
+        }
+    }
+
+    for args in [
+        &["create", "namespace", "team-b"][..],
+        &[
+            "create",
+            "secret",
+            "generic",
+            "creds",
+            "-n",
+            "team-b",
+            "--from-literal=password=s3cret pass",
+        ],
+        &[
+            "create",
+            "configmap",
+            "settings",
+            "-n",
+            "team-b",
+            "--from-literal=threshold=0.5",
+        ],
+        &["create", "serviceaccount", "viewer", "-n", "team-b"],
+        &[
+            "create",
+            "deployment",
+            "web",
+            "-n",
+            "team-b",
+            "--image=nginx:1.27",
+            "--replicas=2",
+            "--port=8080",
+        ],
+        &[
+            "create",
+            "role",
+            "reader",
+            "-n",
+            "team-b",
+            "--verb=get,list",
+            "--resource=configmaps,deployments.apps",
+        ],
+        &[
+            "create",
+            "rolebinding",
+            "viewer-reads",
+            "-n",
+            "team-b",
+            "--role=reader",
+            "--serviceaccount=team-b:viewer",
+        ],
+    ] {
+        dev.ok(None, args);
+    }
+    let secret = dev.ok(
+        None,
+        &[
+            "get",
+            "secret",
+            "creds",
+            "-n",
+            "team-b",
+            "-o",
+            "jsonpath={.data.password}",
+        ],
+    );
+    assert_eq!(
+        base64::engine::general_purpose::STANDARD
+            .decode(secret.trim())
+            .unwrap(),
+        b"s3cret pass"
+    );
+    let replicas = dev.ok(
+        None,
+        &[
+            "get",
+            "deployment",
+            "web",
+            "-n",
+            "team-b",
+            "-o",
+            "jsonpath={.spec.replicas} {.spec.template.spec.containers[0].ports[0].containerPort}",
+        ],
+    );
+    assert_eq!(replicas.trim(), "2 8080");
+
+    // The admin may; the ServiceAccount may only what its Role says.
+    assert_eq!(
+        dev.ok(None, &["auth", "can-i", "delete", "nodes"]).trim(),
+        "yes"
+    );
+    let sa = "system:serviceaccount:team-b:viewer";
+    assert_eq!(
+        dev.ok(
+            None,
+            &[
+                "auth",
+                "can-i",
+                "list",
+                "configmaps",
+                "-n",
+                "team-b",
+                "--as",
+                sa
+            ]
+        )
+        .trim(),
+        "yes"
+    );
+    let out = dev.run(
+        None,
+        &[
+            "auth", "can-i", "list", "secrets", "-n", "team-b", "--as", sa,
+        ],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "no",
+        "{}",
+        text(&out)
+    );
+
+    // A token for the ServiceAccount, used as a kubeconfig's credential.
+    let token = dev.ok(None, &["create", "token", "viewer", "-n", "team-b"]);
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
+    let sa_kc = dev.dir.join("viewer.kubeconfig");
+    let admin_kc = std::fs::read_to_string(dev.kubeconfig()).unwrap();
+    let kc: serde_json::Value = serde_yaml_ng::from_str(&admin_kc).unwrap();
+    let mut kc = kc;
+    kc["users"][0]["user"] = serde_json::json!({"token": token.trim()});
+    std::fs::write(&sa_kc, serde_yaml_ng::to_string(&kc).unwrap()).unwrap();
+    let whoami = dev.ok(Some(&sa_kc), &["auth", "whoami"]);
+    assert!(whoami.contains(sa), "{whoami}");
+    dev.ok(Some(&sa_kc), &["get", "configmaps", "-n", "team-b"]);
+    let out = dev.run(Some(&sa_kc), &["get", "secrets", "-n", "team-b"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "secrets is forbidden: User \"system:serviceaccount:team-b:viewer\" cannot list resource \"secrets\" in API group \"\" in the namespace \"team-b\""
+        ),
+        "{}",
+        text(&out)
+    );
+}

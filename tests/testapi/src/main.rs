@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-/// A Kubernetes-API test server for kelp development and CI (plain HTTP, in memory,
-/// no authentication). Not for production use.
+/// A Kubernetes-API test server for kelp development and CI (HTTPS with its own CA,
+/// tokens and RBAC, in memory). Not for production use.
 #[derive(Parser, Debug)]
 #[command(name = "kelp-testapi", version, about)]
 struct Args {

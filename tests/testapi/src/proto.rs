@@ -13,6 +13,7 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 
 const MAGIC: &[u8] = b"k8s\0";
+const META: &str = "apimachinery.pkg.apis.meta.v1";
 
 /// Media type of Kubernetes protobuf bodies.
 pub const MEDIA_TYPE: &str = "application/vnd.kubernetes.protobuf";
@@ -127,12 +128,13 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         .api_versions
         .get(&api_version)
         .ok_or_else(|| format!("no protobuf schema for apiVersion {api_version:?}"))?;
-    let message = format!("{module}.{kind}");
-    if !s.messages.contains_key(&message) {
-        return Err(format!(
-            "no protobuf schema for kind {kind:?} in {api_version:?}"
-        ));
-    }
+    // Options and Status (DeleteOptions...) are meta/v1 kinds sent under the apiVersion
+    // of the resource they go to.
+    let message = [module.as_str(), META]
+        .iter()
+        .map(|m| format!("{m}.{kind}"))
+        .find(|m| s.messages.contains_key(m))
+        .ok_or_else(|| format!("no protobuf schema for kind {kind:?} in {api_version:?}"))?;
     let mut obj = message_json(&message, raw)?;
     if let Value::Object(map) = &mut obj {
         // apiVersion and kind first, as in every JSON object the server writes.
