@@ -172,7 +172,7 @@ fn parse_pb(src: &Path) -> Messages {
                     .unwrap_or_else(|| panic!("no tag in {text}"));
                 let head = text
                     .trim_start_matches("prost")
-                    .trim_start_matches(|c| c == ' ' || c == '(')
+                    .trim_start_matches([' ', '('])
                     .to_string();
                 let scalar = head.split([',', ' ', '=']).next().unwrap().to_string();
                 let (label, ty) = if head.starts_with("btree_map") || head.starts_with("map") {
