@@ -8,8 +8,10 @@ use kelp_testapi::{Config as ApiConfig, TestApiServer};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 
-/// Server-side applies one namespaced manifest (kelp kinds, Secrets, ConfigMaps...) into
-/// `namespace` as field manager `manager`; the plural is the lowercased kind plus "s".
+/// Server-side applies one manifest as field manager `manager`: a namespaced object goes to
+/// its own `metadata.namespace`, else to `namespace`; a cluster-scoped kind (Namespace,
+/// ClusterRole, ClusterRoleBinding, CRD) to the cluster. The plural is the lowercased kind
+/// plus "s".
 pub async fn apply_manifest(
     client: &Client,
     namespace: &str,
@@ -17,19 +19,31 @@ pub async fn apply_manifest(
     doc: &serde_json::Value,
 ) -> Result<(), kube::Error> {
     use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    const CLUSTER_SCOPED: &[&str] = &[
+        "Namespace",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Node",
+    ];
     let api_version = doc["apiVersion"].as_str().unwrap_or_default();
     let kind = doc["kind"].as_str().unwrap_or_default();
     let name = doc["metadata"]["name"].as_str().unwrap_or_default();
     let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
     let gvk = GroupVersionKind::gvk(group, version, kind);
     let ar = ApiResource::from_gvk_with_plural(&gvk, &format!("{}s", kind.to_lowercase()));
-    Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &ar)
-        .patch(
-            name,
-            &PatchParams::apply(manager).force(),
-            &Patch::Apply(doc),
-        )
-        .await?;
+    let api: Api<DynamicObject> = if CLUSTER_SCOPED.contains(&kind) {
+        Api::all_with(client.clone(), &ar)
+    } else {
+        let ns = doc["metadata"]["namespace"].as_str().unwrap_or(namespace);
+        Api::namespaced_with(client.clone(), ns, &ar)
+    };
+    api.patch(
+        name,
+        &PatchParams::apply(manager).force(),
+        &Patch::Apply(doc),
+    )
+    .await?;
     Ok(())
 }
 

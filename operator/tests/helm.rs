@@ -2,6 +2,8 @@
 //! applied with a server-side dry run, install, upgrade and uninstall (what stays, what
 //! goes), the values schema, and capability-gated templates.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -12,26 +14,6 @@ const NS: &str = "kelp-system";
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn helm_bin() -> Option<PathBuf> {
-    let candidate = std::env::var_os("KELP_HELM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("helm"));
-    let ok = Command::new(&candidate)
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(candidate);
-    }
-    assert!(
-        std::env::var_os("KELP_REQUIRE_HELM").is_none(),
-        "KELP_REQUIRE_HELM is set but Helm ({}) does not run",
-        candidate.display()
-    );
-    eprintln!("skipped: Helm is not installed (set KELP_HELM; .ci/run installs it)");
-    None
 }
 
 /// Helm and kubectl against one test API server, each with its own config and caches.
@@ -159,7 +141,7 @@ fn documents(yaml: &str) -> Vec<Value> {
 
 #[test]
 fn helm_lint_passes_strictly_with_defaults_and_with_everything_on() {
-    let Some(helm) = helm_bin() else { return };
+    let Some(helm) = common::helm() else { return };
     let t = Tools::new(helm, None);
     t.ok(t.helm(&["lint", "--strict", chart()]), "helm lint --strict");
     let mut args = vec!["lint", "--strict", chart()];
@@ -173,7 +155,7 @@ fn helm_lint_passes_strictly_with_defaults_and_with_everything_on() {
 
 #[test]
 fn the_values_schema_refuses_wrong_types() {
-    let Some(helm) = helm_bin() else { return };
+    let Some(helm) = common::helm() else { return };
     let t = Tools::new(helm, None);
     for (set, field) in [
         ("replicas=two", "/replicas"),
@@ -195,7 +177,7 @@ fn the_values_schema_refuses_wrong_types() {
 
 #[test]
 fn templates_render_what_each_switch_says() {
-    let Some(helm) = helm_bin() else { return };
+    let Some(helm) = common::helm() else { return };
     let t = Tools::new(helm, None);
     let kinds = |args: &[&str]| -> Vec<String> {
         let mut all = vec!["template", "kelp", chart(), "-n", NS];
@@ -334,7 +316,7 @@ fn templates_render_what_each_switch_says() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_template_passes_a_server_side_dry_run() {
-    let Some(helm) = helm_bin() else { return };
+    let Some(helm) = common::helm() else { return };
     let server = TestApiServer::start().await.unwrap();
     let t = Tools::new(helm, Some(&server));
     t.ok(
@@ -371,7 +353,7 @@ async fn helm_template_passes_a_server_side_dry_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_install_upgrade_and_uninstall() {
-    let Some(helm) = helm_bin() else { return };
+    let Some(helm) = common::helm() else { return };
     let server = TestApiServer::start().await.unwrap();
     let t = Tools::new(helm, Some(&server));
     t.ok(
@@ -476,7 +458,7 @@ async fn helm_install_upgrade_and_uninstall() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_monitor_is_installed_where_prometheus_operator_is() {
-    let Some(helm) = helm_bin() else { return };
+    let Some(helm) = common::helm() else { return };
     let server = TestApiServer::start().await.unwrap();
     let t = Tools::new(helm, Some(&server));
     t.ok(
@@ -511,7 +493,7 @@ async fn a_service_monitor_is_installed_where_prometheus_operator_is() {
 /// The chart `helm create` writes, as a plain user would try Helm first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_helm_create_writes_installs_and_uninstalls() {
-    let Some(helm) = helm_bin() else { return };
+    let Some(helm) = common::helm() else { return };
     let server = TestApiServer::start().await.unwrap();
     let t = Tools::new(helm, Some(&server));
     let demo = t.dir.join("demo");

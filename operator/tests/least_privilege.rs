@@ -12,9 +12,7 @@ use std::time::Duration;
 
 use kelp_crds::{Cluster, Deployment};
 use kelp_testapi::TestApiServer;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -23,28 +21,6 @@ const NS: &str = "kelp-system";
 
 fn repo(path: &str) -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/..")).join(path)
-}
-
-/// Real Helm: `KELP_HELM`, else `helm` on PATH. None (test skipped) unless
-/// `KELP_REQUIRE_HELM` is set, as `.ci/run` sets it.
-pub fn helm() -> Option<PathBuf> {
-    let candidate = std::env::var_os("KELP_HELM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("helm"));
-    let ok = std::process::Command::new(&candidate)
-        .arg("version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if ok {
-        return Some(candidate);
-    }
-    assert!(
-        std::env::var_os("KELP_REQUIRE_HELM").is_none(),
-        "KELP_REQUIRE_HELM is set but Helm ({}) does not run",
-        candidate.display()
-    );
-    eprintln!("skipped: Helm is not installed (set KELP_HELM; .ci/run installs it)");
-    None
 }
 
 /// The chart's ServiceAccount, ClusterRole, Role and bindings, as `helm template` renders them.
@@ -73,29 +49,24 @@ fn chart_rbac(helm: &PathBuf) -> Vec<Value> {
 }
 
 async fn apply(client: &Client, doc: &Value) {
-    let (group, version) = match doc["apiVersion"].as_str().unwrap().split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (
-            String::new(),
-            doc["apiVersion"].as_str().unwrap().to_string(),
-        ),
-    };
-    let kind = doc["kind"].as_str().unwrap();
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk(&group, &version, kind),
-        &format!("{}s", kind.to_lowercase()),
-    );
-    let api: Api<DynamicObject> = match doc["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    api.patch(
-        doc["metadata"]["name"].as_str().unwrap(),
-        &PatchParams::apply("test").force(),
-        &Patch::Apply(doc),
-    )
-    .await
-    .unwrap();
+    kelp_operator::dev::apply_manifest(client, "default", "test", doc)
+        .await
+        .unwrap();
+}
+
+/// Polls `cond` every 100 ms for up to `secs` seconds; whether it came true.
+async fn eventually<F, Fut>(secs: u64, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..secs * 10 {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
 }
 
 /// A kubeconfig for the ServiceAccount `kelp` of the chart, from a TokenRequest.
@@ -233,7 +204,7 @@ fn ready(status_conditions: Option<&[kelp_crds::Condition]>) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kelp_runs_with_only_the_charts_rbac() {
-    let Some(helm) = helm() else { return };
+    let Some(helm) = common::helm() else { return };
     let (server, admin) = admin_setup().await;
     for doc in chart_rbac(&helm) {
         apply(&admin, &doc).await;
@@ -247,16 +218,13 @@ async fn kelp_runs_with_only_the_charts_rbac() {
     }
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), "team-a");
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "team-a");
-    for _ in 0..900 {
+    eventually(90, || async {
         let c = clusters.get("sim-gpu").await.unwrap();
         let d = deployments.get("detector").await.unwrap();
-        if ready(c.status.as_ref().map(|s| s.conditions.as_slice()))
+        ready(c.status.as_ref().map(|s| s.conditions.as_slice()))
             && ready(d.status.as_ref().map(|s| s.conditions.as_slice()))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     let d = deployments.get("detector").await.unwrap();
     assert!(
         ready(d.status.as_ref().map(|s| s.conditions.as_slice())),
@@ -290,14 +258,11 @@ async fn kelp_runs_with_only_the_charts_rbac() {
         .delete("sim-gpu", &DeleteParams::default())
         .await
         .unwrap();
-    for _ in 0..600 {
-        if clusters.get_opt("sim-gpu").await.unwrap().is_none()
+    eventually(60, || async {
+        clusters.get_opt("sim-gpu").await.unwrap().is_none()
             && deployments.get_opt("detector").await.unwrap().is_none()
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
     assert!(
         clusters.get_opt("sim-gpu").await.unwrap().is_none(),
         "{}",
@@ -311,7 +276,7 @@ async fn kelp_runs_with_only_the_charts_rbac() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_ec2_cluster_runs_with_only_the_charts_rbac() {
-    let Some(helm) = helm() else { return };
+    let Some(helm) = common::helm() else { return };
     let Some(moto) = kelp_test_peers::start_moto().await else {
         return;
     };
@@ -335,13 +300,10 @@ async fn an_ec2_cluster_runs_with_only_the_charts_rbac() {
         apply(&admin, &doc).await;
     }
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), "team-b");
-    for _ in 0..900 {
-        let c = clusters.get("gpu").await.unwrap();
-        if common::is_ready_cluster(&c) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(90, || async {
+        common::is_ready_cluster(&clusters.get("gpu").await.unwrap())
+    })
+    .await;
     let c = clusters.get("gpu").await.unwrap();
     assert!(
         common::is_ready_cluster(&c),
@@ -368,12 +330,10 @@ async fn an_ec2_cluster_runs_with_only_the_charts_rbac() {
         .delete("gpu", &DeleteParams::default())
         .await
         .unwrap();
-    for _ in 0..900 {
-        if clusters.get_opt("gpu").await.unwrap().is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(90, || async {
+        clusters.get_opt("gpu").await.unwrap().is_none()
+    })
+    .await;
     assert!(
         clusters.get_opt("gpu").await.unwrap().is_none(),
         "{}",
@@ -390,7 +350,7 @@ async fn an_ec2_cluster_runs_with_only_the_charts_rbac() {
 /// that request as if it were transient.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_rule_of_the_chart_is_needed_and_its_absence_is_named() {
-    let Some(helm) = helm() else { return };
+    let Some(helm) = common::helm() else { return };
     let (server, admin) = admin_setup().await;
     let rbac = chart_rbac(&helm);
     for doc in &rbac {

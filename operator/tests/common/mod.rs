@@ -282,3 +282,25 @@ spec:
 "#
     )
 }
+
+/// Real Helm: `KELP_HELM`, else `helm` on PATH. None (the test is skipped, with a note)
+/// unless `KELP_REQUIRE_HELM` is set, as `.ci/run` sets it.
+pub fn helm() -> Option<std::path::PathBuf> {
+    let candidate = std::env::var_os("KELP_HELM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| std::path::PathBuf::from("helm"));
+    let ok = std::process::Command::new(&candidate)
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        return Some(candidate);
+    }
+    assert!(
+        std::env::var_os("KELP_REQUIRE_HELM").is_none(),
+        "KELP_REQUIRE_HELM is set but Helm ({}) does not run",
+        candidate.display()
+    );
+    eprintln!("skipped: Helm is not installed (set KELP_HELM; .ci/run installs it)");
+    None
+}

@@ -428,7 +428,8 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
-fn strings(v: &Value) -> Vec<&str> {
+/// The strings of a JSON array (others and non-arrays: none).
+pub(crate) fn strings(v: &Value) -> Vec<&str> {
     v.as_array()
         .map(|a| a.iter().filter_map(Value::as_str).collect())
         .unwrap_or_default()
@@ -681,13 +682,10 @@ pub fn bootstrap_objects() -> Vec<Value> {
         })
     };
     let aggregated = |name: &str, labels: Value, selector: &str| {
-        json!({
-            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-            "metadata": {"name": name, "labels": merge(json!({"kubernetes.io/bootstrapping": "rbac-defaults"}), labels),
-                         "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}},
-            "aggregationRule": {"clusterRoleSelectors": [{"matchLabels": {selector: "true"}}]},
-            "rules": [],
-        })
+        let mut r = role(name, labels, json!([]));
+        r["aggregationRule"] =
+            json!({"clusterRoleSelectors": [{"matchLabels": {selector: "true"}}]});
+        r
     };
     let binding = |name: &str, role: &str, groups: &[&str]| {
         let subjects: Vec<Value> = groups

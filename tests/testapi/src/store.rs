@@ -1028,8 +1028,7 @@ impl Store {
             .map(|m| m.values().cloned().collect())
             .unwrap_or_default();
         for (name, rules) in crate::auth::aggregate(&roles) {
-            let key = (String::new(), name);
-            let Some(old) = inner.get(rt, None, &key.1).cloned() else {
+            let Some(old) = inner.get(rt, None, &name).cloned() else {
                 continue;
             };
             let mut new = old.clone();

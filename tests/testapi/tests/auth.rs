@@ -46,6 +46,19 @@ async fn apply(client: &Client, obj: Value) {
     .unwrap();
 }
 
+/// A RoleBinding in `default` of the Role or ClusterRole `role` to the ServiceAccount `sa`
+/// (whose namespace the subject leaves out: the binding's own).
+async fn bind_service_account(admin: &Client, role_kind: &str, role: &str, sa: &str) {
+    apply(
+        admin,
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+            "metadata": {"name": format!("{sa}-{role}"), "namespace": "default"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+            "subjects": [{"kind": "ServiceAccount", "name": sa}]}),
+    )
+    .await;
+}
+
 async fn token_for(admin: &Client, ns: &str, sa: &str) -> String {
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), ns);
     sas.create(
@@ -117,10 +130,7 @@ async fn service_account_tokens_are_bound_by_rbac() {
         "metadata": {"name": "secrets-reader", "namespace": "default"},
         "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]},
                   {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["kelp-prices"], "verbs": ["get", "patch"]}]})).await;
-    apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "kelp-secrets", "namespace": "default"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "secrets-reader"},
-        "subjects": [{"kind": "ServiceAccount", "name": "kelp", "namespace": "default"}]})).await;
+    bind_service_account(&admin, "Role", "secrets-reader", "kelp").await;
     secrets.list(&ListParams::default()).await.unwrap();
     // The Role is namespaced: other namespaces and the cluster scope stay closed.
     let err = Api::<Secret>::all(sa.clone())
@@ -219,14 +229,7 @@ async fn aggregated_cluster_roles_pick_up_labelled_roles() {
 
     // A namespace user bound to `view` reads kelp objects there.
     let token = token_for(&admin, "default", "viewer").await;
-    apply(
-        &admin,
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "viewer", "namespace": "default"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
-        "subjects": [{"kind": "ServiceAccount", "name": "viewer", "namespace": "default"}]}),
-    )
-    .await;
+    bind_service_account(&admin, "ClusterRole", "view", "viewer").await;
     let viewer = client_as(&server, Some(&token), None);
     let review = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
         "spec": {"resourceAttributes": {"namespace": "default", "verb": "list", "group": "kelp.imagine-ai.eu", "resource": "clusters"}}});
@@ -348,14 +351,7 @@ async fn rules_reviews_list_what_a_user_may_do() {
     apply(&admin, json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
         "metadata": {"name": "lease", "namespace": "default"},
         "rules": [{"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "resourceNames": ["kelp-operator"], "verbs": ["get", "update"]}]})).await;
-    apply(
-        &admin,
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-        "metadata": {"name": "lease", "namespace": "default"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "lease"},
-        "subjects": [{"kind": "ServiceAccount", "name": "kelp"}]}),
-    )
-    .await;
+    bind_service_account(&admin, "Role", "lease", "kelp").await;
     let sa = client_as(&server, Some(&token), None);
     let body = json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectRulesReview", "spec": {"namespace": "default"}});
     let (code, _, out) = common::raw(
