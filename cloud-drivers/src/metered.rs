@@ -54,11 +54,28 @@ impl CallRecord {
     }
 }
 
+/// Told of every call a [`CallStats`] records, e.g. to feed latency histograms.
+pub trait CallObserver: Send + Sync {
+    /// One call of `verb` on `driver` that took `latency` and failed with `error` (None:
+    /// succeeded).
+    fn observe(&self, driver: &str, verb: &str, latency: Duration, error: Option<&CloudError>);
+}
+
 /// Shared call counters, keyed by (driver, verb). Cheap to record into from many
 /// tasks: one short uncontended lock per call.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct CallStats {
     records: Mutex<BTreeMap<(String, String), CallRecord>>,
+    observer: std::sync::OnceLock<Arc<dyn CallObserver>>,
+}
+
+impl std::fmt::Debug for CallStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallStats")
+            .field("records", &self.lock())
+            .field("observer", &self.observer.get().is_some())
+            .finish()
+    }
 }
 
 impl CallStats {
@@ -67,9 +84,17 @@ impl CallStats {
         Arc::new(Self::default())
     }
 
+    /// Tells `observer` of every call recorded from now on (the first observer set stays).
+    pub fn set_observer(&self, observer: Arc<dyn CallObserver>) {
+        let _ = self.observer.set(observer);
+    }
+
     /// Records one call of `verb` on `driver` that took `latency` and failed with
     /// `error` (None: succeeded).
     pub fn record(&self, driver: &str, verb: &str, latency: Duration, error: Option<&CloudError>) {
+        if let Some(o) = self.observer.get() {
+            o.observe(driver, verb, latency, error);
+        }
         let mut records = self.lock();
         let key = (driver.to_string(), verb.to_string());
         let r = records.entry(key).or_insert_with(|| CallRecord {

@@ -62,6 +62,7 @@ async fn main() {
         .arg("run")
         .arg("--kubeconfig")
         .arg(&kc)
+        .args(["--leader-election=false", "--health-address=127.0.0.1:0"])
         .env("RUST_LOG", "error")
         .spawn()
         .unwrap();

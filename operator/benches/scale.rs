@@ -105,6 +105,7 @@ fn environment() -> Environment {
         sims: SimClouds::new(kelp_cloud_drivers::sim::SimConfig::fast()),
         sim_kube: Default::default(),
         health: Default::default(),
+        metrics: Default::default(),
         config: Config {
             poll: Duration::from_millis(200),
             ..Default::default()

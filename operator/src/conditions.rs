@@ -2,7 +2,12 @@
 
 use kelp_crds::{Condition, ConditionStatus};
 
-/// Sets (or adds) the condition `type_`, keeping `lastTransitionTime` when the status is unchanged.
+/// Condition types with abnormal-true polarity (kstatus): present only while True.
+const ABNORMAL_TRUE: [&str; 2] = ["Reconciling", "Stalled"];
+
+/// Sets (or adds) the condition `type_`, keeping `lastTransitionTime` when the status is
+/// unchanged. `Reconciling` and `Stalled` are abnormal-true, as kstatus (Flux) and Argo CD
+/// read them: set False, they are removed.
 pub fn set(
     conditions: &mut Vec<Condition>,
     type_: &str,
@@ -11,6 +16,10 @@ pub fn set(
     message: impl Into<String>,
     generation: Option<i64>,
 ) {
+    if !status && ABNORMAL_TRUE.contains(&type_) {
+        conditions.retain(|c| c.r#type != type_);
+        return;
+    }
     let status = if status {
         ConditionStatus::True
     } else {
@@ -36,6 +45,26 @@ pub fn set(
             last_transition_time: now,
             observed_generation: generation,
         }),
+    }
+}
+
+/// What every status kelp writes keeps, for kstatus (Flux) and Argo CD: a `Ready`
+/// condition (False until a reconcile has said otherwise), and never `Reconciling` beside
+/// `Stalled` (a stalled object is not making progress; kstatus would read it as still in
+/// progress).
+pub fn ensure_ready(conditions: &mut Vec<Condition>, generation: Option<i64>) {
+    if is_true(conditions, "Stalled") {
+        conditions.retain(|c| c.r#type != "Reconciling");
+    }
+    if get(conditions, "Ready").is_none() {
+        set(
+            conditions,
+            "Ready",
+            false,
+            "Reconciling",
+            "kelp has not finished reconciling this object",
+            generation,
+        );
     }
 }
 
@@ -78,5 +107,40 @@ mod tests {
         assert_ne!(conds[0].last_transition_time, "2020-01-01T00:00:00Z");
         assert!(is_true(&conds, "Ready"));
         assert_eq!(conds.len(), 1);
+    }
+
+    #[test]
+    fn reconciling_and_stalled_are_only_there_while_true() {
+        let mut conds = Vec::new();
+        set(
+            &mut conds,
+            "Stalled",
+            true,
+            "InvalidSpec",
+            "spec.x is wrong",
+            Some(1),
+        );
+        set(&mut conds, "Reconciling", true, "Provisioning", "", Some(1));
+        assert_eq!(conds.len(), 2);
+        set(&mut conds, "Stalled", false, "Progressing", "", Some(2));
+        set(&mut conds, "Reconciling", false, "Reconciled", "", Some(2));
+        assert!(conds.is_empty());
+        ensure_ready(&mut conds, Some(2));
+        assert_eq!(conds[0].r#type, "Ready");
+        assert_eq!(conds[0].status, ConditionStatus::False);
+        set(&mut conds, "Reconciling", true, "Provisioning", "", Some(2));
+        set(
+            &mut conds,
+            "Stalled",
+            true,
+            "NoInstanceType",
+            "no type fits",
+            Some(2),
+        );
+        ensure_ready(&mut conds, Some(2));
+        assert!(
+            get(&conds, "Reconciling").is_none(),
+            "stalled is not reconciling"
+        );
     }
 }

@@ -93,7 +93,7 @@ pub struct Context {
     pub sim_kube: Arc<SimKube>,
     pub targets: Targets,
     backoff: Mutex<HashMap<String, u32>>,
-    pub metrics: Metrics,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// What `/readyz` reports.
     pub health: Arc<crate::health::Health>,
     /// Orphan sweeps: when each Cluster last swept, and when each orphan was first seen.
@@ -107,28 +107,6 @@ pub struct Orphans {
     pub first_seen: HashMap<String, std::time::Instant>,
     /// Clusters whose account has orphans still within their grace period.
     pub waiting: std::collections::HashSet<String>,
-}
-
-/// Counters a benchmark or a metrics endpoint reads.
-#[derive(Default)]
-pub struct Metrics {
-    pub reconciles: std::sync::atomic::AtomicU64,
-    pub failures: Mutex<HashMap<&'static str, u64>>,
-    /// Machines deleted because their Cluster no longer exists.
-    pub orphans_deleted: std::sync::atomic::AtomicU64,
-}
-
-impl Metrics {
-    pub fn reconciled(&self) {
-        self.reconciles
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    pub fn failed(&self, label: &'static str) {
-        *self.failures.lock().unwrap().entry(label).or_default() += 1;
-    }
-    pub fn reconcile_count(&self) -> u64 {
-        self.reconciles.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 impl Context {
@@ -146,7 +124,7 @@ impl Context {
             sim_kube,
             targets: Targets::default(),
             backoff: Mutex::default(),
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             health: Arc::default(),
             orphans: Mutex::default(),
         }
@@ -199,7 +177,6 @@ impl Context {
     /// What the controllers do after an error: transient errors back off per object;
     /// errors that need a user's change wait for one (they are already in a condition).
     pub fn error_action(&self, key: &str, err: &Error) -> Action {
-        self.metrics.failed(err.label());
         match err {
             Error::Waiting(_) => Action::requeue(self.config.poll),
             Error::Stale(_) => Action::requeue(Duration::from_millis(100)),
@@ -273,6 +250,23 @@ impl Error {
     }
 }
 
+/// Runs one reconcile of `controller` and records it: count, duration, and the error's
+/// label. Waiting and a stale cache are not failures.
+pub async fn measured(
+    ctx: &Ctx,
+    controller: &'static str,
+    reconcile: impl std::future::Future<Output = Result<Action>>,
+) -> Result<Action> {
+    let start = std::time::Instant::now();
+    let result = reconcile.await;
+    let error = match &result {
+        Err(Error::Waiting(_) | Error::Stale(_)) | Ok(_) => None,
+        Err(e) => Some(e.label()),
+    };
+    ctx.metrics.reconciled(controller, start.elapsed(), error);
+    result
+}
+
 /// Unwraps kube-runtime's finalizer error into ours.
 pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
     use kube::runtime::finalizer::Error as F;
@@ -315,7 +309,6 @@ where
     FC: std::future::Future<Output = Result<Action>>,
 {
     use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-    ctx.metrics.reconciled();
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), &ns);
     let k = key(obj.as_ref());
@@ -383,22 +376,42 @@ pub fn log_controller_error<E: std::fmt::Display, Q: std::error::Error + 'static
     }
 }
 
-/// Marks `controller` ready for `/readyz` once `store` holds its first full list.
-pub fn report_sync<K>(
+/// The watch a controller reconciles from, and its cache: `/readyz` learns from the
+/// stream itself when the first full list is in (the store's own readiness wakes only one
+/// waiter, the controller's runner, and must not be waited on twice).
+pub fn main_watch<K>(
     ctx: &Ctx,
     controller: &'static str,
-    store: kube::runtime::reflector::Store<K>,
-) where
-    K: Resource + Clone + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    api: kube::Api<K>,
+    config: kube::runtime::watcher::Config,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl futures::Stream<Item = std::result::Result<K, kube::runtime::watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
 {
+    use futures::StreamExt;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
     ctx.health.expect(controller);
     let health = ctx.health.clone();
-    tokio::spawn(async move {
-        if store.wait_until_ready().await.is_ok() {
-            health.synced(controller);
-        }
-    });
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, config)
+        .default_backoff()
+        .inspect(move |event| {
+            if let Ok(watcher::Event::InitDone) = event {
+                health.synced(controller);
+            }
+        })
+        .reflect(writer)
+        .applied_objects();
+    (reader, stream)
 }
 
 /// How many objects of one kind reconcile at once: bounds memory and the load on the API

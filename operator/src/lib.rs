@@ -10,6 +10,8 @@ pub mod deployment;
 pub mod dev;
 pub mod drivers;
 pub mod health;
+pub mod leader;
+pub mod metrics;
 pub mod module;
 pub mod pki;
 pub mod recipes;
@@ -32,6 +34,8 @@ pub struct Environment {
     pub config: Config,
     /// What the probes report; `kelp run` serves it on `--health-address`.
     pub health: Arc<health::Health>,
+    /// The metrics, served with the probes at `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 impl Default for Environment {
@@ -41,9 +45,13 @@ impl Default for Environment {
             sim_kube: Arc::new(SimKube::default()),
             config: Config::default(),
             health: Arc::default(),
+            metrics: Arc::default(),
         }
     }
 }
+
+/// How long a shutdown waits for the reconciles in flight.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the three controllers against `client` until `shutdown` resolves, then returns
 /// after in-flight reconciles finish. Returns the Context (its metrics) for callers.
@@ -64,6 +72,8 @@ pub async fn run(
         env.sim_kube,
     );
     ctx.health = env.health;
+    ctx.drivers.stats.set_observer(env.metrics.clone());
+    ctx.metrics = env.metrics;
     let ctx = Arc::new(ctx);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let signal = move || {
@@ -84,10 +94,23 @@ pub async fn run(
     );
     tokio::pin!(controllers);
     tokio::select! {
-        _ = &mut controllers => {}
+        _ = &mut controllers => {
+            ctx.health.fail("the controllers stopped without being asked to");
+        }
         _ = shutdown => {
             let _ = tx.send(true);
-            controllers.await;
+            // Before its cache is in, a controller has run no reconcile, and kube-runtime's
+            // graceful shutdown would wait for a list it no longer reads: stop at once.
+            // Otherwise let the reconciles in flight finish, for a while; past that, stop
+            // them as a crash would (every reconcile is crash-safe).
+            if !ctx.health.waiting().is_empty() {
+                tracing::info!("stopping before the first full list; no reconcile ran");
+            } else if tokio::time::timeout(SHUTDOWN_GRACE, &mut controllers).await.is_err() {
+                tracing::warn!(
+                    seconds = SHUTDOWN_GRACE.as_secs(),
+                    "reconciles still running at shutdown; stopped"
+                );
+            }
         }
     }
     recipe_watch.abort();

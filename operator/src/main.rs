@@ -12,9 +12,6 @@ use kelp_operator::cli;
 #[derive(Parser, Debug)]
 #[command(name = "kelp", version, about, long_about = None)]
 struct Cli {
-    /// Log as JSON lines instead of text (the log filter comes from RUST_LOG, default info).
-    #[arg(long, global = true)]
-    log_json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -43,6 +40,25 @@ enum Command {
         /// probes.
         #[arg(long, env = "KELP_HEALTH_ADDRESS", default_value = "0.0.0.0:8081")]
         health_address: std::net::SocketAddr,
+        /// Run the controllers only while holding the leader Lease, so that several
+        /// replicas can run (one reconciles, the others wait). `--leader-election=false`
+        /// for a single replica.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        leader_election: bool,
+        /// Name of the leader Lease, in the operator's namespace (KELP_NAMESPACE, else
+        /// POD_NAMESPACE, else kelp-system).
+        #[arg(long, default_value = "kelp-operator")]
+        lease_name: String,
+        /// Seconds a leader's Lease lasts without renewal.
+        #[arg(long, default_value_t = 15, value_name = "SECONDS")]
+        lease_duration: u64,
+        /// Seconds before expiry the leader renews its Lease (and the clock skew between
+        /// replicas that is tolerated).
+        #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+        lease_renew_grace: u64,
+        /// Log as JSON lines instead of text (the filter comes from RUST_LOG, default info).
+        #[arg(long)]
+        log_json: bool,
     },
     /// Everything on this machine: starts kelp's Kubernetes-API test server, installs the
     /// CRDs, runs the operator with the simulated cloud, writes a kubeconfig and prints
@@ -54,6 +70,9 @@ enum Command {
         /// Port of the API server on 127.0.0.1 (0: any free port).
         #[arg(long, default_value_t = 0)]
         port: u16,
+        /// Log as JSON lines instead of text (the filter comes from RUST_LOG, default info).
+        #[arg(long)]
+        log_json: bool,
     },
     /// List, show and render the built-in recipes and your own recipe files (node
     /// recipes render cloud-init user-data, workload recipes Kubernetes objects). Works
@@ -220,17 +239,40 @@ fn emit(result: Result<cli::Outcome, cli::Failure>) -> anyhow::Result<()> {
 }
 
 fn logging(json: bool) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::prelude::*;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Crates that log their inputs, whatever RUST_LOG says: handlebars logs every helper's
+    // parameters (the cluster CA and join token); the AWS SDK logs its credentials'
+    // access key ID and the signed Authorization header at debug and trace.
+    let quiet = [
+        "handlebars",
+        "aws_smithy_runtime",
+        "aws_smithy_runtime_api",
+        "aws_smithy_http",
+        "aws_smithy_http_client",
+        "aws_smithy_types",
+        "aws_sigv4",
+        "aws_runtime",
+        "aws_sdk_ec2",
+    ]
+    .into_iter()
+    .fold(
+        Targets::new().with_default(LevelFilter::TRACE),
+        |t, target| t.with_target(target, LevelFilter::INFO),
+    )
+    .with_target("handlebars", LevelFilter::WARN);
     // No colour codes in log files and pipes.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let layer = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(quiet);
     if json {
-        builder.json().init();
+        registry.with(layer.json().with_filter(filter)).init();
     } else {
-        builder.init();
+        registry.with(layer.with_filter(filter)).init();
     }
 }
 
@@ -341,29 +383,77 @@ fn main() -> anyhow::Result<()> {
         Command::Run {
             kubeconfig,
             health_address,
+            leader_election,
+            lease_name,
+            lease_duration,
+            lease_renew_grace,
+            log_json,
         } => {
-            logging(cli.log_json);
+            logging(log_json);
             tokio::runtime::Runtime::new()?.block_on(async move {
                 let env = kelp_operator::Environment::default();
-                kelp_operator::health::serve(health_address, env.health.clone()).await?;
-                let client = match kubeconfig {
+                kelp_operator::health::serve(
+                    health_address,
+                    env.health.clone(),
+                    env.metrics.clone(),
+                )
+                .await?;
+                let config = match kubeconfig {
                     Some(path) => {
                         let text = std::fs::read_to_string(&path)
                             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                        kelp_operator::targets::client_from_kubeconfig(&text)
+                        let kc = kube::config::Kubeconfig::from_yaml(&text)
+                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                        kube::Config::from_custom_kubeconfig(kc, &Default::default())
                             .await
                             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
                     }
-                    None => kube::Client::try_default().await?,
+                    None => kube::Config::infer().await?,
                 };
-                let version = client.apiserver_version().await?;
+                let url = config.cluster_url.clone();
+                let client = kube::Client::try_from(config)?;
+                let version = client
+                    .apiserver_version()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("the Kubernetes API at {url}: {e}"))?;
                 tracing::info!(server = %version.git_version, "kelp operator starting");
-                kelp_operator::run(client, env, shutdown_signal()).await;
+                if !leader_election {
+                    kelp_operator::run(client, env, shutdown_signal()).await;
+                    return Ok(());
+                }
+                let election = kelp_operator::leader::Election {
+                    lease: lease_name,
+                    namespace: env.config.namespace.clone(),
+                    identity: kelp_operator::leader::identity(),
+                    duration: std::time::Duration::from_secs(lease_duration),
+                    grace: std::time::Duration::from_secs(lease_renew_grace),
+                };
+                let (health, metrics) = (env.health.clone(), env.metrics.clone());
+                let outcome = kelp_operator::leader::lead(
+                    client.clone(),
+                    election,
+                    health,
+                    metrics,
+                    shutdown_signal(),
+                    move |stop| async move {
+                        kelp_operator::run(client, env, stop).await;
+                    },
+                )
+                .await?;
+                if let kelp_operator::leader::Outcome::Lost(why) = outcome {
+                    // Fail-stop: nothing of this process may reconcile any more.
+                    tracing::error!(reason = %why, "lost the leader Lease; exiting");
+                    std::process::exit(1);
+                }
                 Ok(())
             })
         }
-        Command::Dev { kubeconfig, port } => {
-            logging(cli.log_json);
+        Command::Dev {
+            kubeconfig,
+            port,
+            log_json,
+        } => {
+            logging(log_json);
             tokio::runtime::Runtime::new()?.block_on(async move {
                 let (server, client) = kelp_operator::dev::start(port, &kubeconfig).await?;
                 let path = std::fs::canonicalize(&kubeconfig).unwrap_or(kubeconfig);

@@ -23,10 +23,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Module> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(crate::context::controller_config());
-    crate::context::report_sync(&ctx, "module", controller.store());
-    controller
+    let (store, modules) = crate::context::main_watch(
+        &ctx,
+        "module",
+        api,
+        watcher::Config::default().any_semantic(),
+    );
+    Controller::for_stream(modules, store)
+        .with_config(crate::context::controller_config())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, crate::context::error_policy, ctx)
         .for_each(|r| async move {
@@ -86,8 +90,12 @@ pub fn resolve(spec: &ModuleSpec) -> Result<ResolvedImage, String> {
     })
 }
 
+#[tracing::instrument(skip_all, fields(namespace = module.namespace(), name = %module.name_any(), generation = module.metadata.generation))]
 async fn reconcile(module: Arc<Module>, ctx: Ctx) -> Result<Action> {
-    ctx.metrics.reconciled();
+    crate::context::measured(&ctx.clone(), "module", reconcile_module(module, ctx)).await
+}
+
+async fn reconcile_module(module: Arc<Module>, ctx: Ctx) -> Result<Action> {
     let generation = module.metadata.generation;
     let mut status: ModuleStatus = module.status.clone().unwrap_or_default();
     status.observed_generation = generation;

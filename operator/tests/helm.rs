@@ -221,7 +221,7 @@ fn templates_render_what_each_switch_says() {
             .any(|k| k.starts_with("ServiceMonitor") || k.starts_with("NetworkPolicy"))
     );
     // A ServiceMonitor only where the cluster serves monitoring.coreos.com/v1.
-    let asked = kinds(&["--set", "serviceMonitor.enabled=true"]);
+    let asked = kinds(&[]);
     assert!(
         !asked.iter().any(|k| k.starts_with("ServiceMonitor")),
         "{asked:?}"
@@ -280,7 +280,20 @@ fn templates_render_what_each_switch_says() {
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     assert_eq!(
         c["args"],
-        serde_json::json!(["run", "--health-address=0.0.0.0:8081"])
+        serde_json::json!([
+            "run",
+            "--health-address=0.0.0.0:8081",
+            "--leader-election=true",
+            "--lease-name=kelp-operator",
+            "--lease-duration=15",
+            "--lease-renew-grace=5"
+        ])
+    );
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(
+        pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            ["topologyKey"],
+        "kubernetes.io/hostname"
     );
     assert!(c["env"].to_string().contains("metadata.namespace"));
     assert!(c["resources"]["limits"]["memory"].is_string());

@@ -6,8 +6,6 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kelp_crds::{Cluster, Deployment};
@@ -15,7 +13,6 @@ use kelp_testapi::TestApiServer;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const NS: &str = "kelp-system";
 
@@ -88,69 +85,9 @@ async fn service_account_kubeconfig(server: &TestApiServer, admin: &Client) -> S
     kelp_testapi::kubeconfig_for(&server.url(), server.ca_pem(), token)
 }
 
-/// `kelp run` as a child process; its log lines are collected.
-struct Operator {
-    child: tokio::process::Child,
-    log: Arc<Mutex<String>>,
-    dir: PathBuf,
-}
-
-impl Operator {
-    async fn start(kubeconfig: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("kelp-lp-{}", uuid()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("kubeconfig");
-        std::fs::write(&path, kubeconfig).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
-            .args(["run", "--kubeconfig"])
-            .arg(&path)
-            .arg(format!("--health-address=127.0.0.1:{port}"))
-            .env("POD_NAMESPACE", NS)
-            .env("RUST_LOG", "info")
-            .env_remove("KELP_NAMESPACE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut l = sink.lock().unwrap();
-                l.push_str(&line);
-                l.push('\n');
-            }
-        });
-        Operator { child, log, dir }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    async fn stop(mut self) -> String {
-        let _ = self.child.kill().await;
-        let _ = std::fs::remove_dir_all(&self.dir);
-        self.log()
-    }
-}
-
-fn uuid() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
+/// `kelp run` with the ServiceAccount's kubeconfig, in the chart's namespace.
+async fn operator(kubeconfig: &str) -> common::process::KelpRun {
+    common::process::KelpRun::start(kubeconfig, NS, &[], "info").await
 }
 
 /// The scenario's objects in namespace `ns`: a Module, storage and env sources, a sim
@@ -210,7 +147,7 @@ async fn kelp_runs_with_only_the_charts_rbac() {
         apply(&admin, &doc).await;
     }
     let kubeconfig = service_account_kubeconfig(&server, &admin).await;
-    let op = Operator::start(&kubeconfig).await;
+    let op = operator(&kubeconfig).await;
 
     namespace(&admin, "team-a").await;
     for doc in scenario("team-a") {
@@ -270,7 +207,7 @@ async fn kelp_runs_with_only_the_charts_rbac() {
     );
     let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(admin.clone(), "team-a");
     assert!(secrets.get_opt("sim-gpu-kelp-pki").await.unwrap().is_none());
-    let log = op.stop().await;
+    let log = op.kill().await;
     assert!(!log.contains("refused"), "nothing was refused:\n{log}");
 }
 
@@ -286,7 +223,7 @@ async fn an_ec2_cluster_runs_with_only_the_charts_rbac() {
         apply(&admin, &doc).await;
     }
     let kubeconfig = service_account_kubeconfig(&server, &admin).await;
-    let op = Operator::start(&kubeconfig).await;
+    let op = operator(&kubeconfig).await;
     // The machines' kubelets: a Node per running instance.
     let kubelets = common::kubelets::register(admin.clone(), &endpoint);
     namespace(&admin, "team-b").await;
@@ -341,7 +278,7 @@ async fn an_ec2_cluster_runs_with_only_the_charts_rbac() {
     );
     assert_eq!(owned(uid).await, 0, "every instance terminated");
     kubelets.abort();
-    let log = op.stop().await;
+    let log = op.kill().await;
     assert!(!log.contains("refused"), "nothing was refused:\n{log}");
 }
 
@@ -371,11 +308,6 @@ async fn each_rule_of_the_chart_is_needed_and_its_absence_is_named() {
                 .iter()
                 .map(|r| r.as_str().unwrap().to_string())
                 .collect();
-            if resources == ["leases"] {
-                // For leader election, which arrives with the operations work; nothing
-                // uses the Lease yet.
-                continue;
-            }
             let verbs: Vec<String> = rule["verbs"]
                 .as_array()
                 .unwrap()
@@ -388,7 +320,7 @@ async fn each_rule_of_the_chart_is_needed_and_its_absence_is_named() {
 
             let ns = format!("rule-{doc_index}-{i}");
             namespace(&admin, &ns).await;
-            let op = Operator::start(&kubeconfig).await;
+            let op = operator(&kubeconfig).await;
             for obj in scenario(&ns) {
                 apply(&admin, &obj).await;
             }
@@ -459,7 +391,7 @@ async fn each_rule_of_the_chart_is_needed_and_its_absence_is_named() {
                     op.log()
                 );
             }
-            op.stop().await;
+            op.kill().await;
             apply(&admin, doc).await;
             checked += 1;
         }

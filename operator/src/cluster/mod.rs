@@ -41,10 +41,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Cluster> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+    let (store, clusters) = crate::context::main_watch(
+        &ctx,
+        "cluster",
+        api,
+        watcher::Config::default().any_semantic(),
+    );
+    let controller = Controller::for_stream(clusters, store.clone())
         .with_config(crate::context::controller_config());
-    let store = controller.store();
-    crate::context::report_sync(&ctx, "cluster", store.clone());
     controller
         // Credentials or kubeconfig created or rotated after the Cluster.
         .watches(
@@ -98,9 +102,15 @@ fn uses_secret(c: &Cluster, name: &str) -> bool {
     refs.into_iter().flatten().any(|r| r == name)
 }
 
-#[tracing::instrument(skip(cluster, ctx), fields(cluster = %cluster.name_any(), ns = cluster.namespace()))]
+#[tracing::instrument(skip_all, fields(namespace = cluster.namespace(), name = %cluster.name_any(), generation = cluster.metadata.generation))]
 async fn reconcile(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
-    reconcile_with_finalizer(cluster, ctx, FINALIZER, apply, cleanup).await
+    let c = ctx.clone();
+    crate::context::measured(
+        &c,
+        "cluster",
+        reconcile_with_finalizer(cluster, ctx, FINALIZER, apply, cleanup),
+    )
+    .await
 }
 
 /// One reconcile's working state.
@@ -132,6 +142,14 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         conditions::set(
             &mut status.conditions,
             ct::RECONCILING,
+            false,
+            "Paused",
+            "spec.paused is true: kelp leaves the cloud and the machines alone",
+            Some(generation),
+        );
+        conditions::set(
+            &mut status.conditions,
+            ct::READY,
             false,
             "Paused",
             "spec.paused is true: kelp leaves the cloud and the machines alone",
@@ -1145,10 +1163,7 @@ impl Run<'_> {
         }
         let ids: Vec<String> = due.iter().map(|m| m.id.clone()).collect();
         self.driver.delete(&ids).await?;
-        self.ctx
-            .metrics
-            .orphans_deleted
-            .fetch_add(ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.ctx.metrics.orphans_deleted(ids.len() as u64);
         let owners: std::collections::BTreeSet<&str> = due
             .iter()
             .map(|m| m.tags[tags::CLUSTER_UID].as_str())
@@ -1296,7 +1311,26 @@ fn address(m: &Machine, kind: &str) -> Option<String> {
         .map(|a| a.address.clone())
 }
 
-async fn write_status(ctx: &Ctx, cluster: &Cluster, status: ClusterStatus) -> Result<()> {
+/// What the Cluster runs, for the machine and price gauges.
+fn footprint(status: &ClusterStatus) -> crate::metrics::ClusterFootprint {
+    let mut f = crate::metrics::ClusterFootprint {
+        driver: status.cloud.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    for pool in &status.node_pools {
+        for m in &pool.machines {
+            let state = m.state.clone().unwrap_or_else(|| "Unknown".into());
+            *f.machines.entry(state).or_default() += 1;
+        }
+        f.price_per_hour += pool.price_per_hour.unwrap_or_default() * pool.machines.len() as f64;
+    }
+    f
+}
+
+async fn write_status(ctx: &Ctx, cluster: &Cluster, mut status: ClusterStatus) -> Result<()> {
+    conditions::ensure_ready(&mut status.conditions, status.observed_generation);
+    ctx.metrics
+        .cluster_footprint(&cluster.uid().unwrap_or_default(), Some(footprint(&status)));
     if cluster.status.as_ref() == Some(&status) {
         return Ok(());
     }
@@ -1420,5 +1454,6 @@ async fn finish_cleanup(cluster: &Cluster, ctx: &Ctx) -> Result<Action> {
     }
     ctx.sim_kube.stop_control_plane(&uid).await;
     ctx.drivers.forget(&uid);
+    ctx.metrics.cluster_footprint(&uid, None);
     Ok(Action::await_change())
 }

@@ -48,10 +48,14 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let api: Api<Deployment> = Api::all(ctx.client.clone());
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
+    let (store, deployments) = crate::context::main_watch(
+        &ctx,
+        "deployment",
+        api,
+        watcher::Config::default().any_semantic(),
+    );
+    let controller = Controller::for_stream(deployments, store.clone())
         .with_config(crate::context::controller_config());
-    let store = controller.store();
-    crate::context::report_sync(&ctx, "deployment", store.clone());
     let by_module = store.clone();
     let by_cluster = store.clone();
     let by_secret = store;
@@ -122,8 +126,15 @@ fn uses_secret(dep: &Deployment, name: &str) -> bool {
     })
 }
 
+#[tracing::instrument(skip_all, fields(namespace = dep.namespace(), name = %dep.name_any(), generation = dep.metadata.generation))]
 async fn reconcile(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
-    reconcile_with_finalizer(dep, ctx, FINALIZER, apply, cleanup).await
+    let c = ctx.clone();
+    crate::context::measured(
+        &c,
+        "deployment",
+        reconcile_with_finalizer(dep, ctx, FINALIZER, apply, cleanup),
+    )
+    .await
 }
 
 /// A reason the Deployment cannot go on yet, shown in its conditions.
@@ -653,7 +664,8 @@ async fn prune(target: &Client, ns: &str, name: &str, keep: &BTreeSet<String>) -
     Ok(deleted)
 }
 
-async fn write_status(ctx: &Ctx, dep: &Deployment, status: DeploymentStatus) -> Result<()> {
+async fn write_status(ctx: &Ctx, dep: &Deployment, mut status: DeploymentStatus) -> Result<()> {
+    conditions::ensure_ready(&mut status.conditions, status.observed_generation);
     if dep.status.as_ref() == Some(&status) {
         return Ok(());
     }

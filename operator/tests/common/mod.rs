@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod kubelets;
+pub mod process;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,6 +53,7 @@ impl Harness {
             sims: SimClouds::new(sim),
             sim_kube: Arc::new(SimKube::default()),
             health: Default::default(),
+            metrics: Default::default(),
             config: Config {
                 poll: Duration::from_millis(50),
                 resync: Duration::from_secs(300),

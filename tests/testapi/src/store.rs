@@ -440,7 +440,9 @@ impl Store {
         };
         if kind == PatchType::Apply {
             inner.check_body(rt, body)?;
-            if name_of(body) != name {
+            // The API server checks the name of the applied result: a body without one
+            // applies to the object the URL names.
+            if !name_of(body).is_empty() && name_of(body) != name {
                 return Err(ApiError::bad_request(format!(
                     "the name of the object ({}) does not match the name on the URL ({name})",
                     name_of(body)
@@ -453,6 +455,12 @@ impl Store {
             }
             let ns = inner.namespace_for_write(rt, ns, body, old.is_none())?;
             let mut applied = body.clone();
+            if name_of(&applied).is_empty() {
+                if !applied["metadata"].is_object() {
+                    applied["metadata"] = json!({});
+                }
+                applied["metadata"]["name"] = json!(name);
+            }
             // Apply on the main resource ignores status, and on /status everything else.
             if rt.status
                 && let Some(m) = applied.as_object_mut()

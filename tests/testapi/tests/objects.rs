@@ -519,3 +519,45 @@ async fn events_recorded_by_controllers_are_served_as_core_events_too() {
         .unwrap();
     assert!(none.items.is_empty());
 }
+
+/// An apply body without `metadata.name` applies to the object the URL names (as
+/// kube-lease-manager sends them); a different name is refused.
+#[tokio::test]
+async fn apply_without_a_name_targets_the_url() {
+    let (_server, client) = common::server().await;
+    let lease = serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "l"}, "spec": {}});
+    let (code, _, body) = common::raw(
+        &client,
+        "POST",
+        "/apis/coordination.k8s.io/v1/namespaces/default/leases",
+        &[("content-type", "application/json")],
+        &lease.to_string(),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let patch = serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "spec": {"holderIdentity": "a"}});
+    let (code, _, body) = common::raw(
+        &client,
+        "PATCH",
+        "/apis/coordination.k8s.io/v1/namespaces/default/leases/l?fieldManager=m",
+        &[("content-type", "application/apply-patch+yaml")],
+        &patch.to_string(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"holderIdentity\":\"a\""), "{body}");
+    let other = serde_json::json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "other"}, "spec": {}});
+    let (code, _, body) = common::raw(
+        &client,
+        "PATCH",
+        "/apis/coordination.k8s.io/v1/namespaces/default/leases/l?fieldManager=m",
+        &[("content-type", "application/apply-patch+yaml")],
+        &other.to_string(),
+    )
+    .await;
+    assert_eq!(code, 400, "{body}");
+    assert!(
+        body.contains("does not match the name on the URL"),
+        "{body}"
+    );
+}
