@@ -357,7 +357,7 @@ async fn a_paused_cluster_is_left_alone() {
     let c = h
         .wait::<Cluster>("p", "Paused", |c| {
             c.and_then(|c| c.status.as_ref())
-                .and_then(|s| conditions::get(&s.conditions, "Reconciling"))
+                .and_then(|s| conditions::get(&s.conditions, "Ready"))
                 .is_some_and(|c| c.reason == "Paused")
         })
         .await
@@ -378,7 +378,7 @@ async fn a_paused_cluster_is_left_alone() {
         .await;
     h.wait::<Cluster>("p", "Paused", |c| {
         c.and_then(|c| c.status.as_ref())
-            .and_then(|s| conditions::get(&s.conditions, "Reconciling"))
+            .and_then(|s| conditions::get(&s.conditions, "Ready"))
             .is_some_and(|c| c.reason == "Paused")
     })
     .await;

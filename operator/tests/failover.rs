@@ -16,7 +16,6 @@ use kelp_crds::Cluster;
 use kelp_testapi::TestApiServer;
 use kube::api::{Api, DeleteParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 const NS: &str = "kelp-system";
 /// Short leases so that the test's ten crashes take seconds, not minutes.
@@ -25,22 +24,7 @@ const DURATION: Duration = Duration::from_secs(4);
 const GRACE: Duration = Duration::from_secs(1);
 
 async fn setup() -> (TestApiServer, Client) {
-    let server = TestApiServer::start().await.unwrap();
-    let admin = kelp_operator::targets::client_from_kubeconfig(&server.kubeconfig())
-        .await
-        .unwrap();
-    kelp_operator::dev::install_crds(&admin).await.unwrap();
-    for ns in [NS, "default"] {
-        kelp_operator::dev::apply_manifest(
-            &admin,
-            ns,
-            "test",
-            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        )
-        .await
-        .unwrap();
-    }
-    (server, admin)
+    common::process::api_server(&[NS]).await
 }
 
 /// A replica; kube-lease-manager's debug lines say how a Lease was taken (a free one
@@ -81,21 +65,18 @@ async fn holder(admin: &Client) -> Option<String> {
         .and_then(|s| s.holder_identity)
 }
 
-fn ec2_cluster(endpoint: &str, replicas: u32, kubeconfig: &str) -> String {
-    format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: aws}}\nstringData: {{accessKeyId: testing, secretAccessKey: testing}}\n---\n\
-         apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n---\n\
-         apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Cluster\nmetadata: {{name: gpu}}\nspec:\n  cloud:\n    ec2: {{region: us-east-1, endpointUrl: \"{endpoint}\", credentialsSecretRef: {{name: aws}}}}\n  kubernetes: {{mode: Existing, kubeconfigSecretRef: {{name: self-kubeconfig}}}}\n  nodePools:\n    - {{name: t4, replicas: {replicas}, machine: {{cpu: 4, gpu: {{count: 1, vendor: NVIDIA, model: T4}}}}}}\n",
-        serde_json::to_string(kubeconfig).unwrap()
+fn ec2_cluster(endpoint: &str, replicas: usize, kubeconfig: &str) -> String {
+    common::process::ec2_cluster(
+        "gpu",
+        endpoint,
+        replicas,
+        ("testing", "testing"),
+        kubeconfig,
     )
 }
 
 async fn apply(admin: &Client, yaml: &str) {
-    for doc in kelp_crds::parse::documents(yaml).unwrap() {
-        kelp_operator::dev::apply_manifest(admin, "default", "test", &doc)
-            .await
-            .unwrap();
-    }
+    common::process::apply(admin, yaml).await
 }
 
 /// Instances kelp made for the Cluster `uid` that are not going away.
@@ -225,11 +206,7 @@ async fn one_leader_reconciles_and_kill_9_mid_scale_up_doubles_nothing() {
         want += 1 + rng.next(3) as usize;
         let kill_after = Duration::from_millis(rng.next(1500));
         let current = leader(&replicas).await;
-        apply(
-            &admin,
-            &ec2_cluster(&endpoint, want as u32, &server.kubeconfig()),
-        )
-        .await;
+        apply(&admin, &ec2_cluster(&endpoint, want, &server.kubeconfig())).await;
         tokio::time::sleep(kill_after).await;
         let killed = replicas.remove(current);
         let seen: Vec<usize> = replicas.iter().map(|r| r.log().len()).collect();

@@ -320,6 +320,11 @@ async fn each_rule_of_the_chart_is_needed_and_its_absence_is_named() {
 
             let ns = format!("rule-{doc_index}-{i}");
             namespace(&admin, &ns).await;
+            // Each run starts with no Lease: the previous one's would hold off this one
+            // until it expired, and the create rule is needed only when there is none.
+            let _ = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin.clone(), NS)
+                .delete("kelp-operator", &DeleteParams::default())
+                .await;
             let op = operator(&kubeconfig).await;
             for obj in scenario(&ns) {
                 apply(&admin, &obj).await;

@@ -8,7 +8,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
-use common::process::{KelpRun, http_get};
+use common::process::{KelpRun, free_port, http_get};
 use kelp_crds::{Cluster, Deployment};
 use kube::Api;
 use serde_json::{Value, json};
@@ -32,14 +32,6 @@ fn tools() -> Option<()> {
     );
     eprintln!("skipped: Debian's prometheus is not installed (.ci/run installs it)");
     None
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn query(port: u16, promql: &str) -> Vec<Value> {
@@ -71,38 +63,24 @@ async fn prometheus_scrapes_reconciles_and_cloud_calls() {
         return;
     };
     let endpoint = moto.endpoint();
-    let server = kelp_testapi::TestApiServer::start().await.unwrap();
-    let admin = kelp_operator::targets::client_from_kubeconfig(&server.kubeconfig())
-        .await
-        .unwrap();
-    kelp_operator::dev::install_crds(&admin).await.unwrap();
-    let apply = |yaml: String| {
-        let admin = admin.clone();
-        async move {
-            for doc in kelp_crds::parse::documents(&yaml).unwrap() {
-                kelp_operator::dev::apply_manifest(&admin, "default", "test", &doc)
-                    .await
-                    .unwrap();
-            }
-        }
-    };
-    apply(format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
-    ))
-    .await;
+    let (server, admin) = common::process::api_server(&[NS]).await;
     let op = KelpRun::start(&server.kubeconfig(), NS, &[], "info").await;
     let kubelets = common::kubelets::register(admin.clone(), &endpoint);
-    apply(common::MODULE.to_string()).await;
-    apply(common::SECRET.to_string()).await;
-    apply(common::cluster("sim-gpu", 0, 1)).await;
-    apply(common::deployment("detector", "sim-gpu", 1)).await;
-    apply(format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: aws}}\nstringData: {{accessKeyId: testing, secretAccessKey: testing}}\n---\n\
-         apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n---\n\
-         apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Cluster\nmetadata: {{name: on-ec2}}\nspec:\n  cloud:\n    ec2: {{region: us-east-1, endpointUrl: \"{endpoint}\", credentialsSecretRef: {{name: aws}}}}\n  kubernetes: {{mode: Existing, kubeconfigSecretRef: {{name: self-kubeconfig}}}}\n  nodePools:\n    - {{name: t4, replicas: 2, machine: {{cpu: 4, gpu: {{count: 1, vendor: NVIDIA, model: T4}}}}}}\n",
-        serde_json::to_string(&server.kubeconfig()).unwrap()
-    ))
-    .await;
+    for yaml in [
+        common::MODULE.to_string(),
+        common::SECRET.to_string(),
+        common::cluster("sim-gpu", 0, 1),
+        common::deployment("detector", "sim-gpu", 1),
+        common::process::ec2_cluster(
+            "on-ec2",
+            &endpoint,
+            2,
+            ("testing", "testing"),
+            &server.kubeconfig(),
+        ),
+    ] {
+        common::process::apply(&admin, &yaml).await;
+    }
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), "default");
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     for _ in 0..900 {
@@ -144,6 +122,14 @@ async fn prometheus_scrapes_reconciles_and_cloud_calls() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    // No label holds an object's name or UID: the series do not grow with the objects.
+    let uid = clusters.get("on-ec2").await.unwrap().metadata.uid.unwrap();
+    for name in ["detector", "sim-gpu", "on-ec2", "yolov8", uid.as_str()] {
+        assert!(
+            !classic.contains(&format!("\"{name}\"")),
+            "{name} is a label value:\n{classic}"
+        );
+    }
     println!("a sample of /metrics:");
     for line in classic
         .lines()

@@ -44,25 +44,11 @@ async fn nothing_secret_is_logged_even_at_trace() {
         return;
     };
     let endpoint = moto.endpoint();
-    let server = kelp_testapi::TestApiServer::start().await.unwrap();
-    let admin = kelp_operator::targets::client_from_kubeconfig(&server.kubeconfig())
-        .await
-        .unwrap();
-    kelp_operator::dev::install_crds(&admin).await.unwrap();
+    let (server, admin) = common::process::api_server(&[NS]).await;
     let apply = |yaml: String| {
         let admin = admin.clone();
-        async move {
-            for doc in kelp_crds::parse::documents(&yaml).unwrap() {
-                kelp_operator::dev::apply_manifest(&admin, "default", "test", &doc)
-                    .await
-                    .unwrap();
-            }
-        }
+        async move { common::process::apply(&admin, &yaml).await }
     };
-    apply(format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
-    ))
-    .await;
     let op = KelpRun::start(
         &server.kubeconfig(),
         NS,
@@ -77,16 +63,14 @@ async fn nothing_secret_is_logged_even_at_trace() {
     apply(common::SECRET.to_string()).await;
     apply(common::cluster("provisioned", 0, 1)).await;
     apply(common::deployment("detector", "provisioned", 1)).await;
-    // Existing: a kubeconfig Secret with the test server's admin token.
-    apply(format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: existing-kubeconfig}}\nstringData:\n  value: {}\n",
-        serde_json::to_string(&server.kubeconfig()).unwrap()
-    ))
-    .await;
-    // EC2, with credentials from a Secret, on the same existing Kubernetes.
-    apply(format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: aws}}\nstringData: {{accessKeyId: {ACCESS_KEY_ID}, secretAccessKey: \"{SECRET_ACCESS_KEY}\"}}\n---\n\
-         apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Cluster\nmetadata: {{name: on-ec2}}\nspec:\n  cloud:\n    ec2: {{region: us-east-1, endpointUrl: \"{endpoint}\", credentialsSecretRef: {{name: aws}}}}\n  kubernetes: {{mode: Existing, kubeconfigSecretRef: {{name: existing-kubeconfig}}}}\n  nodePools:\n    - {{name: t4, replicas: 1, machine: {{cpu: 4, gpu: {{count: 1, vendor: NVIDIA, model: T4}}}}}}\n"
+    // EC2, with credentials from a Secret, on an Existing Kubernetes: a kubeconfig Secret
+    // with the test server's admin token.
+    apply(common::process::ec2_cluster(
+        "on-ec2",
+        &endpoint,
+        1,
+        (ACCESS_KEY_ID, SECRET_ACCESS_KEY),
+        &server.kubeconfig(),
     ))
     .await;
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), "default");

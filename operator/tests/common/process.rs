@@ -27,14 +27,6 @@ fn unique() -> String {
     )
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 impl KelpRun {
     /// Starts `kelp run` with `kubeconfig`, in namespace `namespace`, with `args` after
     /// `run` and `RUST_LOG=rust_log`.
@@ -135,4 +127,56 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let (head, body) = text.split_once("\r\n\r\n")?;
     let code = head.split_whitespace().nth(1)?.parse().ok()?;
     Some((code, body.to_string()))
+}
+
+/// A free port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A test API server with kelp's CRDs and the `namespaces`, and an admin client for it.
+pub async fn api_server(namespaces: &[&str]) -> (kelp_testapi::TestApiServer, kube::Client) {
+    let server = kelp_testapi::TestApiServer::start().await.unwrap();
+    let admin = kelp_operator::targets::client_from_kubeconfig(&server.kubeconfig())
+        .await
+        .unwrap();
+    kelp_operator::dev::install_crds(&admin).await.unwrap();
+    for ns in namespaces {
+        apply(
+            &admin,
+            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
+        )
+        .await;
+    }
+    (server, admin)
+}
+
+/// Server-side applies every document of `yaml` (to `default` unless it names a namespace).
+pub async fn apply(client: &kube::Client, yaml: &str) {
+    for doc in kelp_crds::parse::documents(yaml).unwrap() {
+        kelp_operator::dev::apply_manifest(client, "default", "test", &doc)
+            .await
+            .unwrap();
+    }
+}
+
+/// An EC2 Cluster `name` on moto at `endpoint` with one T4 pool of `replicas`, on the
+/// Kubernetes of `kubeconfig` (`Existing`), with its two Secrets.
+pub fn ec2_cluster(
+    name: &str,
+    endpoint: &str,
+    replicas: usize,
+    (key_id, secret): (&str, &str),
+    kubeconfig: &str,
+) -> String {
+    format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-aws}}\nstringData: {{accessKeyId: \"{key_id}\", secretAccessKey: \"{secret}\"}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}-kubeconfig-in}}\nstringData:\n  value: {}\n---\n\
+         apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Cluster\nmetadata: {{name: {name}}}\nspec:\n  cloud:\n    ec2: {{region: us-east-1, endpointUrl: \"{endpoint}\", credentialsSecretRef: {{name: {name}-aws}}}}\n  kubernetes: {{mode: Existing, kubeconfigSecretRef: {{name: {name}-kubeconfig-in}}}}\n  nodePools:\n    - {{name: t4, replicas: {replicas}, machine: {{cpu: 4, gpu: {{count: 1, vendor: NVIDIA, model: T4}}}}}}\n",
+        serde_json::to_string(kubeconfig).unwrap()
+    )
 }
