@@ -14,7 +14,13 @@ ca=/etc/ssl/certs/ca-certificates.crt
 rm -rf "$root"
 mkdir -p "$root/usr/local/bin" "$root/etc/ssl/certs" "$root/tmp"
 chmod 1777 "$root/tmp"
-install -m 0755 "$bin" "$root/usr/local/bin/kelp"
+# Without its symbol tables (a third of the release binary); binutils' strip where it is.
+if command -v strip >/dev/null 2>&1; then
+  strip --strip-all -o "$root/usr/local/bin/kelp" "$bin"
+  chmod 0755 "$root/usr/local/bin/kelp"
+else
+  install -m 0755 "$bin" "$root/usr/local/bin/kelp"
+fi
 
 # Every library ldd resolves, and the loader itself, at the paths the binary asks for.
 libs=$(ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u)

@@ -176,7 +176,10 @@ where
                     anyhow::bail!("the watch of the leader Lease ended");
                 }
                 if lease.borrow_and_update().holder.is_none() {
-                    manager = build().await?;
+                    match build().await {
+                        Ok(fresh) => manager = fresh,
+                        Err(e) => tracing::warn!(error = %e, "leader election"),
+                    }
                 }
             }
         }
