@@ -36,7 +36,14 @@ use crate::common::{Condition, SecretReference};
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    // The name is part of machine names (host names), the Secrets
+    // `<name>-kubeconfig` and `<name>-kelp-pki`, and the cloud tag
+    // `kelp.imagine-ai.eu/cluster=<namespace>/<name>`: a DNS label fits them all.
+    validation = Rule::new("self.metadata.name.size() <= 63")
+        .message("metadata.name: a Cluster name must be no more than 63 characters (it names machines, Secrets and cloud tags)"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name: a Cluster name must be a DNS label: lower-case letters, digits and '-', starting and ending with a letter or digit, no '.'")
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(
@@ -306,8 +313,10 @@ fn default_kubeconfig_key() -> String {
 /// A group of identical machines.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
+// No schema defaults inside list items (see the crate docs): replicas is 1 and
+// autoscaling.minReplicas 0 when omitted.
 #[x_kube(validation = Rule::new(
-    "!has(self.autoscaling) || (self.replicas >= self.autoscaling.minReplicas && self.replicas <= self.autoscaling.maxReplicas)"
+    "!has(self.autoscaling) || ((has(self.replicas) ? self.replicas : 1) >= (has(self.autoscaling.minReplicas) ? self.autoscaling.minReplicas : 0) && (has(self.replicas) ? self.replicas : 1) <= self.autoscaling.maxReplicas)"
 ).message("replicas must lie within autoscaling.minReplicas and autoscaling.maxReplicas"))]
 pub struct NodePool {
     /// Name of the pool, a DNS label unique within the Cluster.
@@ -325,7 +334,6 @@ pub struct NodePool {
     pub autoscaling: Option<Autoscaling>,
     /// What each machine must offer, or an explicit instance type.
     #[serde(default)]
-    #[schemars(transform = crate::common::no_default)]
     pub machine: MachineRequirements,
     /// OS image (ID or name); the cloud's default Ubuntu LTS otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -349,7 +357,7 @@ fn default_replicas() -> i32 {
 /// Scaling bounds of a node pool.
 #[derive(Clone, Debug, Default, Deserialize, Serialize, KubeSchema, PartialEq)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas")
+#[x_kube(validation = Rule::new("(has(self.minReplicas) ? self.minReplicas : 0) <= self.maxReplicas")
     .message("autoscaling.minReplicas must not exceed autoscaling.maxReplicas"))]
 pub struct Autoscaling {
     /// Fewest machines.

@@ -98,10 +98,3 @@ pub(crate) fn preserve_unknown_map(_: &mut schemars::SchemaGenerator) -> schemar
         "additionalProperties": {"x-kubernetes-preserve-unknown-fields": true}
     })
 }
-
-/// Drops the `default` schemars derives from a field's `#[serde(default)]`, for
-/// object-valued fields inside list items: a defaulted empty object there would make
-/// every client-side `kubectl apply` of an unchanged manifest report `configured`.
-pub(crate) fn no_default(schema: &mut schemars::Schema) {
-    schema.remove("default");
-}

@@ -42,7 +42,15 @@ use crate::common::{
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
-    )
+    ),
+    // The name is the workload's Deployment, Service and Ingress name and a label value
+    // in the target cluster: a Service name is a DNS-1035 label (63 characters, starting
+    // with a letter); the Secrets `<name>-env`, `<name>-pull` and
+    // `<name>-rclone-<storage>` stay within 253.
+    validation = Rule::new("self.metadata.name.size() <= 63")
+        .message("metadata.name: a Deployment name must be no more than 63 characters (it names the workload's Service and labels in the target cluster)"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$')")
+        .message("metadata.name: a Deployment name must be a DNS label starting with a letter: lower-case letters, digits and '-', no '.' (it names the workload's Service)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentSpec {

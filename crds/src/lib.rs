@@ -3,7 +3,11 @@
 //!
 //! This crate holds API types only. Defaults and validation rules live in the
 //! generated schema (see [`crds`]), so GitOps tools see exactly what the API
-//! server stores.
+//! server stores, with one exception: inside list items (node pools, storage mounts,
+//! taints) the schema carries no defaults, and kelp applies them when it reads the
+//! object. kubectl's client-side apply sends custom resources a JSON merge patch, which
+//! replaces whole lists: a default the server filled into a list item would make every
+//! re-apply of an unchanged manifest report `configured`.
 #![forbid(unsafe_code)]
 // Repeated `printcolumn(type_ = ...)` arguments of the CustomResource derive are
 // separate columns, not duplicated attributes.
@@ -20,7 +24,9 @@ pub mod deployment;
 pub use cluster::*;
 pub use deployment::*;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 
 /// API group of every kelp kind.
@@ -30,7 +36,60 @@ pub const VERSION: &str = "v1alpha1";
 
 /// The three CustomResourceDefinitions, in install order.
 pub fn crds() -> Vec<CustomResourceDefinition> {
+    let mut crds = with_list_defaults();
+    for crd in &mut crds {
+        for version in &mut crd.spec.versions {
+            let spec = version
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+                .and_then(|s| s.properties.as_mut())
+                .and_then(|p| p.get_mut("spec"));
+            if let Some(spec) = spec {
+                lift_list_defaults(spec, false);
+            }
+        }
+    }
+    crds
+}
+
+/// The CRDs as the types derive them, defaults inside list items included (the field
+/// reference shows those defaults in its default column).
+pub(crate) fn with_list_defaults() -> Vec<CustomResourceDefinition> {
     vec![Module::crd(), Cluster::crd(), Deployment::crd()]
+}
+
+/// Moves every `default` found inside list items into the field's description ("Defaults
+/// to ... when omitted."), which `kubectl explain` shows; kelp applies the same default
+/// when it deserializes the object.
+fn lift_list_defaults(s: &mut JSONSchemaProps, in_list: bool) {
+    if in_list && let Some(default) = s.default.take() {
+        // An object's or list's default ({} or []) is only told by its fields' defaults.
+        if !(default.0.is_object() || default.0.is_array()) {
+            let value = serde_json::to_string(&default.0).unwrap_or_default();
+            let description = s.description.take().unwrap_or_default();
+            s.description = Some(
+                format!("{description} Defaults to {value} when omitted.")
+                    .trim_start()
+                    .to_string(),
+            );
+        }
+    }
+    for p in s.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        lift_list_defaults(p, in_list);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(a)) = s.additional_properties.as_mut() {
+        lift_list_defaults(a, in_list);
+    }
+    match s.items.as_mut() {
+        Some(JSONSchemaPropsOrArray::Schema(items)) => lift_list_defaults(items, true),
+        Some(JSONSchemaPropsOrArray::Schemas(items)) => {
+            for i in items {
+                lift_list_defaults(i, true);
+            }
+        }
+        None => {}
+    }
 }
 
 /// All CRDs as one multi-document YAML stream, as committed under `crds/`.

@@ -125,7 +125,11 @@ fn schema_defaults_fill_in_the_documented_values() {
     });
     let d = checker("Cluster").check(&cluster);
     assert!(d.errors.is_empty(), "{:?}", d.errors);
-    assert_eq!(d.defaulted["spec"]["nodePools"][0]["replicas"], 1);
+    // Inside list items the schema sets no default (kubectl's merge patch replaces
+    // whole lists); kelp's types apply it.
+    assert_eq!(d.defaulted["spec"]["nodePools"][0].get("replicas"), None);
+    let typed: Cluster = parse::from_value(d.defaulted.clone()).unwrap();
+    assert_eq!(typed.spec.node_pools[0].replicas, 1);
     assert_eq!(d.defaulted["spec"]["deletionPolicy"], "Delete");
     assert_eq!(d.defaulted["spec"]["kubernetes"]["mode"], "Provision");
     assert_eq!(d.defaulted["spec"]["paused"], false);
@@ -141,11 +145,54 @@ fn schema_defaults_fill_in_the_documented_values() {
     assert!(d.errors.is_empty(), "{:?}", d.errors);
     assert_eq!(d.defaulted["spec"]["replicas"], 1);
     assert_eq!(d.defaulted["spec"]["recipe"], "deepaas-inference");
-    assert_eq!(d.defaulted["spec"]["storage"][0]["mountPath"], "/storage");
+    let storage = &d.defaulted["spec"]["storage"][0];
+    assert_eq!(storage.get("mountPath"), None);
+    assert_eq!(storage.get("readOnly"), None);
+    assert_eq!(storage["webdav"].get("vendor"), None);
+    let typed: Deployment = parse::from_value(d.defaulted.clone()).unwrap();
+    assert_eq!(typed.spec.storage[0].mount_path, "/storage");
+    assert!(!typed.spec.storage[0].read_only);
     assert_eq!(
-        d.defaulted["spec"]["storage"][0]["webdav"]["vendor"],
-        "nextcloud"
+        typed.spec.storage[0].webdav.as_ref().unwrap().vendor,
+        kelp_crds::WebdavVendor::Nextcloud
     );
+}
+
+/// No schema default anywhere inside a list item of a spec: a server-filled default there
+/// makes every client-side `kubectl apply` of an unchanged manifest report `configured`.
+#[test]
+fn no_list_item_carries_a_schema_default() {
+    fn walk(schema: &Value, path: &str, in_list: bool, found: &mut Vec<String>) {
+        if in_list && schema.get("default").is_some() {
+            found.push(path.to_string());
+        }
+        if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                walk(v, &format!("{path}.{k}"), in_list, found);
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            walk(items, &format!("{path}[]"), true, found);
+        }
+        if let Some(a) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            walk(a, &format!("{path}{{}}"), in_list, found);
+        }
+    }
+    let mut found = Vec::new();
+    for crd in kelp_crds::crds() {
+        let schema = serde_json::to_value(&crd).unwrap();
+        let spec =
+            &schema["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        walk(spec, crd.spec.names.kind.as_str(), false, &mut found);
+    }
+    assert!(found.is_empty(), "defaults inside list items: {found:?}");
+    // The defaults are still told, in the descriptions `kubectl explain` shows.
+    let yaml = kelp_crds::crds_yaml();
+    assert!(
+        yaml.contains("Defaults to \"/storage\" when omitted."),
+        "mountPath"
+    );
+    assert!(yaml.contains("Defaults to 1 when omitted."), "replicas");
 }
 
 fn example(kind: &str) -> Value {
@@ -429,6 +476,26 @@ fn cel_cases() -> Vec<Case> {
             "Deployment",
             vec![("spec.expose.path", json!("api"))],
             "expose.path must start with '/'",
+        ),
+        (
+            "Deployment",
+            vec![("metadata.name", json!("d".repeat(64)))],
+            "metadata.name: a Deployment name must be no more than 63 characters (it names the workload's Service and labels in the target cluster)",
+        ),
+        (
+            "Deployment",
+            vec![("metadata.name", json!("1st.detector"))],
+            "metadata.name: a Deployment name must be a DNS label starting with a letter: lower-case letters, digits and '-', no '.' (it names the workload's Service)",
+        ),
+        (
+            "Cluster",
+            vec![("metadata.name", json!("c".repeat(70)))],
+            "metadata.name: a Cluster name must be no more than 63 characters (it names machines, Secrets and cloud tags)",
+        ),
+        (
+            "Cluster",
+            vec![("metadata.name", json!("sim.gpu"))],
+            "metadata.name: a Cluster name must be a DNS label: lower-case letters, digits and '-', starting and ending with a letter or digit, no '.'",
         ),
     ]
 }

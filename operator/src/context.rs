@@ -8,7 +8,6 @@ use kelp_cloud_drivers::CloudError;
 use kube::Client;
 use kube::Resource;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 
 use crate::drivers::Drivers;
 use crate::sim_kube::SimKube;
@@ -86,7 +85,7 @@ impl Default for Config {
 /// Shared by every reconcile as `Arc<Context>`.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: crate::events::Events,
     pub config: Config,
     pub drivers: Drivers,
     pub recipes: crate::recipes::Recipes,
@@ -111,12 +110,8 @@ pub struct Orphans {
 
 impl Context {
     pub fn new(client: Client, config: Config, drivers: Drivers, sim_kube: Arc<SimKube>) -> Self {
-        let reporter = Reporter {
-            controller: "kelp".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: crate::events::Events::new(client.clone()),
             client,
             config,
             drivers,
@@ -139,18 +134,12 @@ impl Context {
         action: &str,
         note: String,
     ) {
-        let event = Event {
-            type_: if warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: reason.into(),
-            note: Some(note),
-            action: action.into(),
-            secondary: None,
-        };
-        if let Err(e) = self.recorder.publish(&event, &obj.object_ref(&())).await {
+        let regarding = obj.object_ref(&());
+        if let Err(e) = self
+            .events
+            .publish(&regarding, warning, reason, action, note)
+            .await
+        {
             tracing::warn!(error = %e, reason, "could not publish event");
         }
     }
@@ -202,6 +191,11 @@ pub enum Error {
     Waiting(String),
     #[error("target cluster: {0}")]
     Target(String),
+    /// A kubeconfig Secret that cannot work as it is (no such key, not a kubeconfig):
+    /// the user must fix it. The message names the Secret, the key and the line, never
+    /// the content.
+    #[error("{0}")]
+    Kubeconfig(String),
     #[error("finalizer: {0}")]
     Finalizer(String),
     /// The object changed since the cached copy the reconcile started from.
@@ -221,6 +215,7 @@ impl Error {
             Error::Recipe(_) => "RecipeError",
             Error::Waiting(_) => "Waiting",
             Error::Target(_) => "TargetUnreachable",
+            Error::Kubeconfig(_) => "InvalidKubeconfig",
             Error::Finalizer(_) => "FinalizerError",
             Error::Stale(_) => "StaleObject",
         }
@@ -245,7 +240,7 @@ impl Error {
             | Error::Waiting(_)
             | Error::Stale(_) => true,
             Error::Cloud(e) => e.is_transient(),
-            Error::Invalid(_) | Error::Recipe(_) => false,
+            Error::Invalid(_) | Error::Recipe(_) | Error::Kubeconfig(_) => false,
         }
     }
 }
@@ -435,3 +430,18 @@ pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub type Ctx = Arc<Context>;
+
+/// An error with its sources, outermost first, without repeats: `client error (Connect):
+/// tcp connect error: Connection refused (os error 111)`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.last().is_some_and(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}

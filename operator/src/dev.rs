@@ -84,7 +84,16 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
 /// to `kubeconfig`, installs the CRDs. Returns the server and a client for it.
 pub async fn start(port: u16, kubeconfig: &Path) -> anyhow::Result<(TestApiServer, Client)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-    let server = TestApiServer::start_with(ApiConfig::default(), addr).await?;
+    let server = TestApiServer::start_with(ApiConfig::default(), addr)
+        .await
+        .map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+                " (another kelp dev may be running; choose another port with --port)"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("kelp dev cannot listen on {addr}: {e}{hint}")
+        })?;
     std::fs::write(kubeconfig, server.kubeconfig())?;
     let client = crate::targets::client_from_kubeconfig(&server.kubeconfig())
         .await

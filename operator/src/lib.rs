@@ -9,6 +9,7 @@ pub mod context;
 pub mod deployment;
 pub mod dev;
 pub mod drivers;
+pub mod events;
 pub mod health;
 pub mod leader;
 pub mod metrics;

@@ -412,10 +412,12 @@ fn main() -> anyhow::Result<()> {
                 };
                 let url = config.cluster_url.clone();
                 let client = kube::Client::try_from(config)?;
-                let version = client
-                    .apiserver_version()
-                    .await
-                    .map_err(|e| anyhow::anyhow!("the Kubernetes API at {url}: {e}"))?;
+                let version = client.apiserver_version().await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "the Kubernetes API at {url} does not answer: {}",
+                        kelp_operator::context::error_chain(&e)
+                    )
+                })?;
                 tracing::info!(server = %version.git_version, "kelp operator starting");
                 if !leader_election {
                     kelp_operator::run(client, env, shutdown_signal()).await;

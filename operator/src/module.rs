@@ -47,26 +47,27 @@ static REPOSITORY: LazyLock<Regex> = LazyLock::new(|| {
 });
 static TAG: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"^[\w][\w.-]{0,127}$").unwrap());
 
-/// Checks the spec and resolves the images (pure).
+/// Checks the spec and resolves the images (pure). Every problem is reported at once,
+/// joined with "; ", so a user fixes them in one edit.
 pub fn resolve(spec: &ModuleSpec) -> Result<ResolvedImage, String> {
     let repo = &spec.image.repository;
+    let mut errors = Vec::new();
     if repo.contains('@')
         || repo
             .rsplit('/')
             .next()
             .is_some_and(|last| last.contains(':'))
     {
-        return Err(format!(
+        errors.push(format!(
             "spec.image.repository {repo:?} must not carry a tag or digest: put the tag in spec.image.tag"
         ));
-    }
-    if !REPOSITORY.is_match(repo) {
-        return Err(format!(
+    } else if !REPOSITORY.is_match(repo) {
+        errors.push(format!(
             "spec.image.repository {repo:?} is not a valid image repository (lowercase path, optional registry host)"
         ));
     }
     if !TAG.is_match(&spec.image.tag) {
-        return Err(format!(
+        errors.push(format!(
             "spec.image.tag {:?} is not a valid image tag",
             spec.image.tag
         ));
@@ -74,12 +75,15 @@ pub fn resolve(spec: &ModuleSpec) -> Result<ResolvedImage, String> {
     if let Some(t) = &spec.image.gpu_tag
         && !TAG.is_match(t)
     {
-        return Err(format!("spec.image.gpuTag {t:?} is not a valid image tag"));
+        errors.push(format!("spec.image.gpuTag {t:?} is not a valid image tag"));
     }
     if spec.serving.protocol == ServingProtocol::Deepaas
         && spec.serving.ui_port == Some(spec.serving.port)
     {
-        return Err("spec.serving.uiPort must differ from spec.serving.port".into());
+        errors.push("spec.serving.uiPort must differ from spec.serving.port".into());
+    }
+    if !errors.is_empty() {
+        return Err(errors.join("; "));
     }
     Ok(ResolvedImage {
         cpu: format!("{repo}:{}", spec.image.tag),
@@ -218,5 +222,18 @@ mod tests {
             let err = resolve(&spec(yaml)).unwrap_err();
             assert!(err.contains(field), "{yaml}: {err}");
         }
+    }
+
+    #[test]
+    fn reports_every_image_error_at_once() {
+        let err = resolve(&spec(
+            "{title: t, summary: s, image: {repository: 'Ai4oshub/Model:v1', tag: 'a b', gpuTag: '-x'}}",
+        ))
+        .unwrap_err();
+        let parts: Vec<&str> = err.split("; ").collect();
+        assert_eq!(parts.len(), 3, "{err}");
+        assert!(parts[0].starts_with("spec.image.repository"), "{err}");
+        assert!(parts[1].starts_with("spec.image.tag"), "{err}");
+        assert!(parts[2].starts_with("spec.image.gpuTag"), "{err}");
     }
 }

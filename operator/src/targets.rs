@@ -44,23 +44,35 @@ impl Targets {
     }
 
     /// A client from an already read kubeconfig Secret, cached until the Secret changes.
+    /// The cache key is everything the client is built from: the Secret, the key, and
+    /// (compared on use) the Secret's resourceVersion. Two Clusters reading one Secret
+    /// with different keys get different clients.
     pub async fn client_for(&self, kc: &KubeconfigSecret) -> Result<Client> {
-        if let Some((v, c)) = self.cache.lock().unwrap().get(&kc.id)
+        let cache_key = format!("{}#{}", kc.id, kc.key);
+        if let Some((v, c)) = self.cache.lock().unwrap().get(&cache_key)
             && *v == kc.version
         {
             return Ok(c.clone());
         }
         let text = kc.kubeconfig().ok_or_else(|| {
-            Error::Target(format!(
-                "kubeconfig Secret {} has no key {:?}",
-                kc.id, kc.key
+            Error::Kubeconfig(format!(
+                "kubeconfig Secret {} has no key {:?} (its keys: {})",
+                kc.id,
+                kc.key,
+                kc.data.keys().cloned().collect::<Vec<_>>().join(", ")
             ))
         })?;
-        let target = client_from_kubeconfig(text).await?;
+        let target = client_from_kubeconfig(text).await.map_err(|e| match e {
+            Error::Kubeconfig(why) => Error::Kubeconfig(format!(
+                "kubeconfig Secret {} key {:?}: {why}",
+                kc.id, kc.key
+            )),
+            other => other,
+        })?;
         self.cache
             .lock()
             .unwrap()
-            .insert(kc.id.clone(), (kc.version.clone(), target.clone()));
+            .insert(cache_key, (kc.version.clone(), target.clone()));
         Ok(target)
     }
 }
@@ -112,12 +124,30 @@ pub fn secret_data(secret: &Secret) -> BTreeMap<String, String> {
     out
 }
 
-/// A kube Client from kubeconfig text.
+/// A kube Client from kubeconfig text. A text that is not a kubeconfig is an
+/// `Error::Kubeconfig` naming the line, never quoting the text (it holds credentials).
 pub async fn client_from_kubeconfig(text: &str) -> Result<Client> {
-    let kc = Kubeconfig::from_yaml(text)
-        .map_err(|e| Error::Target(format!("invalid kubeconfig: {e}")))?;
+    let kc = parse_kubeconfig(text).map_err(Error::Kubeconfig)?;
     let config = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
-        .map_err(|e| Error::Target(format!("unusable kubeconfig: {e}")))?;
+        .map_err(|e| Error::Kubeconfig(format!("unusable kubeconfig: {e}")))?;
     Client::try_from(config).map_err(|e| Error::Target(e.to_string()))
+}
+
+/// Parses a kubeconfig; the error says where, not what (parsers quote the text they
+/// trip over, and a kubeconfig's text is a credential).
+pub fn parse_kubeconfig(text: &str) -> std::result::Result<Kubeconfig, String> {
+    let at = |e: &serde_yaml_ng::Error| {
+        e.location()
+            .map(|l| format!(" at line {}, column {}", l.line(), l.column()))
+            .unwrap_or_default()
+    };
+    serde_yaml_ng::from_str::<Kubeconfig>(text).map_err(|e| {
+        let kind = if serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text).is_ok() {
+            "not a kubeconfig"
+        } else {
+            "not valid YAML"
+        };
+        format!("{kind}{} (content not shown)", at(&e))
+    })
 }

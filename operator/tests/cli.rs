@@ -1054,3 +1054,69 @@ fn help_shows_the_egi_command() {
         assert!(help.contains(option), "{help}");
     }
 }
+
+// ---- errors that name what they are about ----------------------------------------------
+
+#[test]
+fn kelp_dev_on_a_busy_port_names_the_port() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port().to_string();
+    let kc = scratch("kc");
+    let out = kelp(&["dev", "--port", &port, "--kubeconfig", kc.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")) && err.contains("--port"),
+        "{err}"
+    );
+}
+
+#[test]
+fn kelp_run_against_a_dead_server_names_its_url_and_the_cause() {
+    // A port that nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let kc = scratch("kc");
+    std::fs::write(
+        &kc,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{port}'}}}}]\n\
+             users: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+        ),
+    )
+    .unwrap();
+    let health = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let out = kelp(&[
+        "run",
+        "--kubeconfig",
+        kc.to_str().unwrap(),
+        "--leader-election=false",
+        "--health-address",
+        &health.to_string(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("https://127.0.0.1:{port}")), "{err}");
+    assert!(err.to_lowercase().contains("connection refused"), "{err}");
+}
+
+/// A fresh path under the system's temporary folder.
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("kelp-cli-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}

@@ -35,10 +35,14 @@ pub enum RecipeError {
         message: String,
     },
     /// No recipe of that name in the catalog.
-    #[error("unknown recipe {name:?}")]
+    #[error("unknown recipe {name:?}; known {kind} recipes: {}", known.join(", "))]
     UnknownRecipe {
         /// The name asked for.
         name: String,
+        /// The kind the caller needed.
+        kind: RecipeKind,
+        /// The catalog's recipes of that kind, by name.
+        known: Vec<String>,
     },
     /// A node recipe was used as a workload recipe or the other way round.
     #[error("recipe {recipe} is a {actual} recipe, expected a {expected} recipe")]

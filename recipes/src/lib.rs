@@ -175,6 +175,12 @@ impl Catalog {
     fn lookup(&self, name: &str, kind: RecipeKind) -> Result<&Recipe, RecipeError> {
         let recipe = self.get(name).ok_or_else(|| RecipeError::UnknownRecipe {
             name: name.to_string(),
+            kind,
+            known: self
+                .list()
+                .filter(|r| r.kind == kind)
+                .map(|r| r.name.clone())
+                .collect(),
         })?;
         if recipe.kind != kind {
             return Err(RecipeError::WrongKind {

@@ -212,10 +212,15 @@ fn requirements_and_kinds() {
         .render_node(&[RecipeUse::new("nope")], &agent)
         .unwrap_err();
     assert_eq!(
-        err,
-        RecipeError::UnknownRecipe {
-            name: "nope".into()
-        }
+        err.to_string(),
+        "unknown recipe \"nope\"; known node recipes: base, k3s-agent, k3s-server, nvidia-gpu, rclone-webdav"
+    );
+    let err = c
+        .render_workload(&RecipeUse::new("deepaas"), &w)
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown recipe \"deepaas\"; known workload recipes: deepaas-inference"
     );
 }
 

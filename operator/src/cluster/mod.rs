@@ -301,7 +301,38 @@ fn stall(status: &mut ClusterStatus, generation: i64, reason: &str, message: &st
 
 impl Run<'_> {
     async fn reconcile(&mut self) -> Result<()> {
-        let join = self.control_plane().await?;
+        // Nothing is created (no control plane, no Secret, no machine) while any pool,
+        // or the control plane, has no instance type that fits: such a Cluster could
+        // never run its workload, and its machines would cost money for nothing.
+        let unfit = plan::unsatisfiable(self.cluster, &self.types);
+        for msg in &unfit {
+            // One Event when the Cluster becomes stuck, not one per reconcile.
+            let already = self
+                .cluster
+                .status
+                .as_ref()
+                .and_then(|s| conditions::get(&s.conditions, ct::STALLED))
+                .is_some_and(|c| {
+                    c.status == kelp_crds::ConditionStatus::True && c.message.contains(msg)
+                });
+            if !already {
+                self.ctx
+                    .event(
+                        self.cluster,
+                        true,
+                        "NoInstanceType",
+                        "ChooseType",
+                        msg.clone(),
+                    )
+                    .await;
+            }
+            self.stalled.push(("NoInstanceType", msg.clone()));
+        }
+        let join = if unfit.is_empty() {
+            self.control_plane().await?
+        } else {
+            None
+        };
         let mut pools = Vec::new();
         let mut all_running: Vec<(String, Machine)> = Vec::new();
         for pool in &self.cluster.spec.node_pools {
@@ -491,20 +522,31 @@ impl Run<'_> {
                             .apiserver_version()
                             .await
                             .map(|_| ())
-                            .map_err(|e| Error::Target(e.to_string()).to_string()),
-                        Err(e) => Err(e.to_string()),
+                            .map_err(|e| Error::Target(crate::context::error_chain(&e))),
+                        Err(e) => Err(e),
                     },
-                    Err(e) => Err(e.to_string()),
+                    Err(Error::Target(m)) => Err(Error::Target(m.clone())),
+                    Err(e) => Err(Error::Target(e.to_string())),
                 };
-                let (ok, msg) = match &reachable {
-                    Ok(()) => (true, "the existing cluster's API answers".to_string()),
-                    Err(e) => (false, e.clone()),
+                let (ok, reason, msg) = match &reachable {
+                    Ok(()) => (
+                        true,
+                        "Reachable",
+                        "the existing cluster's API answers".to_string(),
+                    ),
+                    // The user's kubeconfig Secret must change: Stalled, not retried.
+                    Err(e @ Error::Kubeconfig(m)) => {
+                        let m = format!("spec.kubernetes.kubeconfigSecretRef: {m}");
+                        self.stalled.push((e.label(), m.clone()));
+                        (false, e.label(), m)
+                    }
+                    Err(e) => (false, "Unreachable", e.to_string()),
                 };
                 conditions::set(
                     &mut self.status.conditions,
                     ct::CONTROL_PLANE_READY,
                     ok,
-                    if ok { "Reachable" } else { "Unreachable" },
+                    reason,
                     msg,
                     g,
                 );
@@ -635,12 +677,7 @@ impl Run<'_> {
             .control_plane
             .clone()
             .unwrap_or_default();
-        let req = kelp_cloud_drivers::Requirements {
-            instance_type: cp.instance_type.clone(),
-            cpu: Some(cp.cpu.unwrap_or(2).max(1) as u32),
-            memory_mb: Some(cp.memory_mb.unwrap_or(4096).max(1) as u64),
-            ..Default::default()
-        };
+        let req = plan::control_plane_requirements(&cp);
         let machines = self.list(Some(CONTROL_PLANE_POOL)).await?;
         let plan = plan::plan_pool(1, &machines);
         self.delete_machines(
@@ -665,14 +702,10 @@ impl Run<'_> {
             })
             .collect();
         if plan.create > 0 {
-            let candidates = match select::candidates(&self.types, &req) {
-                Ok(c) => c.into_iter().cloned().collect::<Vec<_>>(),
-                Err(e) => {
-                    self.stalled
-                        .push(("NoInstanceType", format!("control plane: {e}")));
-                    return Ok(None);
-                }
-            };
+            // `plan::unsatisfiable` checked that some type fits.
+            let candidates: Vec<InstanceType> = select::candidates(&self.types, &req)
+                .map(|c| c.into_iter().cloned().collect())
+                .unwrap_or_default();
             let Some(user_data) = self.node_user_data(
                 None,
                 kelp_recipes::NodeRole::Server,
@@ -863,35 +896,11 @@ impl Run<'_> {
             desired: desired as i32,
             ..Default::default()
         };
-        let candidates: Vec<InstanceType> = match select::candidates(&self.types, &req) {
-            Ok(c) => c.into_iter().cloned().collect(),
-            Err(e) => {
-                let msg = format!("pool {}: {e}", pool.name);
-                // One Event when the pool becomes stuck, not one per reconcile.
-                let already = self
-                    .cluster
-                    .status
-                    .as_ref()
-                    .and_then(|s| conditions::get(&s.conditions, ct::STALLED))
-                    .is_some_and(|c| {
-                        c.status == kelp_crds::ConditionStatus::True && c.message.contains(&msg)
-                    });
-                if !already {
-                    self.ctx
-                        .event(
-                            self.cluster,
-                            true,
-                            "NoInstanceType",
-                            "ChooseType",
-                            msg.clone(),
-                        )
-                        .await;
-                }
-                self.stalled.push(("NoInstanceType", msg));
-                // Nothing to create, but machines already there are still reported.
-                Vec::new()
-            }
-        };
+        // An unfit pool is Stalled by `plan::unsatisfiable`: nothing to create, but the
+        // machines already there are still reported.
+        let candidates: Vec<InstanceType> = select::candidates(&self.types, &req)
+            .map(|c| c.into_iter().cloned().collect())
+            .unwrap_or_default();
         let mut machines = self.list(Some(&pool.name)).await?;
         let is_cp_pool = self.cluster.spec.kubernetes.mode == KubernetesMode::Provision
             && self

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 
-use kelp_cloud_drivers::{Machine, MachineState, Requirements, tags};
-use kelp_crds::{Cluster, NodePool};
+use kelp_cloud_drivers::{InstanceType, Machine, MachineState, Requirements, select, tags};
+use kelp_crds::{Cluster, KubernetesMode, NodePool};
 use kelp_recipes::{NodeRole, RecipeUse};
 use sha2::{Digest, Sha256};
 
@@ -113,6 +113,41 @@ pub fn name_prefix(cluster: &str, pool: &str) -> String {
     let mut s = format!("{cluster}-{pool}");
     s.truncate(50);
     s.trim_end_matches('-').to_string()
+}
+
+/// What a separate control-plane machine needs: its explicit type, else 2 vCPUs and
+/// 4 GB unless the spec asks for more.
+pub fn control_plane_requirements(cp: &kelp_crds::ControlPlane) -> Requirements {
+    Requirements {
+        instance_type: cp.instance_type.clone(),
+        cpu: Some(cp.cpu.unwrap_or(2).max(1) as u32),
+        memory_mb: Some(cp.memory_mb.unwrap_or(4096).max(1) as u64),
+        ..Default::default()
+    }
+}
+
+/// Why pools (or the separate control plane) have no instance type that fits, one
+/// message each naming the pool; empty when every one fits.
+pub fn unsatisfiable(cluster: &Cluster, types: &[InstanceType]) -> Vec<String> {
+    let mut out: Vec<String> = cluster
+        .spec
+        .node_pools
+        .iter()
+        .filter_map(|p| {
+            select::candidates(types, &requirements(p))
+                .err()
+                .map(|e| format!("pool {}: {e}", p.name))
+        })
+        .collect();
+    let k8s = &cluster.spec.kubernetes;
+    let cp = k8s.control_plane.clone().unwrap_or_default();
+    if k8s.mode == KubernetesMode::Provision
+        && cp.pool.is_none()
+        && let Err(e) = select::candidates(types, &control_plane_requirements(&cp))
+    {
+        out.push(format!("control plane: {e}"));
+    }
+    out
 }
 
 /// What a machine needs to join the cluster's Kubernetes.

@@ -246,9 +246,16 @@ pub fn ingress_path(ns: &str, name: &str, path: &str) -> String {
     format!("/{ns}/{name}/{rest}")
 }
 
-/// Where users reach the Deployment.
+/// Where users reach the Deployment: the Ingress URL when exposed publicly, else the
+/// in-cluster Service URL (on the exposed port, or the Module's serving port when the
+/// Deployment has no `expose`).
 pub fn endpoint(cluster: &Cluster, ctx: &WorkloadContext) -> Option<String> {
-    let e = ctx.expose.as_ref()?;
+    let Some(e) = ctx.expose.as_ref() else {
+        return Some(format!(
+            "http://{}.{}.svc.cluster.local:{}/",
+            ctx.name, ctx.namespace, ctx.port
+        ));
+    };
     if e.public {
         let api = cluster.status.as_ref()?.api_endpoint.as_deref()?;
         let host = api
@@ -344,6 +351,12 @@ status: {apiEndpoint: "https://203.0.113.7:6443"}
         assert_eq!(
             ctx.node_selector[crate::sim_kube::NODE_POOL_LABEL],
             "gpu-t4"
+        );
+        let mut internal = ctx.clone();
+        internal.expose = None;
+        assert_eq!(
+            endpoint(&c, &internal).unwrap(),
+            format!("http://fish.research.svc.cluster.local:{}/", ctx.port)
         );
         assert_eq!(ctx.env[0].value.as_deref(), Some("b"));
         let r = ctx.env[1].secret_key_ref.as_ref().unwrap();

@@ -143,6 +143,8 @@ struct Blocked {
     message: String,
     /// Needs a change from the user (Stalled), rather than waiting for another object.
     stalled: bool,
+    /// The workload no longer runs anywhere (its Cluster is gone or going).
+    workload_gone: bool,
 }
 
 fn blocked(reason: &'static str, message: impl Into<String>, stalled: bool) -> Blocked {
@@ -150,6 +152,15 @@ fn blocked(reason: &'static str, message: impl Into<String>, stalled: bool) -> B
         reason,
         message: message.into(),
         stalled,
+        workload_gone: false,
+    }
+}
+
+/// The Deployment's Cluster is gone or being deleted, and the workload with it.
+fn cluster_gone(reason: &'static str, message: String) -> Blocked {
+    Blocked {
+        workload_gone: true,
+        ..blocked(reason, message, false)
     }
 }
 
@@ -217,6 +228,22 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
         }
         Err(Ok(b)) => {
             let g = generation;
+            if b.workload_gone {
+                // Nothing runs any more: no replicas, no endpoint, not available.
+                let desired = dep.spec.replicas.max(0);
+                status.ready_replicas = 0;
+                status.replicas = 0;
+                status.ready = Some(format!("0/{desired}"));
+                status.endpoint = None;
+                conditions::set(
+                    &mut status.conditions,
+                    ct::AVAILABLE,
+                    false,
+                    b.reason,
+                    b.message.clone(),
+                    g,
+                );
+            }
             conditions::set(
                 &mut status.conditions,
                 ct::READY,
@@ -267,8 +294,16 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
                 .map(|c| c.reason.as_str())
                 != Some(b.reason)
             {
-                ctx.event(dep.as_ref(), true, b.reason, "Reconcile", b.message.clone())
-                    .await;
+                // Waiting for another object (a Module resolving, a Cluster booting) is
+                // normal; only what needs the user's change is a Warning.
+                ctx.event(
+                    dep.as_ref(),
+                    b.stalled,
+                    b.reason,
+                    "Reconcile",
+                    b.message.clone(),
+                )
+                .await;
             }
             // Module and Cluster changes wake us; a slow look-again covers the rest.
             Action::requeue(ctx.config.resync)
@@ -308,15 +343,23 @@ async fn deploy(
         .await
         .map_err(|e| Err(e.into()))?
         .ok_or_else(|| {
-            Ok(blocked(
+            Ok(cluster_gone(
                 "ClusterNotFound",
                 format!(
-                    "spec.clusterRef: Cluster {ns}/{} not found",
+                    "spec.clusterRef: Cluster {ns}/{} not found; the workload runs nowhere",
                     dep.spec.cluster_ref.name
                 ),
-                false,
             ))
         })?;
+    if cluster.metadata.deletion_timestamp.is_some() {
+        return Err(Ok(cluster_gone(
+            "ClusterDeleting",
+            format!(
+                "Cluster {} is being deleted, and the workload with it",
+                cluster.name_any()
+            ),
+        )));
+    }
     let need = build::need(dep, &module);
     let pool = build::choose_pool(&cluster, dep.spec.node_pool.as_deref(), need)
         .map_err(|m| Ok(blocked("NoPoolFits", m, dep.spec.node_pool.is_some())))?
@@ -344,13 +387,6 @@ async fn deploy(
         ))
     })?;
     status.image = Some(image.clone());
-    if cluster.metadata.deletion_timestamp.is_some() {
-        return Err(Ok(blocked(
-            "ClusterDeleting",
-            format!("Cluster {} is being deleted", cluster.name_any()),
-            false,
-        )));
-    }
     let cp_ready = cluster
         .status
         .as_ref()
@@ -515,22 +551,45 @@ async fn deploy(
             ))
         })?;
 
+    let objects: Vec<Value> = secrets
+        .into_iter()
+        .chain(objects)
+        .map(|mut obj| {
+            obj["metadata"]["namespace"] = json!(ns);
+            let mut labels = obj["metadata"]["labels"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            labels.insert(DEPLOYMENT_LABEL.into(), json!(name));
+            labels.insert(NAMESPACE_LABEL.into(), json!(ns));
+            labels.insert("app.kubernetes.io/managed-by".into(), json!("kelp"));
+            obj["metadata"]["labels"] = Value::Object(labels);
+            obj
+        })
+        .collect();
+    // Never take over what kelp did not create: every object is checked before any is
+    // applied, and only objects carrying this Deployment's labels are ever pruned.
+    let owned = owned(&target, &ns, &name).await.map_err(Err)?;
+    for obj in &objects {
+        if !owned.contains(&object_id(obj))
+            && let Some(what) = foreign(&target, obj).await.map_err(Err)?
+        {
+            return Err(Ok(blocked(
+                "ObjectNotOwned",
+                format!(
+                    "{what} already exists in Cluster {} and kelp did not create it (it lacks the label {DEPLOYMENT_LABEL}={name}): kelp neither changes nor deletes it; rename the Deployment or remove that object",
+                    cluster.name_any()
+                ),
+                true,
+            )));
+        }
+    }
     ensure_namespace(&target, &ns).await.map_err(Err)?;
     let mut applied = BTreeSet::new();
-    for mut obj in secrets.into_iter().chain(objects) {
-        obj["metadata"]["namespace"] = json!(ns);
-        let labels = obj["metadata"]["labels"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
-        let mut labels = labels;
-        labels.insert(DEPLOYMENT_LABEL.into(), json!(name));
-        labels.insert(NAMESPACE_LABEL.into(), json!(ns));
-        labels.insert("app.kubernetes.io/managed-by".into(), json!("kelp"));
-        obj["metadata"]["labels"] = Value::Object(labels);
-        applied.insert(server_side_apply(&target, &obj).await.map_err(Err)?);
+    for obj in &objects {
+        applied.insert(server_side_apply(&target, obj).await.map_err(Err)?);
     }
-    prune(&target, &ns, &name, &applied).await.map_err(Err)?;
+    prune(&target, &ns, &owned, &applied).await.map_err(Err)?;
 
     // Readiness and endpoint from the target cluster.
     let workload = Api::<AppsDeployment>::namespaced(target.clone(), &ns)
@@ -615,28 +674,55 @@ fn api_resource(api_version: &str, kind: &str) -> ApiResource {
     ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, version, kind), &plural)
 }
 
+/// `apiVersion/kind/name` of a manifest.
+fn object_id(obj: &Value) -> String {
+    format!(
+        "{}/{}/{}",
+        obj["apiVersion"].as_str().unwrap_or_default(),
+        obj["kind"].as_str().unwrap_or_default(),
+        obj["metadata"]["name"].as_str().unwrap_or_default()
+    )
+}
+
+/// The API, kind and name an `apiVersion/kind/name` id points to.
+fn api_for_id(target: &Client, ns: &str, id: &str) -> (Api<DynamicObject>, String) {
+    let mut parts = id.rsplitn(3, '/');
+    let name = parts.next().unwrap_or_default().to_string();
+    let kind = parts.next().unwrap_or_default();
+    let api_version = parts.next().unwrap_or_default();
+    let ar = api_resource(api_version, kind);
+    (Api::namespaced_with(target.clone(), ns, &ar), name)
+}
+
 /// Server-side applies `obj` with field manager `kelp`; returns `apiVersion/kind/name`.
 async fn server_side_apply(target: &Client, obj: &Value) -> Result<String> {
-    let api_version = obj["apiVersion"].as_str().unwrap_or_default();
-    let kind = obj["kind"].as_str().unwrap_or_default();
-    let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+    let id = object_id(obj);
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
-    let ar = api_resource(api_version, kind);
-    let api: Api<DynamicObject> = Api::namespaced_with(target.clone(), ns, &ar);
+    let (api, name) = api_for_id(target, ns, &id);
     api.patch(
-        name,
+        &name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(obj),
     )
     .await?;
-    tracing::debug!(%api_version, kind, name, ns, "applied");
-    Ok(format!("{api_version}/{kind}/{name}"))
+    tracing::debug!(%id, ns, "applied");
+    Ok(id)
 }
 
-/// Deletes objects kelp applied for this Deployment earlier that the recipe no longer renders.
-async fn prune(target: &Client, ns: &str, name: &str, keep: &BTreeSet<String>) -> Result<usize> {
+/// `Kind namespace/name` when `obj` exists on the target without being kelp's.
+async fn foreign(target: &Client, obj: &Value) -> Result<Option<String>> {
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    let (api, name) = api_for_id(target, ns, &object_id(obj));
+    Ok(api
+        .get_opt(&name)
+        .await?
+        .map(|_| format!("{} {ns}/{name}", obj["kind"].as_str().unwrap_or_default())))
+}
+
+/// What kelp applied for this Deployment, found by its labels: `apiVersion/kind/name`.
+async fn owned(target: &Client, ns: &str, name: &str) -> Result<BTreeSet<String>> {
     let selector = format!("{DEPLOYMENT_LABEL}={name},{NAMESPACE_LABEL}={ns}");
-    let mut deleted = 0;
+    let mut out = BTreeSet::new();
     for (group, version, kind, _) in PRUNED {
         let api_version = if group.is_empty() {
             version.to_string()
@@ -650,15 +736,28 @@ async fn prune(target: &Client, ns: &str, name: &str, keep: &BTreeSet<String>) -
             .await?
             .items
         {
-            let id = format!("{api_version}/{kind}/{}", obj.name_any());
-            if !keep.contains(&id) {
-                tracing::debug!(%id, "pruning");
-                match api.delete(&obj.name_any(), &DeleteParams::default()).await {
-                    Ok(_) => deleted += 1,
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+            out.insert(format!("{api_version}/{kind}/{}", obj.name_any()));
+        }
+    }
+    Ok(out)
+}
+
+/// Deletes the objects kelp applied for this Deployment earlier (`owned`) that the recipe
+/// no longer renders (not in `keep`).
+async fn prune(
+    target: &Client,
+    ns: &str,
+    owned: &BTreeSet<String>,
+    keep: &BTreeSet<String>,
+) -> Result<usize> {
+    let mut deleted = 0;
+    for id in owned.difference(keep) {
+        tracing::debug!(%id, "pruning");
+        let (api, name) = api_for_id(target, ns, id);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(deleted)
@@ -705,7 +804,11 @@ async fn cleanup(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
     if let Some(cluster) = cluster
         && let Ok(target) = ctx.targets.client(&ctx.client, &cluster).await
     {
-        match prune(&target, &ns, &dep.name_any(), &BTreeSet::new()).await {
+        let pruned = match owned(&target, &ns, &dep.name_any()).await {
+            Ok(owned) => prune(&target, &ns, &owned, &BTreeSet::new()).await,
+            Err(e) => Err(e),
+        };
+        match pruned {
             Ok(n) => {
                 if n > 0 {
                     ctx.event(

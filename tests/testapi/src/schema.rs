@@ -94,9 +94,15 @@ impl FieldError {
         Self::new(field, REASON_DUPLICATE, format!("Duplicate value: {value}"))
     }
 
-    /// "spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0"
+    /// "spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0".
+    /// A rule on the object's root has no field path, which the server prints as `<nil>`.
     pub fn to_string_with_field(&self) -> String {
-        format!("{}: {}", self.field, self.message)
+        let field = if self.field.is_empty() {
+            "<nil>"
+        } else {
+            &self.field
+        };
+        format!("{field}: {}", self.message)
     }
 }
 

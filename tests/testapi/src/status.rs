@@ -84,7 +84,9 @@ impl ApiError {
     pub fn invalid(rt: &ResourceType, name: &str, errors: &[FieldError]) -> Self {
         let causes: Vec<Value> = errors
             .iter()
-            .map(|e| json!({"reason": e.reason, "message": e.to_string_with_field(), "field": e.field}))
+            // As the server sends them: the field in `field`, the message without it
+            // (kubectl prints `* <field>: <message>`).
+            .map(|e| json!({"reason": e.reason, "message": e.message, "field": e.field}))
             .collect();
         let list: Vec<String> = errors
             .iter()

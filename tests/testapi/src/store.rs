@@ -145,8 +145,12 @@ fn finalizers(obj: &Value) -> Vec<String> {
 }
 
 fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && subdomain_syntax(name)
+}
+
+/// The characters and dots of an RFC 1123 subdomain, whatever its length.
+fn subdomain_syntax(name: &str) -> bool {
     !name.is_empty()
-        && name.len() <= 253
         && name.split('.').all(|part| {
             !part.is_empty()
                 && part
@@ -760,14 +764,22 @@ impl Store {
             && !name.contains(['/', '%']);
         let any_name = rt.group.is_empty() && rt.plural == "events";
         if !is_dns_subdomain(&name) && !any_name && !path_segment {
-            return Err(ApiError::invalid_field(
-                rt,
-                &name,
-                "metadata.name",
-                format!(
-                    "Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
-                ),
-            ));
+            // As apimachinery's IsDNS1123Subdomain: one error per broken rule.
+            let mut errors = Vec::new();
+            let invalid = |detail: &str| crate::schema::FieldError {
+                field: "metadata.name".into(),
+                reason: "FieldValueInvalid",
+                message: format!("Invalid value: {name:?}: {detail}"),
+            };
+            if name.len() > 253 {
+                errors.push(invalid("must be no more than 253 characters"));
+            }
+            if !subdomain_syntax(&name) {
+                errors.push(invalid(
+                    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')",
+                ));
+            }
+            return Err(ApiError::invalid(rt, &name, &errors));
         }
         // Subresources: the main endpoint keeps the stored status, /status keeps the rest.
         match (&old, subresource) {
