@@ -265,3 +265,121 @@ async fn kubectl_drives_the_test_server() {
     assert!(out.contains("No resources found"), "{out}");
     server.shutdown().await;
 }
+
+/// Every example, and manifests that leave out the defaults inside lists, re-applied with
+/// client-side `kubectl apply`: nothing but the stringData Secrets is `configured`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reapplying_every_example_changes_nothing() {
+    let server = TestApiServer::start().await.unwrap();
+    let k = Kubectl::new(&server).await;
+    k.run(&["apply", "-f", &repo("crds")]).await;
+    k.run(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/deployments.kelp.imagine-ai.eu",
+        "--timeout=10s",
+    ])
+    .await;
+    // Defaults omitted inside list items: pool replicas, gpu.count, autoscaling's
+    // minReplicas, a storage mount's mountPath, readOnly and webdav.vendor.
+    let sparse = r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {name: sparse}
+spec:
+  cloud: {sim: {}}
+  nodePools:
+    - name: cpu
+    - name: gpu
+      machine: {gpu: {model: T4}}
+      autoscaling: {maxReplicas: 3}
+      taints: [{key: nvidia.com/gpu, effect: NoSchedule}]
+---
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Deployment
+metadata: {name: sparse}
+spec:
+  moduleRef: {name: yolov8}
+  clusterRef: {name: sparse}
+  storage:
+    - name: rshare
+      webdav: {url: "https://share.example.org/dav", credentialsSecretRef: {name: s}}
+"#;
+    let dir = std::env::temp_dir().join(format!("kelp-sparse-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("sparse.yaml");
+    std::fs::write(&file, sparse).unwrap();
+    let file = file.to_string_lossy().into_owned();
+    let examples = repo("examples");
+    let first = k.run(&["apply", "-R", "-f", &examples, "-f", &file]).await;
+    let created = first.matches(" created").count();
+    assert!(created >= 10, "{first}");
+    let again = k.run(&["apply", "-R", "-f", &examples, "-f", &file]).await;
+    for line in again.lines() {
+        if line.starts_with("secret/") {
+            // The live Secret keeps only `data`: configured on every apply, as with any
+            // API server.
+            continue;
+        }
+        assert!(
+            line.ends_with(" unchanged"),
+            "re-apply changed {line}:\n{again}"
+        );
+    }
+    assert_eq!(again.lines().count(), created, "{again}");
+}
+
+/// What kubectl prints for invalid objects: each field once, and the rule that is
+/// broken (a name's length before its characters).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_objects_are_reported_as_a_real_server_reports_them() {
+    let server = TestApiServer::start().await.unwrap();
+    let k = Kubectl::new(&server).await;
+    k.run(&["apply", "-f", &repo("crds")]).await;
+    k.run(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/deployments.kelp.imagine-ai.eu",
+        "--timeout=10s",
+    ])
+    .await;
+    let dep = |name: &str, replicas: i32| {
+        format!(
+            "apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Deployment\nmetadata: {{name: {name}}}\n\
+             spec: {{moduleRef: {{name: m}}, clusterRef: {{name: c}}, replicas: {replicas}}}\n"
+        )
+    };
+    let out = k
+        .run_expect(&["apply", "-f", "-"], Some(&dep("fish", -1)), false)
+        .await;
+    assert!(out.contains("spec.replicas: Invalid value: -1"), "{out}");
+    assert_eq!(
+        out.matches("spec.replicas").count(),
+        2,
+        "field once per line: {out}"
+    );
+    assert!(!out.contains("spec.replicas: spec.replicas"), "{out}");
+
+    let out = k
+        .run_expect(
+            &["apply", "-f", "-"],
+            Some(&dep(&"f".repeat(300), 1)),
+            false,
+        )
+        .await;
+    assert!(out.contains("must be no more than 253 characters"), "{out}");
+    assert!(!out.contains("RFC 1123"), "{out}");
+
+    let out = k
+        .run_expect(&["apply", "-f", "-"], Some(&dep(&"f".repeat(64), 1)), false)
+        .await;
+    assert!(
+        out.contains("a Deployment name must be no more than 63 characters"),
+        "{out}"
+    );
+    let out = k.run(&["get", "kdep", "-o", "name"]).await;
+    assert!(
+        out.trim().is_empty() || out.contains("No resources"),
+        "{out}"
+    );
+}
