@@ -21,6 +21,9 @@ pub mod tags {
     /// `server` on the machine that runs the k3s server (the one that needs a public
     /// address when the cloud hands them out separately).
     pub const ROLE: &str = "kelp.imagine-ai.eu/role";
+    /// The idempotency key of the create batch the machine came from: a batch kelp asked
+    /// for counts as seen once the cloud lists machines with it.
+    pub const BATCH: &str = "kelp.imagine-ai.eu/batch";
     /// The value of [`MANAGED_BY`].
     pub const MANAGED_BY_VALUE: &str = "kelp";
 }

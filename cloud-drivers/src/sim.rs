@@ -65,6 +65,12 @@ pub struct SimConfig {
     pub seed: u64,
     /// The catalogue; [`catalogue`] by default.
     pub instance_types: Vec<InstanceType>,
+    /// How long a new machine is missing from lists (EC2's eventual consistency:
+    /// DescribeInstances does not show an instance for a while after RunInstances).
+    pub list_lag: Duration,
+    /// Creates ignore the idempotency key, as an EC2-compatible endpoint that drops
+    /// `ClientToken` does, and as Nova, which has none.
+    pub ignore_idempotency: bool,
 }
 
 impl Default for SimConfig {
@@ -83,6 +89,8 @@ impl Default for SimConfig {
             insufficient: BTreeSet::new(),
             seed: 0x6b65_6c70, // "kelp"
             instance_types: catalogue(),
+            list_lag: Duration::ZERO,
+            ignore_idempotency: false,
         }
     }
 }
@@ -374,6 +382,7 @@ impl State {
 
     fn create(&mut self, now: Instant, req: &CreateRequest) -> Result<Vec<Machine>, CloudError> {
         if !req.idempotency_key.is_empty()
+            && !self.config.ignore_idempotency
             && let Some(token) = self.tokens.get(&req.idempotency_key)
         {
             if token.request != *req {
@@ -558,8 +567,10 @@ impl State {
     }
 
     fn list(&self, now: Instant, tags: &BTreeMap<String, String>) -> Vec<Machine> {
+        let lag = self.config.list_lag;
         self.machines
             .values()
+            .filter(|m| now.duration_since(m.born) >= lag)
             .filter(|m| tags.iter().all(|(k, v)| m.machine.tags.get(k) == Some(v)))
             .filter_map(|m| m.view(now, &self.config))
             .collect()

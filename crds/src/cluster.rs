@@ -348,6 +348,19 @@ pub struct NodePool {
     /// (when gpu.count > 0) and k3s-agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recipes: Option<Vec<RecipeRef>>,
+    /// Extra machines a roll to a new instance type may run at once: a number, or a
+    /// percentage of `replicas` rounded up (`25%` when unset); at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<crate::common::IntOrPercent>,
+}
+
+impl NodePool {
+    /// `maxSurge`, or its default of 25%.
+    pub fn max_surge(&self) -> crate::common::IntOrPercent {
+        self.max_surge
+            .clone()
+            .unwrap_or_else(|| crate::common::IntOrPercent::Percent("25%".into()))
+    }
 }
 
 fn default_replicas() -> i32 {
@@ -498,6 +511,30 @@ pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// Batches of machines kelp asked the cloud for and has not seen listed yet. Written
+    /// before the cloud is asked, so that neither a follow-up reconcile nor a restarted
+    /// operator asks again while the cloud catches up (EC2 lists new instances only after
+    /// a while, and not every cloud honours an idempotency key).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
+    pub pending_creates: Vec<PendingCreate>,
+}
+
+/// A batch of machines asked for and not yet listed by the cloud.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingCreate {
+    /// The batch's idempotency key, also the machines' `kelp.imagine-ai.eu/batch` tag.
+    pub key: String,
+    /// The pool the machines are for (`control-plane`, or `<pool>-server` for a pool's
+    /// k3s server).
+    pub pool: String,
+    /// Machines in the batch.
+    pub count: i32,
+    /// The instance type asked for.
+    pub instance_type: String,
+    /// When kelp asked (RFC 3339).
+    pub requested_at: String,
 }
 
 /// Observed state of a node pool.

@@ -98,3 +98,24 @@ pub(crate) fn preserve_unknown_map(_: &mut schemars::SchemaGenerator) -> schemar
         "additionalProperties": {"x-kubernetes-preserve-unknown-fields": true}
     })
 }
+
+/// A count, or a percentage of another count (`25%`), as Kubernetes' `maxSurge`.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum IntOrPercent {
+    Int(i32),
+    Percent(String),
+}
+
+impl schemars::JsonSchema for IntOrPercent {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrPercent".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "x-kubernetes-int-or-string": true,
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]+%$"}]
+        })
+    }
+}

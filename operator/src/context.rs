@@ -29,6 +29,11 @@ pub struct Config {
     pub orphan_grace: Duration,
     /// How often each Cluster's cloud account is swept for such machines.
     pub orphan_sweep_interval: Duration,
+    /// How long a batch of machines kelp asked for may stay unlisted before kelp asks
+    /// again, and how young an extra machine is kept before it is removed
+    /// (`KELP_CREATE_GRACE_SECONDS`, default 120): clouds list new machines late (EC2's
+    /// eventual consistency), and not every cloud honours an idempotency key.
+    pub create_grace: Duration,
     /// The operator's namespace, where users' recipe ConfigMaps live: `KELP_NAMESPACE`,
     /// else `POD_NAMESPACE`, else `kelp-system`.
     pub namespace: String,
@@ -69,6 +74,12 @@ impl Default for Config {
             backoff_max: Duration::from_secs(120),
             orphan_grace: Duration::from_secs(600),
             orphan_sweep_interval: Duration::from_secs(300),
+            create_grace: Duration::from_secs(
+                std::env::var("KELP_CREATE_GRACE_SECONDS")
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(120),
+            ),
             namespace: std::env::var("KELP_NAMESPACE")
                 .or_else(|_| std::env::var("POD_NAMESPACE"))
                 .unwrap_or_else(|_| "kelp-system".into()),
@@ -97,6 +108,9 @@ pub struct Context {
     pub health: Arc<crate::health::Health>,
     /// Orphan sweeps: when each Cluster last swept, and when each orphan was first seen.
     pub orphans: Mutex<Orphans>,
+    /// Each Cluster's pending creates as this process last wrote them (by UID), in case
+    /// the cache has not caught up with that status write yet.
+    pending: Mutex<HashMap<String, Vec<kelp_crds::PendingCreate>>>,
 }
 
 /// State of the orphan sweeps.
@@ -122,6 +136,36 @@ impl Context {
             metrics: Arc::default(),
             health: Arc::default(),
             orphans: Mutex::default(),
+            pending: Mutex::default(),
+        }
+    }
+
+    /// A Cluster's pending creates: its status's, and those this process recorded that
+    /// the cached copy may not show yet.
+    pub fn pending_creates(&self, cluster: &kelp_crds::Cluster) -> Vec<kelp_crds::PendingCreate> {
+        let mut out = cluster
+            .status
+            .as_ref()
+            .map(|s| s.pending_creates.clone())
+            .unwrap_or_default();
+        let uid = cluster.metadata.uid.clone().unwrap_or_default();
+        if let Some(mine) = self.pending.lock().unwrap().get(&uid) {
+            for p in mine {
+                if !out.iter().any(|o| o.key == p.key) {
+                    out.push(p.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Remembers what was last written as a Cluster's pending creates.
+    pub fn remember_pending(&self, uid: &str, pending: &[kelp_crds::PendingCreate]) {
+        let mut map = self.pending.lock().unwrap();
+        if pending.is_empty() {
+            map.remove(uid);
+        } else {
+            map.insert(uid.to_string(), pending.to_vec());
         }
     }
 
@@ -444,4 +488,34 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     parts.join(": ")
+}
+
+/// The field manager of everything kelp writes with server-side apply.
+pub const MANAGER: &str = "kelp";
+
+/// Server-side applies `status` as the status of `obj` (field manager [`MANAGER`],
+/// forced): the one way every controller writes its status.
+pub async fn apply_status<K>(client: &Client, obj: &K, status: &impl serde::Serialize) -> Result<()>
+where
+    K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let ns = obj.meta().namespace.clone().unwrap_or_default();
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "metadata": {"name": name, "namespace": ns},
+        "status": status,
+    });
+    kube::Api::<K>::namespaced(client.clone(), &ns)
+        .patch_status(
+            &name,
+            &kube::api::PatchParams::apply(MANAGER).force(),
+            &kube::api::Patch::Apply(&patch),
+        )
+        .await?;
+    Ok(())
 }

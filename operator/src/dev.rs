@@ -54,7 +54,7 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
         let name = crd.metadata.name.clone().unwrap_or_default();
         api.patch(
             &name,
-            &PatchParams::apply("kelp").force(),
+            &PatchParams::apply(crate::context::MANAGER).force(),
             &Patch::Apply(&crd),
         )
         .await?;
@@ -107,7 +107,7 @@ pub async fn start(port: u16, kubeconfig: &Path) -> anyhow::Result<(TestApiServe
     namespaces
         .patch(
             &ns,
-            &PatchParams::apply("kelp").force(),
+            &PatchParams::apply(crate::context::MANAGER).force(),
             &Patch::Apply(&obj),
         )
         .await?;

@@ -8,11 +8,10 @@ use futures::StreamExt;
 use kelp_crds::condition_types as ct;
 use kelp_crds::{Module, ModuleSpec, ModuleStatus, ResolvedImage, ServingProtocol};
 use kube::ResourceExt;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use regex::Regex;
-use serde_json::json;
 
 use crate::conditions;
 use crate::context::{Ctx, Result, key};
@@ -156,15 +155,7 @@ async fn reconcile_module(module: Arc<Module>, ctx: Ctx) -> Result<Action> {
         generation,
     );
     if module.status.as_ref() != Some(&status) {
-        let api: Api<Module> =
-            Api::namespaced(ctx.client.clone(), &module.namespace().unwrap_or_default());
-        let patch = json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Module", "metadata": {"name": module.name_any(), "namespace": module.namespace()}, "status": status});
-        api.patch_status(
-            &module.name_any(),
-            &PatchParams::apply("kelp").force(),
-            &Patch::Apply(&patch),
-        )
-        .await?;
+        crate::context::apply_status(&ctx.client, &*module, &status).await?;
     }
     ctx.reset_backoff(&key(module.as_ref()));
     Ok(Action::await_change())

@@ -300,3 +300,122 @@ async fn machines_of_clusters_that_no_longer_exist_are_deleted_after_a_grace_per
                 .is_some_and(|m| m.contains("0000-gone"))
     }));
 }
+
+/// A cloud that lists new machines only after a while and ignores idempotency keys (an
+/// EC2-compatible endpoint dropping ClientToken, or Nova): kelp records each batch in the
+/// Cluster's status before asking, and neither its own follow-up reconciles nor a
+/// restarted operator ask again while the batch is not listed yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloud_that_lists_late_and_ignores_keys_gets_each_batch_once() {
+    let mut h = Harness::with_sim(SimConfig {
+        list_lag: Duration::from_millis(1000),
+        ignore_idempotency: true,
+        ..SimConfig::fast()
+    })
+    .await;
+    // Without kills: the follow-up reconciles (every 50 ms here) find the batch pending.
+    h.apply_yaml(&three_pools("late", 3, 2, 1)).await;
+    h.start();
+    h.cluster_ready("late").await;
+    let sim = h.sim("late").await;
+    assert_eq!(sim.all_created(), 7, "{:?}", machines_by_pool(&sim));
+    let c = h.api::<Cluster>().get("late").await.unwrap();
+    assert!(
+        c.status.unwrap().pending_creates.is_empty(),
+        "listed batches leave the status"
+    );
+
+    // With kills while a scale-up's batch is not listed yet.
+    h.patch_spec::<Cluster>("late", serde_json::json!({"nodePools": [
+        {"name": "cpu", "replicas": 6, "machine": {"cpu": 4, "memoryMB": 8000}},
+        {"name": "t4", "replicas": 2, "machine": {"cpu": 4, "gpu": {"count": 1, "model": "T4"}}},
+        {"name": "a100", "replicas": 1, "machine": {"gpu": {"count": 1, "model": "A100"}}},
+    ]}))
+    .await;
+    for _ in 0..200 {
+        if sim.all_created() > 7 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(sim.all_created(), 10, "the batch of 3 was asked for");
+    h.crash().await;
+    // Restarts within the lag: the status tells them the batch is on its way.
+    crash_repeatedly(&mut h, &[40, 120, 200]).await;
+    h.start();
+    h.cluster_ready("late").await;
+    assert_eq!(sim.all_created(), 10, "{:?}", machines_by_pool(&sim));
+    assert_eq!(machines_by_pool(&sim).get("cpu"), Some(&6));
+
+    // Crashes at fixed points of a scale-up from the start.
+    h.crash().await;
+    h.patch_spec::<Cluster>("late", serde_json::json!({"nodePools": [
+        {"name": "cpu", "replicas": 8, "machine": {"cpu": 4, "memoryMB": 8000}},
+        {"name": "t4", "replicas": 3, "machine": {"cpu": 4, "gpu": {"count": 1, "model": "T4"}}},
+        {"name": "a100", "replicas": 1, "machine": {"gpu": {"count": 1, "model": "A100"}}},
+    ]}))
+    .await;
+    crash_repeatedly(&mut h, CRASH_AFTER_MS).await;
+    h.start();
+    h.cluster_ready("late").await;
+    let by_pool = machines_by_pool(&sim);
+    assert_eq!(
+        (by_pool.get("cpu"), by_pool.get("t4")),
+        (Some(&8), Some(&3))
+    );
+    assert_eq!(sim.all_created(), 13, "{by_pool:?}");
+    h.stop().await;
+}
+
+/// Changing a pool's instance type rolls it in steps of `maxSurge`: never more than
+/// replicas + maxSurge machines at once, and the old ones go as new ones run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_type_roll_respects_max_surge() {
+    let mut h = Harness::new().await;
+    let pool = |t: &str| {
+        format!(
+            r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {{name: roll}}
+spec:
+  cloud: {{sim: {{latencyMs: 2}}}}
+  nodePools:
+    - {{name: gpu, replicas: 4, maxSurge: 1, machine: {{instanceType: {t}}}}}
+"#
+        )
+    };
+    h.apply_yaml(&pool("sim.t4-4")).await;
+    h.start();
+    h.cluster_ready("roll").await;
+    let sim = h.sim("roll").await;
+    h.apply_yaml(&pool("sim.t4-8")).await;
+    let mut most = 0;
+    for _ in 0..2000 {
+        let gpu: Vec<_> = sim
+            .machines()
+            .into_iter()
+            .filter(|m| {
+                m.tags
+                    .get(kelp_cloud_drivers::tags::POOL)
+                    .map(String::as_str)
+                    == Some("gpu")
+            })
+            .collect();
+        most = most.max(gpu.len());
+        if gpu.len() == 4 && gpu.iter().all(|m| m.instance_type == "sim.t4-8") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let c = h.cluster_ready("roll").await;
+    let pool = &c.status.unwrap().node_pools[0];
+    assert_eq!(pool.instance_type.as_deref(), Some("sim.t4-8"));
+    assert_eq!(pool.ready, 4);
+    assert!(
+        most <= 5,
+        "at most 4 + maxSurge 1 machines at once, saw {most}"
+    );
+    assert_eq!(sim.all_created(), 9, "4, then 5 (4 new + control plane)");
+    h.stop().await;
+}

@@ -12,13 +12,14 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::jiff::Timestamp;
 use kelp_cloud_drivers::{
     CloudDriver, CloudError, CreateRequest, InstanceType, Machine, MachineState, select, tags,
 };
 use kelp_crds::condition_types as ct;
 use kelp_crds::{
     Cluster, ClusterPhase, ClusterStatus, KubernetesMode, MachineAddress, MachineStatus, NodePool,
-    NodePoolStatus, SecretReference,
+    NodePoolStatus, PendingCreate, SecretReference,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -129,7 +130,14 @@ struct Run<'a> {
     stalled: Vec<(&'static str, String)>,
     /// What the Cluster waits for (capacity), shown in the Ready condition.
     waiting: Vec<String>,
+    /// Pools rolling to a new instance type, shown in the Ready condition.
+    rolling: Vec<String>,
     is_sim: bool,
+    /// Batches asked for and not yet listed (from the status and this process's memory).
+    pending: Vec<PendingCreate>,
+    /// Every machine listed during this reconcile.
+    seen: Vec<Machine>,
+    now: Timestamp,
 }
 
 async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
@@ -210,6 +218,10 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         converged: true,
         stalled: Vec::new(),
         waiting: Vec::new(),
+        rolling: Vec::new(),
+        pending: ctx.pending_creates(&cluster),
+        seen: Vec::new(),
+        now: Timestamp::now(),
     };
     match run.reconcile().await {
         Ok(()) => {}
@@ -349,6 +361,17 @@ impl Run<'_> {
         let desired: i32 = pools.iter().map(|p| p.desired).sum();
         let ready: i32 = pools.iter().map(|p| p.ready).sum();
         self.status.node_pools = pools;
+        self.status.pending_creates = plan::still_pending(
+            &self.pending,
+            &self.seen,
+            self.now,
+            self.ctx.config.create_grace,
+        );
+        self.ctx
+            .remember_pending(&self.uid, &self.status.pending_creates);
+        if !self.status.pending_creates.is_empty() {
+            self.converged = false;
+        }
         self.status.ready = Some(format!("{ready}/{desired}"));
         let g = Some(self.generation);
         let c = &mut self.status.conditions;
@@ -378,7 +401,7 @@ impl Run<'_> {
             g,
         );
         let cp_ready = conditions::is_true(c, ct::CONTROL_PLANE_READY);
-        let all = pools_ready && cp_ready && self.stalled.is_empty();
+        let all = pools_ready && cp_ready && self.stalled.is_empty() && self.rolling.is_empty();
         if !all {
             self.converged = false;
         }
@@ -400,6 +423,8 @@ impl Run<'_> {
             (self.stalled[0].0, stalled_message(&self.stalled))
         } else if !self.waiting.is_empty() {
             ("InsufficientCapacity", self.waiting.join("; "))
+        } else if !self.rolling.is_empty() {
+            ("Rolling", self.rolling.join("; "))
         } else if !cp_ready {
             (
                 "ControlPlaneNotReady",
@@ -499,7 +524,7 @@ impl Run<'_> {
             });
             api.patch(
                 &name,
-                &PatchParams::apply("kelp").force(),
+                &PatchParams::apply(crate::context::MANAGER).force(),
                 &Patch::Apply(&secret),
             )
             .await?;
@@ -679,7 +704,15 @@ impl Run<'_> {
             .unwrap_or_default();
         let req = plan::control_plane_requirements(&cp);
         let machines = self.list(Some(CONTROL_PLANE_POOL)).await?;
-        let plan = plan::plan_pool(1, &machines);
+        let plan = plan::plan_pool_with(
+            1,
+            &machines,
+            self.in_flight(CONTROL_PLANE_POOL, &machines),
+            self.settled(),
+        );
+        if plan.held > 0 {
+            self.converged = false;
+        }
         self.delete_machines(
             CONTROL_PLANE_POOL,
             &plan.failed,
@@ -745,9 +778,48 @@ impl Run<'_> {
             .max_by_key(|m| (m.state == MachineState::Running) as u8))
     }
 
-    async fn list(&self, pool: Option<&str>) -> Result<Vec<Machine>> {
+    async fn list(&mut self, pool: Option<&str>) -> Result<Vec<Machine>> {
         let tags = plan::ownership_tags(&self.uid, pool);
-        Ok(self.driver.list(&tags).await?)
+        let machines = self.driver.list(&tags).await?;
+        self.seen.extend(machines.iter().cloned());
+        Ok(machines)
+    }
+
+    /// Machines of this pool's batches that the cloud does not list yet.
+    fn in_flight(&self, pool: &str, listed: &[Machine]) -> u32 {
+        plan::in_flight(
+            &self.pending,
+            pool,
+            listed,
+            self.now,
+            self.ctx.config.create_grace,
+        )
+    }
+
+    /// Whether a machine is older than the grace period (an extra one may go then).
+    fn settled(&self) -> impl Fn(&Machine) -> bool + use<> {
+        let (now, grace) = (self.now, self.ctx.config.create_grace);
+        move |m: &Machine| !plan::young(&m.created_at, now, grace)
+    }
+
+    /// Records a batch in the status before the cloud is asked for it: a follow-up
+    /// reconcile, or a restarted operator, then waits for it instead of asking again.
+    async fn record_pending(&mut self, p: PendingCreate) -> Result<()> {
+        self.pending.retain(|x| x.key != p.key);
+        self.pending.push(p);
+        self.ctx.remember_pending(&self.uid, &self.pending);
+        // The status as it was, plus the batch: nothing of this reconcile's other
+        // findings (its observedGeneration and conditions) is claimed before its end.
+        let mut status = self.cluster.status.clone().unwrap_or_default();
+        status.pending_creates = self.pending.clone();
+        crate::context::apply_status(&self.ctx.client, self.cluster, &status).await
+    }
+
+    /// Forgets a batch the cloud refused outright (nothing was created).
+    async fn forget_pending(&mut self, key: &str) -> Result<()> {
+        self.pending.retain(|x| x.key != key);
+        self.ctx.remember_pending(&self.uid, &self.pending);
+        Ok(())
     }
 
     async fn delete_machines(
@@ -826,6 +898,17 @@ impl Run<'_> {
             format!("{}/{}", self.ns, self.name),
         );
         for (i, t) in candidates.iter().enumerate() {
+            let key = plan::idempotency_key(&self.uid, pool, self.generation, alive, &t.name);
+            let mut tags = tags.clone();
+            tags.insert(tags::BATCH.to_string(), key.clone());
+            self.record_pending(PendingCreate {
+                key: key.clone(),
+                pool: pool.to_string(),
+                count: count as i32,
+                instance_type: t.name.clone(),
+                requested_at: self.now.to_string(),
+            })
+            .await?;
             let req = CreateRequest {
                 count,
                 instance_type: t.name.clone(),
@@ -833,13 +916,7 @@ impl Run<'_> {
                 user_data: user_data.clone(),
                 tags: tags.clone(),
                 name_prefix: plan::name_prefix(&self.name, pool),
-                idempotency_key: plan::idempotency_key(
-                    &self.uid,
-                    pool,
-                    self.generation,
-                    alive,
-                    &t.name,
-                ),
+                idempotency_key: key.clone(),
                 disk_gb,
             };
             match self.driver.create(&req).await {
@@ -857,6 +934,7 @@ impl Run<'_> {
                     return Ok(Some((t.name.clone(), machines)));
                 }
                 Err(CloudError::InsufficientCapacity { message, .. }) => {
+                    self.forget_pending(&key).await?;
                     let next = candidates
                         .get(i + 1)
                         .map(|n| format!("; trying {}", n.name))
@@ -932,7 +1010,16 @@ impl Run<'_> {
                     .filter(|m| m.tags.get(ROLE_TAG).map(String::as_str) == Some("server"))
                     .cloned()
                     .collect();
-                let splan = plan::plan_pool(1, &servers);
+                let server_pool = format!("{}-server", pool.name);
+                let splan = plan::plan_pool_with(
+                    1,
+                    &servers,
+                    self.in_flight(&server_pool, &servers),
+                    self.settled(),
+                );
+                if splan.held > 0 {
+                    self.converged = false;
+                }
                 self.delete_machines(
                     &pool.name,
                     &splan.failed,
@@ -955,7 +1042,7 @@ impl Run<'_> {
                     tags.insert(ROLE_TAG.into(), "server".into());
                     if let Some((_, created)) = self
                         .create_batch(
-                            &format!("{}-server", pool.name),
+                            &server_pool,
                             &ordered,
                             1,
                             0,
@@ -985,25 +1072,42 @@ impl Run<'_> {
                 .into_iter()
                 .filter(|m| m.state != MachineState::Terminating)
                 .collect();
-            let plan = plan::plan_pool(agents_desired, &agents);
-            let running_current = agents
-                .iter()
-                .filter(|m| m.state == MachineState::Running)
-                .count() as u32;
+            let in_flight = self.in_flight(&pool.name, &agents);
+            let mut plan = plan::plan_pool_with(agents_desired, &agents, in_flight, self.settled());
+            if plan.held > 0 {
+                // Extra machines younger than the grace period: the cloud may still be
+                // catching up; they go (newest first) once it has passed.
+                self.converged = false;
+            }
             if !outdated.is_empty() {
-                if running_current >= agents_desired {
-                    let ids: Vec<String> = outdated.iter().map(|m| m.id.clone()).collect();
+                // A roll, in steps of at most maxSurge extra machines: new ones first, an
+                // old one goes for each new one that runs.
+                let surge = plan::max_surge(&pool.max_surge(), agents_desired);
+                let step = plan::roll_step(
+                    agents_desired,
+                    surge,
+                    &agents,
+                    &outdated,
+                    in_flight,
+                    plan.create,
+                );
+                plan.create = step.create;
+                self.rolling.push(format!(
+                    "pool {}: replacing {} machine(s) whose type no longer fits, at most {surge} extra at a time (maxSurge)",
+                    pool.name,
+                    outdated.len()
+                ));
+                if !step.delete.is_empty() {
                     self.delete_machines(
                         &pool.name,
-                        &ids,
+                        &step.delete,
                         "MachinesReplaced",
                         "their instance type no longer meets the pool's requirements",
                     )
                     .await?;
-                    machines.retain(|m| !ids.contains(&m.id));
-                } else {
-                    self.converged = false;
+                    machines.retain(|m| !step.delete.contains(&m.id));
                 }
+                self.converged = false;
             }
             self.delete_machines(
                 &pool.name,
@@ -1353,15 +1457,7 @@ async fn write_status(ctx: &Ctx, cluster: &Cluster, mut status: ClusterStatus) -
         "all {} machines are ready",
         status.ready.as_deref().unwrap_or_default()
     );
-    let api: Api<Cluster> =
-        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Cluster", "metadata": {"name": cluster.name_any(), "namespace": cluster.namespace()}, "status": status});
-    api.patch_status(
-        &cluster.name_any(),
-        &PatchParams::apply("kelp").force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    crate::context::apply_status(&ctx.client, cluster, &status).await?;
     if became_ready {
         ctx.event(cluster, false, "Ready", "Reconcile", note).await;
     }

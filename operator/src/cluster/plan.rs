@@ -2,8 +2,9 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::jiff::Timestamp;
 use kelp_cloud_drivers::{InstanceType, Machine, MachineState, Requirements, select, tags};
-use kelp_crds::{Cluster, KubernetesMode, NodePool};
+use kelp_crds::{Cluster, KubernetesMode, NodePool, PendingCreate};
 use kelp_recipes::{NodeRole, RecipeUse};
 use sha2::{Digest, Sha256};
 
@@ -53,11 +54,42 @@ pub struct PoolPlan {
     pub failed: Vec<String>,
     /// Machines alive (pending or running) after the plan, before creation.
     pub alive: u32,
+    /// Extra machines kept for now because they are younger than the grace period.
+    pub held: u32,
 }
 
 /// Plans a pool: `desired` machines, given what the cloud lists for it. Machines being
 /// terminated count for nothing; failed ones are replaced.
 pub fn plan_pool(desired: u32, machines: &[Machine]) -> PoolPlan {
+    plan_pool_with(desired, machines, 0, |_| true)
+}
+
+/// [`plan_pool`] with the machines of batches asked for but not listed yet (`in_flight`,
+/// which count as alive), and with extra machines removed only once `settled` (older
+/// than the grace period in which a cloud may still be catching up): a young extra is
+/// kept, and counted in `held`, until then.
+pub fn plan_pool_with(
+    desired: u32,
+    machines: &[Machine],
+    in_flight: u32,
+    settled: impl Fn(&Machine) -> bool,
+) -> PoolPlan {
+    let mut plan = plan_listed(desired, machines);
+    if plan.create > 0 {
+        plan.create = plan.create.saturating_sub(in_flight);
+    }
+    let by_id: BTreeMap<&str, &Machine> = machines.iter().map(|m| (m.id.as_str(), m)).collect();
+    let (go, young): (Vec<String>, Vec<String>) = plan
+        .scale_down
+        .into_iter()
+        .partition(|id| by_id.get(id.as_str()).is_none_or(|m| settled(m)));
+    plan.held = young.len() as u32;
+    plan.alive += plan.held;
+    plan.scale_down = go;
+    plan
+}
+
+fn plan_listed(desired: u32, machines: &[Machine]) -> PoolPlan {
     let failed: Vec<String> = machines
         .iter()
         .filter(|m| m.state == MachineState::Failed)
@@ -83,6 +115,7 @@ pub fn plan_pool(desired: u32, machines: &[Machine]) -> PoolPlan {
             scale_down: alive[..extra].iter().map(|m| m.id.clone()).collect(),
             failed,
             alive: desired,
+            held: 0,
         }
     } else {
         PoolPlan {
@@ -90,7 +123,128 @@ pub fn plan_pool(desired: u32, machines: &[Machine]) -> PoolPlan {
             scale_down: Vec::new(),
             failed,
             alive: n,
+            held: 0,
         }
+    }
+}
+
+/// Machines of the pending batches for `pool` that the cloud does not list yet, counting
+/// only batches younger than `grace`.
+pub fn in_flight(
+    pending: &[PendingCreate],
+    pool: &str,
+    listed: &[Machine],
+    now: Timestamp,
+    grace: std::time::Duration,
+) -> u32 {
+    pending
+        .iter()
+        .filter(|p| p.pool == pool && young(&p.requested_at, now, grace))
+        .map(|p| (p.count.max(0) as u32).saturating_sub(visible(p, listed)))
+        .sum()
+}
+
+/// The pending batches still to wait for: younger than `grace` and not fully listed.
+/// A batch the cloud lists goes; so does one it has not shown within the grace period
+/// (the cloud never made it, and asking again is safe).
+pub fn still_pending(
+    pending: &[PendingCreate],
+    listed: &[Machine],
+    now: Timestamp,
+    grace: std::time::Duration,
+) -> Vec<PendingCreate> {
+    let mut out: Vec<PendingCreate> = pending
+        .iter()
+        .filter(|p| {
+            young(&p.requested_at, now, grace) && visible(p, listed) < p.count.max(0) as u32
+        })
+        .cloned()
+        .collect();
+    out.sort_by(|a, b| a.key.cmp(&b.key));
+    out.dedup_by(|a, b| a.key == b.key);
+    out
+}
+
+fn visible(p: &PendingCreate, listed: &[Machine]) -> u32 {
+    listed
+        .iter()
+        .filter(|m| m.tags.get(tags::BATCH) == Some(&p.key))
+        .count() as u32
+}
+
+/// Whether an RFC 3339 time lies less than `grace` before `now`; an unreadable time
+/// counts as old.
+pub fn young(at: &str, now: Timestamp, grace: std::time::Duration) -> bool {
+    at.parse::<Timestamp>().is_ok_and(|t| {
+        now.duration_since(t)
+            < k8s_openapi::jiff::SignedDuration::try_from(grace).unwrap_or_default()
+    })
+}
+
+/// Machines a roll may run beyond `desired`: `maxSurge` as a number, or a percentage of
+/// `desired` rounded up; at least 1. An unreadable value counts as the default, 25%.
+pub fn max_surge(surge: &kelp_crds::IntOrPercent, desired: u32) -> u32 {
+    let n = match surge {
+        kelp_crds::IntOrPercent::Int(n) => (*n).max(0) as u32,
+        kelp_crds::IntOrPercent::Percent(p) => {
+            let pct: u32 = p.trim_end_matches('%').parse().unwrap_or(25);
+            (desired * pct).div_ceil(100)
+        }
+    };
+    n.max(1)
+}
+
+/// One step of replacing `outdated` machines (a type that no longer meets the pool's
+/// requirements) with `current` ones, never running more than `desired + surge` at once
+/// and never fewer than `desired` running while the old ones still serve.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RollStep {
+    /// New machines the surge allows now (at most what the pool plan wants).
+    pub create: u32,
+    /// Outdated machines to delete now.
+    pub delete: Vec<String>,
+}
+
+pub fn roll_step(
+    desired: u32,
+    surge: u32,
+    current: &[Machine],
+    outdated: &[Machine],
+    in_flight: u32,
+    wanted: u32,
+) -> RollStep {
+    let alive = |m: &&Machine| matches!(m.state, MachineState::Pending | MachineState::Running);
+    let cur_alive = current.iter().filter(alive).count() as u32 + in_flight;
+    let cur_running = current
+        .iter()
+        .filter(|m| m.state == MachineState::Running)
+        .count() as u32;
+    let mut old: Vec<&Machine> = outdated.iter().filter(alive).collect();
+    // Pending old machines go first (they serve nothing), then the oldest.
+    old.sort_by(|a, b| {
+        let rank = |m: &Machine| (m.state == MachineState::Running) as u8;
+        rank(a)
+            .cmp(&rank(b))
+            .then(a.created_at.cmp(&b.created_at))
+            .then(a.id.cmp(&b.id))
+    });
+    let old_running = old
+        .iter()
+        .filter(|m| m.state == MachineState::Running)
+        .count() as u32;
+    let old_pending = old.len() as u32 - old_running;
+    // Running machines beyond `desired` may go; pending old ones always may.
+    let spare = (cur_running + old_running).saturating_sub(desired);
+    let n_delete = (old_pending + spare).min(old.len() as u32);
+    let delete: Vec<String> = old[..n_delete as usize]
+        .iter()
+        .map(|m| m.id.clone())
+        .collect();
+    let old_left = old.len() as u32 - n_delete;
+    let room = (desired + surge).saturating_sub(cur_alive + old_left);
+    RollStep {
+        create: wanted.min(room),
+        delete,
     }
 }
 
@@ -308,9 +462,143 @@ mod tests {
                 create: 0,
                 scale_down: vec![],
                 failed: vec!["d".into()],
-                alive: 3
+                alive: 3,
+                held: 0,
             }
         );
+    }
+
+    fn now() -> Timestamp {
+        "2026-01-01T00:00:10Z".parse().unwrap()
+    }
+
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+    fn pending(yaml: &str) -> Vec<PendingCreate> {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    /// Two batches for pool p: k1 (3 machines, 8 s ago, 1 listed) is past the grace of
+    /// 5 s; k2 (2 machines, 2 s ago, none listed) is not.
+    const PENDING: &str = r#"
+- {key: k1, pool: p, count: 3, instanceType: t, requestedAt: "2026-01-01T00:00:02Z"}
+- {key: k2, pool: p, count: 2, instanceType: t, requestedAt: "2026-01-01T00:00:08Z"}
+- {key: k3, pool: other, count: 4, instanceType: t, requestedAt: "2026-01-01T00:00:09Z"}
+"#;
+
+    const LISTED: &str = r#"
+- {id: x, providerId: "sim:///x", name: p-x, instanceType: t, state: pending, addresses: [], tags: {kelp.imagine-ai.eu/batch: k1}, createdAt: "2026-01-01T00:00:03Z"}
+- {id: y, providerId: "sim:///y", name: p-y, instanceType: t, state: running, addresses: [], tags: {}, createdAt: "2026-01-01T00:00:01Z"}
+"#;
+
+    #[test]
+    fn batches_not_listed_yet_count_as_alive_until_the_grace_ends() {
+        let (p, listed) = (pending(PENDING), machines(LISTED));
+        // k1 is past its grace; k2's 2 machines are in flight; k3 is another pool's.
+        assert_eq!(in_flight(&p, "p", &listed, now(), GRACE), 2);
+        // 4 wanted, 2 listed alive, 2 in flight: nothing to create.
+        let plan = plan_pool_with(4, &listed, 2, |_| true);
+        assert_eq!(plan.create, 0);
+        // Once the grace has passed, k2 no longer holds creation back.
+        let later: Timestamp = "2026-01-01T00:00:30Z".parse().unwrap();
+        assert_eq!(in_flight(&p, "p", &listed, later, GRACE), 0);
+    }
+
+    #[test]
+    fn a_pending_batch_goes_once_listed_or_once_its_grace_ends() {
+        let mut p = pending(PENDING);
+        let keys = |v: Vec<PendingCreate>| v.into_iter().map(|p| p.key).collect::<Vec<_>>();
+        assert_eq!(
+            keys(still_pending(&p, &machines(LISTED), now(), GRACE)),
+            ["k2", "k3"]
+        );
+        // k2 fully listed.
+        p[1].requested_at = "2026-01-01T00:00:09Z".into();
+        let mut listed = machines(LISTED);
+        for id in ["v", "w"] {
+            let mut m = listed[0].clone();
+            m.id = id.into();
+            m.tags.insert(tags::BATCH.into(), "k2".into());
+            listed.push(m);
+        }
+        assert_eq!(keys(still_pending(&p, &listed, now(), GRACE)), ["k3"]);
+    }
+
+    #[test]
+    fn young_extra_machines_are_held_until_the_grace_ends() {
+        let listed = machines(FIXTURE);
+        let settled = |m: &Machine| m.created_at.as_str() < "2026-01-01T00:00:02Z";
+        // 1 wanted: c (pending, 00:02) and b (00:03) are extra and both young.
+        let plan = plan_pool_with(1, &listed, 0, settled);
+        assert!(plan.scale_down.is_empty(), "{plan:?}");
+        assert_eq!(plan.held, 2);
+        // 0 wanted: a (00:01) is settled and goes now; c and b wait.
+        let plan = plan_pool_with(0, &listed, 0, settled);
+        assert_eq!(plan.scale_down, vec!["a"]);
+        assert_eq!(plan.held, 2);
+    }
+
+    #[test]
+    fn max_surge_is_a_number_or_a_rounded_up_percentage_and_at_least_one() {
+        use kelp_crds::IntOrPercent::*;
+        assert_eq!(max_surge(&Percent("25%".into()), 100), 25);
+        assert_eq!(max_surge(&Percent("25%".into()), 5), 2);
+        assert_eq!(max_surge(&Percent("25%".into()), 1), 1);
+        assert_eq!(max_surge(&Percent("0%".into()), 10), 1);
+        assert_eq!(max_surge(&Int(3), 10), 3);
+        assert_eq!(max_surge(&Int(0), 10), 1);
+    }
+
+    fn fleet(prefix: &str, kind: &str, running: usize, pending: usize) -> Vec<Machine> {
+        let mut yaml = String::new();
+        for i in 0..running + pending {
+            let state = if i < running { "running" } else { "pending" };
+            yaml.push_str(&format!(
+                "- {{id: {prefix}{i}, providerId: \"sim:///{prefix}{i}\", name: n, instanceType: {kind}, state: {state}, addresses: [], tags: {{}}, createdAt: \"2026-01-01T00:00:0{i}Z\"}}\n"
+            ));
+        }
+        machines(&yaml)
+    }
+
+    #[test]
+    fn a_roll_never_runs_more_than_desired_plus_surge() {
+        // 4 old machines, none new yet, surge 1: one new machine, nothing deleted.
+        let old = fleet("o", "old", 4, 0);
+        let step = roll_step(4, 1, &[], &old, 0, 4);
+        assert_eq!(
+            step,
+            RollStep {
+                create: 1,
+                delete: vec![]
+            }
+        );
+        // The new one is still booting (or in flight): nothing more to do.
+        let new = fleet("n", "new", 0, 1);
+        assert_eq!(roll_step(4, 1, &new, &old, 0, 3), RollStep::default());
+        assert_eq!(roll_step(4, 1, &[], &old, 1, 3), RollStep::default());
+        // It runs: the oldest old one goes, and the next new one may start.
+        let new = fleet("n", "new", 1, 0);
+        let step = roll_step(4, 1, &new, &old, 0, 3);
+        assert_eq!(
+            step,
+            RollStep {
+                create: 1,
+                delete: vec!["o0".into()]
+            }
+        );
+        // All new ones run: the rest of the old ones go.
+        let new = fleet("n", "new", 4, 0);
+        let step = roll_step(4, 1, &new, &old[3..], 0, 0);
+        assert_eq!(
+            step,
+            RollStep {
+                create: 0,
+                delete: vec!["o3".into()]
+            }
+        );
+        // A surge of 25% of 100 starts 25 at once, never 100.
+        let old = fleet("o", "old", 100, 0);
+        assert_eq!(roll_step(100, 25, &[], &old, 0, 100).create, 25);
     }
 
     #[test]

@@ -30,7 +30,7 @@ use build::{DEPLOYMENT_LABEL, NAMESPACE_LABEL};
 /// The finalizer kelp puts on Deployments: the workload is removed from the target first.
 pub const FINALIZER: &str = "kelp.imagine-ai.eu/deployment";
 /// The field manager of everything kelp applies.
-pub const MANAGER: &str = "kelp";
+pub const MANAGER: &str = crate::context::MANAGER;
 
 /// Kinds kelp prunes on a target cluster when a recipe no longer renders them.
 const PRUNED: &[(&str, &str, &str, &str)] = &[
@@ -779,15 +779,7 @@ async fn write_status(ctx: &Ctx, dep: &Deployment, mut status: DeploymentStatus)
         status.ready.as_deref().unwrap_or_default(),
         status.endpoint.as_deref().unwrap_or("no endpoint")
     );
-    let api: Api<Deployment> =
-        Api::namespaced(ctx.client.clone(), &dep.namespace().unwrap_or_default());
-    let patch = json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Deployment", "metadata": {"name": dep.name_any(), "namespace": dep.namespace()}, "status": status});
-    api.patch_status(
-        &dep.name_any(),
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(&patch),
-    )
-    .await?;
+    crate::context::apply_status(&ctx.client, dep, &status).await?;
     if became_ready {
         ctx.event(dep, false, "Ready", "Reconcile", note).await;
     }

@@ -62,6 +62,7 @@ impl Harness {
                 namespace: "kelp-system".into(),
                 orphan_grace: Duration::from_millis(300),
                 orphan_sweep_interval: Duration::from_millis(100),
+                create_grace: Duration::from_secs(3),
                 openstack_endpoints: Default::default(),
                 egi_sites_url: None,
             },
