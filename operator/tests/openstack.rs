@@ -537,3 +537,64 @@ async fn an_egi_cluster_goes_from_a_check_in_refresh_token_to_ready() {
     kubelets.abort();
     h.stop().await;
 }
+
+/// Nova has no idempotency key; the proxy also hides new servers from
+/// `GET /servers/detail` for 1.5 s. kelp records each batch before asking and asks once,
+/// with and without a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nova_that_lists_late_gets_each_batch_once() {
+    let Some((peer, _lock, project)) = OsPeer::claim("OS_PROJECT_ID").await else {
+        return;
+    };
+    let proxy = Proxy::start(peer.nova_port()).await;
+    proxy.lag(Duration::from_millis(1500));
+    let mut h = Harness::new().await;
+    h.env.config.openstack_endpoints =
+        [("compute".to_string(), format!("{}/v2.1", proxy.endpoint()))].into();
+    secrets(&h, &peer).await;
+    prices(&h, &[("gpu.t4", "0.50"), ("gpu.huge-t4", "0.90")]).await;
+    let kubelets = kubelets::register_with(h.client.clone(), os_driver(&peer));
+    h.apply_yaml(&os_cluster("late", &peer, 2, 0)).await;
+    h.start();
+    let c = h.cluster_ready("late").await;
+    let uid = kube::ResourceExt::uid(&c).unwrap();
+    assert_eq!(servers_of(&peer, &project, &uid).await.len(), 2);
+    assert_eq!(
+        proxy.count("POST /v2.1/servers"),
+        1,
+        "{:?}",
+        proxy.summary()
+    );
+
+    h.apply_yaml(&os_cluster("late", &peer, 4, 0)).await;
+    for _ in 0..400 {
+        if proxy.count("POST /v2.1/servers") == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(proxy.count("POST /v2.1/servers"), 2);
+    h.crash().await;
+    h.start();
+    let c = h
+        .wait::<Cluster>("late", "4/4", |c| {
+            c.is_some_and(is_ready_cluster)
+                && c.and_then(|c| c.status.as_ref())
+                    .is_some_and(|s| s.ready.as_deref() == Some("4/4"))
+        })
+        .await
+        .unwrap();
+    assert!(c.status.unwrap().pending_creates.is_empty());
+    assert_eq!(
+        servers_of(&peer, &project, &uid).await.len(),
+        4,
+        "no duplicates"
+    );
+    assert_eq!(
+        proxy.count("POST /v2.1/servers"),
+        2,
+        "{:?}",
+        proxy.summary()
+    );
+    finish(h, &peer, &project, &["late"], kubelets).await;
+}

@@ -708,7 +708,7 @@ impl Run<'_> {
             1,
             &machines,
             self.in_flight(CONTROL_PLANE_POOL, &machines),
-            self.settled(),
+            self.settled(CONTROL_PLANE_POOL),
         );
         if plan.held > 0 {
             self.converged = false;
@@ -796,10 +796,13 @@ impl Run<'_> {
         )
     }
 
-    /// Whether a machine is older than the grace period (an extra one may go then).
-    fn settled(&self) -> impl Fn(&Machine) -> bool + use<> {
+    /// Whether an extra machine of `pool` may go now: while a batch of the pool is
+    /// pending, the cloud's list is not to be trusted, and extras younger than the grace
+    /// period are kept until they are older.
+    fn settled(&self, pool: &str) -> impl Fn(&Machine) -> bool + use<> {
         let (now, grace) = (self.now, self.ctx.config.create_grace);
-        move |m: &Machine| !plan::young(&m.created_at, now, grace)
+        let unsure = self.pending.iter().any(|p| p.pool == pool);
+        move |m: &Machine| !unsure || !plan::young(&m.created_at, now, grace)
     }
 
     /// Records a batch in the status before the cloud is asked for it: a follow-up
@@ -1015,7 +1018,7 @@ impl Run<'_> {
                     1,
                     &servers,
                     self.in_flight(&server_pool, &servers),
-                    self.settled(),
+                    self.settled(&server_pool),
                 );
                 if splan.held > 0 {
                     self.converged = false;
@@ -1073,7 +1076,8 @@ impl Run<'_> {
                 .filter(|m| m.state != MachineState::Terminating)
                 .collect();
             let in_flight = self.in_flight(&pool.name, &agents);
-            let mut plan = plan::plan_pool_with(agents_desired, &agents, in_flight, self.settled());
+            let mut plan =
+                plan::plan_pool_with(agents_desired, &agents, in_flight, self.settled(&pool.name));
             if plan.held > 0 {
                 // Extra machines younger than the grace period: the cloud may still be
                 // catching up; they go (newest first) once it has passed.

@@ -3,6 +3,11 @@
 //! name. A request is named by its EC2 `Action` when it has one (moto), else by
 //! `METHOD /path` without the query (OpenStack); a fault's name matches a request
 //! whose name starts with it.
+//!
+//! [`Proxy::lag`] makes the cloud behind it eventually consistent and forgetful, as EC2
+//! is and as an EC2-compatible endpoint or Nova can be: machines are missing from lists
+//! (EC2 `DescribeInstances`, Nova `GET /servers/detail`) until they are older than a
+//! given time, and EC2's `ClientToken` is dropped from `RunInstances`.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -33,6 +38,7 @@ pub struct Proxy {
     port: u16,
     actions: Arc<Mutex<Vec<String>>>,
     faults: Arc<Mutex<VecDeque<(&'static str, Fault)>>>,
+    lag: Arc<Mutex<Option<Duration>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -48,12 +54,13 @@ impl Proxy {
         let port = listener.local_addr().unwrap().port();
         let actions = Arc::new(Mutex::new(Vec::new()));
         let faults = Arc::new(Mutex::new(VecDeque::new()));
-        let (a, f) = (actions.clone(), faults.clone());
+        let lag = Arc::new(Mutex::new(None));
+        let (a, f, l) = (actions.clone(), faults.clone(), lag.clone());
         let task = tokio::spawn(async move {
             while let Ok((conn, _)) = listener.accept().await {
-                let (a, f) = (a.clone(), f.clone());
+                let (a, f, l) = (a.clone(), f.clone(), l.clone());
                 tokio::spawn(async move {
-                    let _ = serve(conn, upstream, a, f).await;
+                    let _ = serve(conn, upstream, a, f, l).await;
                 });
             }
         });
@@ -61,12 +68,19 @@ impl Proxy {
             port,
             actions,
             faults,
+            lag,
             task,
         }
     }
 
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// From now on, machines are missing from lists until they are `hide` old, and
+    /// `RunInstances` loses its `ClientToken`.
+    pub fn lag(&self, hide: Duration) {
+        *self.lag.lock().unwrap() = Some(hide);
     }
 
     /// Answer the next request for `action` with `fault`.
@@ -120,6 +134,7 @@ async fn serve(
     upstream: u16,
     actions: Arc<Mutex<Vec<String>>>,
     faults: Arc<Mutex<VecDeque<(&'static str, Fault)>>>,
+    lag: Arc<Mutex<Option<Duration>>>,
 ) -> std::io::Result<()> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
@@ -149,7 +164,12 @@ async fn serve(
         }
         buf.extend_from_slice(&chunk[..n]);
     }
-    let body = &buf[head_end + 4..];
+    let lag = *lag.lock().unwrap();
+    let (head, body) = match lag {
+        Some(_) => drop_client_token(&head, &buf[head_end + 4..]),
+        None => (head, buf[head_end + 4..].to_vec()),
+    };
+    let body = &body[..];
     let action = String::from_utf8_lossy(body)
         .split('&')
         .find_map(|kv| kv.strip_prefix("Action=").map(str::to_string))
@@ -198,7 +218,17 @@ async fn serve(
             tokio::time::sleep(d).await;
             return Ok(());
         }
-        None => forward(&head, body, upstream).await?,
+        None => {
+            let answer = forward(&head, body, upstream).await?;
+            match lag {
+                Some(hide)
+                    if action == "DescribeInstances" || action.ends_with("/servers/detail") =>
+                {
+                    hide_young(&answer, hide)
+                }
+                _ => answer,
+            }
+        }
     };
     client.write_all(&response).await?;
     client.shutdown().await
@@ -221,4 +251,143 @@ async fn forward(head: &str, body: &[u8], upstream: u16) -> std::io::Result<Vec<
         }
         None => resp,
     })
+}
+
+/// `RunInstances` without its `ClientToken`, with the Content-Length fixed.
+fn drop_client_token(head: &str, body: &[u8]) -> (String, Vec<u8>) {
+    let text = String::from_utf8_lossy(body);
+    if !text.contains("Action=RunInstances") {
+        return (head.to_string(), body.to_vec());
+    }
+    let kept: Vec<&str> = text
+        .split('&')
+        .filter(|kv| !kv.starts_with("ClientToken="))
+        .collect();
+    let body = kept.join("&").into_bytes();
+    (with_length(head, body.len()), body)
+}
+
+fn with_length(head: &str, length: usize) -> String {
+    head.split("\r\n")
+        .map(|l| {
+            if l.to_ascii_lowercase().starts_with("content-length:") {
+                format!("Content-Length: {length}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// An answer listing machines, without those created less than `hide` ago: EC2
+/// reservations whose `launchTime` is that recent, Nova servers whose `created` is.
+fn hide_young(answer: &[u8], hide: Duration) -> Vec<u8> {
+    let Some(i) = find(answer, b"\r\n\r\n") else {
+        return answer.to_vec();
+    };
+    let mut head = String::from_utf8_lossy(&answer[..i]).to_string();
+    let mut body = String::from_utf8_lossy(&answer[i + 4..]).to_string();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+        head = head
+            .split("\r\n")
+            .filter(|l| !l.to_ascii_lowercase().starts_with("transfer-encoding:"))
+            .chain(["Content-Length: 0"])
+            .collect::<Vec<_>>()
+            .join("\r\n");
+    }
+    let cutoff = jiff::Timestamp::now() - jiff::SignedDuration::try_from(hide).unwrap_or_default();
+    let young = |t: &str| {
+        t.trim()
+            .parse::<jiff::Timestamp>()
+            .is_ok_and(|t| t > cutoff)
+    };
+    let body = if body.trim_start().starts_with('{') {
+        match serde_json::from_str::<serde_json::Value>(&body) {
+            Ok(mut v) => {
+                if let Some(servers) = v["servers"].as_array_mut() {
+                    servers.retain(|s| !s["created"].as_str().is_some_and(young));
+                }
+                v.to_string()
+            }
+            Err(_) => body,
+        }
+    } else {
+        hide_young_reservations(&body, &young)
+    };
+    let mut out = with_length(&head, body.len()).into_bytes();
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+/// DescribeInstances XML without the `reservationSet` items that hold a young instance.
+fn hide_young_reservations(xml: &str, young: &dyn Fn(&str) -> bool) -> String {
+    let Some(start) = xml.find("<reservationSet>") else {
+        return xml.to_string();
+    };
+    let mut out = String::from(&xml[..start + "<reservationSet>".len()]);
+    let mut rest = &xml[start + "<reservationSet>".len()..];
+    loop {
+        let Some(open) = rest.find("<item>") else {
+            break;
+        };
+        let close_set = rest.find("</reservationSet>").unwrap_or(rest.len());
+        if close_set < open {
+            break;
+        }
+        out.push_str(&rest[..open]);
+        // The matching </item>, counting nested items.
+        let mut depth = 0;
+        let mut j = open;
+        let end = loop {
+            let next_open = rest[j..].find("<item>").map(|k| j + k);
+            let next_close = rest[j..].find("</item>").map(|k| j + k);
+            match (next_open, next_close) {
+                (Some(o), Some(c)) if o < c => {
+                    depth += 1;
+                    j = o + "<item>".len();
+                }
+                (_, Some(c)) => {
+                    depth -= 1;
+                    j = c + "</item>".len();
+                    if depth == 0 {
+                        break j;
+                    }
+                }
+                _ => break rest.len(),
+            }
+        };
+        let item = &rest[open..end];
+        let hidden = item
+            .split("<launchTime>")
+            .skip(1)
+            .filter_map(|p| p.split("</launchTime>").next())
+            .any(young);
+        if !hidden {
+            out.push_str(item);
+        }
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A chunked body's data.
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].strip_prefix("\r\n").unwrap_or(&after[n..]);
+    }
+    out
 }
