@@ -63,6 +63,49 @@ const MAX_TAGS: usize = 50;
 const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
 /// First parts of AWS region names (`us-east-1`, `us-gov-west-1`, `cn-north-1`).
 const REGION_AREAS: [&str; 10] = ["af", "ap", "ca", "cn", "eu", "il", "me", "mx", "sa", "us"];
+/// AWS's regions. A name of AWS's shape must be one of them, with or without an
+/// endpoint override: `eu-central-9` is a typo, not a region, and the API behind it
+/// (AWS's, or moto) answers with an unhelpful connection or server error.
+pub const AWS_REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-northeast-3",
+    "ap-south-1",
+    "ap-south-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-central-1",
+    "ca-west-1",
+    "cn-north-1",
+    "cn-northwest-1",
+    "eu-central-1",
+    "eu-central-2",
+    "eu-north-1",
+    "eu-south-1",
+    "eu-south-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+    "sa-east-1",
+    "us-east-1",
+    "us-east-2",
+    "us-gov-east-1",
+    "us-gov-west-1",
+    "us-west-1",
+    "us-west-2",
+];
 
 /// Static AWS credentials.
 #[derive(Clone, PartialEq, Eq)]
@@ -209,8 +252,15 @@ impl Ec2Driver {
         let has_endpoint = settings.endpoint_url.is_some();
         if !valid_region(&settings.region, has_endpoint) {
             return Err(CloudError::Invalid(format!(
-                "EC2 region {:?} is not a region name (e.g. us-east-1)",
+                "spec.cloud.ec2.region: {:?} is not a region name (e.g. us-east-1)",
                 settings.region
+            )));
+        }
+        if aws_shaped(&settings.region) && !AWS_REGIONS.contains(&settings.region.as_str()) {
+            return Err(CloudError::Invalid(format!(
+                "spec.cloud.ec2.region: {:?} is not an AWS region (known: {})",
+                settings.region,
+                AWS_REGIONS.join(", ")
             )));
         }
         if let Some(url) = &settings.endpoint_url
@@ -655,6 +705,11 @@ pub fn valid_region(region: &str, custom_endpoint: bool) -> bool {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     }
+    aws_shaped(region)
+}
+
+/// Whether a name has the shape of AWS's region names.
+fn aws_shaped(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
     parts.len() >= 3
         && REGION_AREAS.contains(&parts[0])
@@ -860,6 +915,14 @@ mod tests {
             assert!(!valid_region(bad, false), "{bad}");
         }
         assert!(valid_region("RegionOne", true));
+        for region in ["eu-central-9", "us-east-7"] {
+            let err = Ec2Driver::new(Ec2Settings::new(region)).unwrap_err();
+            assert!(
+                err.to_string().contains("spec.cloud.ec2.region")
+                    && err.to_string().contains("not an AWS region"),
+                "{err}"
+            );
+        }
         assert!(!valid_region("Region One", true));
         assert!(!valid_region("", true));
     }

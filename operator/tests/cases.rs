@@ -546,3 +546,30 @@ async fn a_broken_kubeconfig_secret_is_named_never_quoted_and_stalls() {
     h.cluster_ready("nokey").await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_whose_cloud_never_answered_deletes_without_it() {
+    let mut h = Harness::new().await;
+    h.start();
+    // Every call fails, transiently: the cloud never answers.
+    h.apply_yaml(&cluster("dark", 1, 0).replace(
+        "{sim: {latencyMs: 1}}",
+        "{sim: {latencyMs: 1, failureRate: 1.0}}",
+    ))
+    .await;
+    h.wait::<Cluster>("dark", "CloudReachable False", |c| {
+        cluster_condition(c, "CloudReachable")
+            .is_some_and(|s| s.status == kelp_crds::ConditionStatus::False)
+    })
+    .await;
+    h.delete::<Cluster>("dark").await;
+    h.wait::<Cluster>("dark", "deleted", |c| c.is_none()).await;
+    let notes = events(&h, "dark").await;
+    assert!(
+        notes
+            .iter()
+            .any(|e| e.1 == "DeletedWithoutCloud" && e.2.contains("never created a machine")),
+        "{notes:#?}"
+    );
+    h.stop().await;
+}

@@ -246,6 +246,22 @@ async fn bad_ec2_input_stalls_with_the_problem_named_and_starts_nothing() {
     let msg = stalled_message(&h, "moon").await;
     assert!(msg.contains("moon-1"), "{msg}");
 
+    // A typo of a region (moto answers such a region with HTTP 500): Stalled, naming
+    // the field, and deleted without the cloud.
+    h.apply_yaml(
+        &base
+            .replace("name: x}", "name: typo}")
+            .replace("region: us-east-1", "region: eu-central-9"),
+    )
+    .await;
+    let msg = stalled_message(&h, "typo").await;
+    assert!(
+        msg.contains("spec.cloud.ec2.region") && msg.contains("eu-central-9"),
+        "{msg}"
+    );
+    h.delete::<Cluster>("typo").await;
+    h.wait::<Cluster>("typo", "deleted", |c| c.is_none()).await;
+
     h.apply_yaml(&base.replace("name: x}", "name: no-ami}").replace(
         "- {name: t4, replicas: 1, machine:",
         "- {name: t4, replicas: 1, image: ami-0123456789abcdef0, machine:",

@@ -1493,15 +1493,14 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
             // A cloud kelp could never use (credentials refused or missing, no such
             // site) holds nothing kelp made when the status never recorded a machine:
             // the Cluster may go. Otherwise the deletion waits for working credentials.
+            // A Cluster whose status never recorded a machine, a pending create or an
+            // API endpoint made nothing in the cloud (every create is recorded before
+            // it is sent). When its cloud cannot be used (credentials refused or missing,
+            // no such region or site), or has never answered, it may go without asking.
             Err(e)
-                if !e.is_transient()
-                    && recorded_machines(&cluster) == 0
-                    && cluster
-                        .status
-                        .as_ref()
-                        .is_none_or(|s| s.api_endpoint.is_none()) =>
+                if never_created(&cluster) && (!e.is_transient() || !cloud_answered(&cluster)) =>
             {
-                ctx.event(cluster.as_ref(), true, "DeletedWithoutCloud", "Delete", format!("the cloud cannot be used ({e}); no machine was ever recorded for this Cluster, so it is deleted without asking the cloud")).await;
+                ctx.event(cluster.as_ref(), true, "DeletedWithoutCloud", "Delete", format!("the cloud cannot be used ({e}); this Cluster never created a machine, so it is deleted without asking the cloud")).await;
                 return finish_cleanup(&cluster, &ctx).await;
             }
             Err(e) => return Err(e),
@@ -1537,13 +1536,22 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
     finish_cleanup(&cluster, &ctx).await
 }
 
-/// Machines the Cluster's status lists in its pools (a control-plane machine shows as
-/// the Cluster's `apiEndpoint`).
-fn recorded_machines(cluster: &Cluster) -> usize {
+/// Whether the Cluster's status records no machine in its pools, no pending create and
+/// no API endpoint (a control-plane machine shows as the Cluster's `apiEndpoint`).
+fn never_created(cluster: &Cluster) -> bool {
+    cluster.status.as_ref().is_none_or(|s| {
+        s.node_pools.iter().all(|p| p.machines.is_empty())
+            && s.pending_creates.is_empty()
+            && s.api_endpoint.is_none()
+    })
+}
+
+/// Whether the cloud answered the last time kelp asked (CloudReachable is True).
+fn cloud_answered(cluster: &Cluster) -> bool {
     cluster
         .status
         .as_ref()
-        .map_or(0, |s| s.node_pools.iter().map(|p| p.machines.len()).sum())
+        .is_some_and(|s| conditions::is_true(&s.conditions, ct::CLOUD_REACHABLE))
 }
 
 /// What goes with a Cluster once its machines are gone: its Secrets, its simulated
