@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
+use kelp_cloud_drivers::CloudDriver;
 use kelp_cloud_drivers::egi::{self, CheckinCredentials, EgiSettings, SiteCatalog};
 use kelp_cloud_drivers::openstack::{OpenStackAuth, OpenStackDriver, OpenStackSettings};
 use kelp_crds::Cluster;
@@ -574,6 +575,28 @@ async fn a_nova_that_lists_late_gets_each_batch_once() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(proxy.count("POST /v2.1/servers"), 2);
+    // The proxy really hides the new servers from lists.
+    let mut through_proxy = OpenStackSettings::new(
+        peer.auth_url(),
+        OpenStackAuth::ApplicationCredential {
+            id: peer.var("OS_APP_CRED_ID"),
+            secret: peer.var("OS_APP_CRED_SECRET"),
+        },
+    );
+    through_proxy.endpoint_overrides =
+        [("compute".to_string(), format!("{}/v2.1", proxy.endpoint()))].into();
+    let hidden = OpenStackDriver::new(through_proxy)
+        .unwrap()
+        .list(
+            &[(
+                kelp_cloud_drivers::tags::CLUSTER_UID.to_string(),
+                uid.clone(),
+            )]
+            .into(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hidden.len(), 2, "{hidden:?}");
     h.crash().await;
     h.start();
     let c = h
