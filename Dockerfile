@@ -7,7 +7,7 @@ FROM ${RUST_IMAGE} AS build
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-RUN cargo build --release --locked -p kelp-operator --bin kelp \
+RUN cargo build --release --locked --no-default-features -p kelp-operator --bin kelp \
  && operator/image/rootfs.sh target/release/kelp /rootfs
 
 FROM scratch

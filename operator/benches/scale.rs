@@ -103,7 +103,7 @@ async fn api_server() -> (TestApiServer, Client) {
 fn environment() -> Environment {
     Environment {
         sims: SimClouds::new(kelp_cloud_drivers::sim::SimConfig::fast()),
-        sim_kube: Default::default(),
+        sim_kube: kelp_operator::simulated::builtin(),
         health: Default::default(),
         metrics: Default::default(),
         config: Config {
@@ -220,7 +220,7 @@ impl Report {
 async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
     let (server, client) = api_server().await;
     let env = environment();
-    let sim_kube = env.sim_kube.clone();
+    let sim_kube = env.sim_kube.clone().expect("built with the dev feature");
     let operator = Operator::start(client.clone(), env);
 
     let per_cluster = m.div_ceil(n.max(1));

@@ -6,7 +6,8 @@
 #
 #   operator/image/build.sh [--binary PATH] [--out DIR] [--tag TAG] [--archive FILE]
 #
-# --binary  a kelp binary to package (default: cargo build --release, then target/release/kelp)
+# --binary  a kelp binary to package (default: cargo build --release --no-default-features,
+#           without `kelp dev` and the test API server; then target/release/kelp)
 # --out     where the OCI layout goes (default: target/image/kelp-oci)
 # --tag     the reference name in the layout (default: kelp:VERSION, the workspace version)
 # --archive also write the layout as one tar file (for `podman load`, `skopeo copy`,
@@ -23,12 +24,12 @@ while [ $# -gt 0 ]; do
     --out) out=$2; shift 2 ;;
     --tag) tag=$2; shift 2 ;;
     --archive) archive=$2; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "build.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
 if [ -z "$binary" ]; then
-  (cd "$top" && cargo build --release --locked -p kelp-operator --bin kelp)
+  (cd "$top" && cargo build --release --locked --no-default-features -p kelp-operator --bin kelp)
   binary="$target/release/kelp"
 fi
 # Reproducible: the layer's times are the last commit's (or SOURCE_DATE_EPOCH).

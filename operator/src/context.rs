@@ -10,7 +10,6 @@ use kube::Resource;
 use kube::runtime::controller::Action;
 
 use crate::drivers::Drivers;
-use crate::sim_kube::SimKube;
 use crate::targets::Targets;
 
 /// Tunables of a running operator.
@@ -100,7 +99,7 @@ pub struct Context {
     pub config: Config,
     pub drivers: Drivers,
     pub recipes: crate::recipes::Recipes,
-    pub sim_kube: Arc<SimKube>,
+    pub sim_kube: Option<Arc<dyn crate::simulated::SimKubernetes>>,
     pub targets: Targets,
     backoff: Mutex<HashMap<String, u32>>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -123,7 +122,12 @@ pub struct Orphans {
 }
 
 impl Context {
-    pub fn new(client: Client, config: Config, drivers: Drivers, sim_kube: Arc<SimKube>) -> Self {
+    pub fn new(
+        client: Client,
+        config: Config,
+        drivers: Drivers,
+        sim_kube: Option<Arc<dyn crate::simulated::SimKubernetes>>,
+    ) -> Self {
         Self {
             events: crate::events::Events::new(client.clone()),
             client,

@@ -1,9 +1,11 @@
 //! `kelp dev`: a whole kelp on one laptop. The Kubernetes-API test server, kelp's CRDs,
 //! and the operator with the simulated cloud, in one process.
 
+#[cfg(feature = "dev")]
 use std::path::Path;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+#[cfg(feature = "dev")]
 use kelp_testapi::{Config as ApiConfig, TestApiServer};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
@@ -82,6 +84,7 @@ pub async fn install_crds(client: &Client) -> anyhow::Result<()> {
 
 /// Starts the test API server on `127.0.0.1:port` (0: any free port), writes its kubeconfig
 /// to `kubeconfig`, installs the CRDs. Returns the server and a client for it.
+#[cfg(feature = "dev")]
 pub async fn start(port: u16, kubeconfig: &Path) -> anyhow::Result<(TestApiServer, Client)> {
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let server = TestApiServer::start_with(ApiConfig::default(), addr)
@@ -115,6 +118,7 @@ pub async fn start(port: u16, kubeconfig: &Path) -> anyhow::Result<(TestApiServe
 }
 
 /// What to try next, printed once kelp dev is up.
+#[cfg(feature = "dev")]
 pub fn banner(url: &str, kubeconfig: &Path) -> String {
     let kc = kubeconfig.display();
     format!(

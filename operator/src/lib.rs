@@ -16,7 +16,9 @@ pub mod metrics;
 pub mod module;
 pub mod pki;
 pub mod recipes;
+#[cfg(feature = "dev")]
 pub mod sim_kube;
+pub mod simulated;
 pub mod targets;
 
 use std::sync::Arc;
@@ -24,14 +26,14 @@ use std::sync::Arc;
 use context::{Config, Context};
 use drivers::{Drivers, SimClouds};
 use kube::Client;
-use sim_kube::SimKube;
 
 /// What an operator run needs besides a client: the simulated clouds and control planes
 /// (shared with tests so a restarted operator sees the same sim cloud).
 #[derive(Clone)]
 pub struct Environment {
     pub sims: Arc<SimClouds>,
-    pub sim_kube: Arc<SimKube>,
+    /// The Kubernetes side of the sim cloud: none in a build without the `dev` feature.
+    pub sim_kube: Option<Arc<dyn simulated::SimKubernetes>>,
     pub config: Config,
     /// What the probes report; `kelp run` serves it on `--health-address`.
     pub health: Arc<health::Health>,
@@ -43,7 +45,7 @@ impl Default for Environment {
     fn default() -> Self {
         Self {
             sims: SimClouds::new(kelp_cloud_drivers::sim::SimConfig::default()),
-            sim_kube: Arc::new(SimKube::default()),
+            sim_kube: simulated::builtin(),
             config: Config::default(),
             health: Arc::default(),
             metrics: Arc::default(),

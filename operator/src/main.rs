@@ -450,6 +450,7 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        #[cfg(feature = "dev")]
         Command::Dev {
             kubeconfig,
             port,
@@ -470,5 +471,9 @@ fn main() -> anyhow::Result<()> {
                 Ok(())
             })
         }
+        #[cfg(not(feature = "dev"))]
+        Command::Dev { .. } => anyhow::bail!(
+            "this build of kelp has no `kelp dev`: it was built without the `dev` feature (the release image is); build with default features"
+        ),
     }
 }

@@ -9,7 +9,7 @@
 //!   CPU, memory and GPU (and matching node selectors and tolerated taints) exist, and not
 //!   otherwise. No container ever runs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -24,25 +24,8 @@ use serde_json::{Value, json};
 
 use crate::context::{Error, Result};
 
-/// Label on every simulated Node: the owning Cluster's UID.
-pub const NODE_CLUSTER_LABEL: &str = "kelp.imagine-ai.eu/cluster-uid";
-/// Label on every simulated Node: its pool.
-pub const NODE_POOL_LABEL: &str = "kelp.imagine-ai.eu/pool";
-
-/// A Node the simulation registers for a running machine.
-#[derive(Clone, Debug, PartialEq)]
-pub struct SimNode {
-    pub name: String,
-    pub provider_id: String,
-    pub pool: String,
-    pub labels: BTreeMap<String, String>,
-    /// (key, value, effect)
-    pub taints: Vec<(String, Option<String>, String)>,
-    pub cpu: u32,
-    pub memory_mb: u64,
-    pub gpu: u32,
-    pub internal_ip: Option<String>,
-}
+use crate::simulated::SimKubernetes;
+pub use crate::simulated::{NODE_CLUSTER_LABEL, NODE_POOL_LABEL, SimNode};
 
 /// In-process control planes and simulated kubelets, shared across operator restarts in tests.
 #[derive(Default)]
@@ -51,10 +34,11 @@ pub struct SimKube {
     kubelets: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
-impl SimKube {
+#[async_trait::async_trait]
+impl SimKubernetes for SimKube {
     /// The control plane of the sim Cluster `uid`: started on first use. Returns its URL and
     /// an admin kubeconfig.
-    pub async fn control_plane(&self, uid: &str, cluster_name: &str) -> Result<(String, String)> {
+    async fn control_plane(&self, uid: &str, cluster_name: &str) -> Result<(String, String)> {
         let mut planes = self.planes.lock().await;
         if !planes.contains_key(uid) {
             let server = TestApiServer::start().await.map_err(|e| {
@@ -75,7 +59,7 @@ impl SimKube {
     }
 
     /// Stops the control plane of `uid` (the Cluster is gone).
-    pub async fn stop_control_plane(&self, uid: &str) {
+    async fn stop_control_plane(&self, uid: &str) {
         let server = self.planes.lock().await.remove(uid);
         if let Some(server) = server {
             let url = server.url();
@@ -87,12 +71,12 @@ impl SimKube {
     }
 
     /// Number of control planes running (for tests and benchmarks).
-    pub async fn control_planes(&self) -> usize {
+    async fn control_planes(&self) -> usize {
         self.planes.lock().await.len()
     }
 
     /// Makes sure a simulated kubelet schedules the Deployments of the API server at `url`.
-    pub fn ensure_kubelet(&self, url: &str, client: &Client) {
+    fn ensure_kubelet(&self, url: &str, client: &Client) {
         let mut kubelets = self.kubelets.lock().unwrap();
         if kubelets.get(url).is_some_and(|t| !t.is_finished()) {
             return;
@@ -103,7 +87,7 @@ impl SimKube {
 
     /// Registers `nodes` for the Cluster `uid` on `client`'s API server and removes the
     /// Nodes of machines that are gone.
-    pub async fn sync_nodes(&self, client: &Client, uid: &str, nodes: &[SimNode]) -> Result<()> {
+    async fn sync_nodes(&self, client: &Client, uid: &str, nodes: &[SimNode]) -> Result<()> {
         let api: Api<Node> = Api::all(client.clone());
         let existing = api
             .list(&ListParams::default().labels(&format!("{NODE_CLUSTER_LABEL}={uid}")))

@@ -573,3 +573,29 @@ async fn a_cluster_whose_cloud_never_answered_deletes_without_it() {
     );
     h.stop().await;
 }
+
+/// A build without the `dev` feature has no simulator: a sim Cluster says so and starts
+/// nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_build_without_the_simulator_stalls_sim_clusters() {
+    let mut h = Harness::new().await;
+    h.env.sim_kube = None;
+    h.start();
+    h.apply_yaml(&cluster("nosim", 1, 0)).await;
+    let c = h
+        .wait::<Cluster>("nosim", "Stalled", |c| {
+            cluster_condition(c, "Stalled").is_some_and(|s| s.reason == "NoSimulator")
+        })
+        .await
+        .unwrap();
+    let msg = cluster_condition(Some(&c), "Stalled").unwrap().message;
+    assert!(
+        msg.contains("spec.cloud.sim") && msg.contains("`dev` feature"),
+        "{msg}"
+    );
+    assert!(
+        h.env.sims.get(&c.uid().unwrap()).is_none(),
+        "no sim cloud was used"
+    );
+    h.stop().await;
+}

@@ -313,7 +313,7 @@ async fn deleting_a_cluster_deletes_every_machine_before_the_finalizer_goes() {
         "owned Secrets deleted"
     );
     assert_eq!(
-        h.env.sim_kube.control_planes().await,
+        h.env.sim_kube.as_ref().unwrap().control_planes().await,
         0,
         "sim control plane stopped"
     );

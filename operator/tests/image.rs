@@ -218,3 +218,44 @@ fn run_it(layout: &Path, archive: &Path) {
         other => panic!("kelp does not run from the image's root filesystem: {other:?}"),
     }
 }
+
+/// The image's binary is built without the `dev` feature, and that build links none of
+/// the test API server (nor `kelp dev`), as cargo resolves it.
+#[test]
+fn the_release_build_links_no_test_server() {
+    let tree = |features: &[&str]| {
+        let out = Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "-p",
+                "kelp-operator",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .args(features)
+            .current_dir(repo(""))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(tree(&[]).contains("kelp-testapi"), "the dev build has it");
+    let release = tree(&["--no-default-features"]);
+    assert!(!release.contains("kelp-testapi"), "{release}");
+    let script = std::fs::read_to_string(repo("operator/image/build.sh")).unwrap();
+    let dockerfile = std::fs::read_to_string(repo("Dockerfile")).unwrap();
+    for (name, text) in [("build.sh", script), ("Dockerfile", dockerfile)] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains("cargo build --release") && l.contains("--no-default-features")),
+            "{name} builds the release binary without the dev feature"
+        );
+    }
+}

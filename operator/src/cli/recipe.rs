@@ -476,7 +476,7 @@ pub fn example_workload_context(gpus: u32) -> WorkloadContext {
     labels.insert(build::NAMESPACE_LABEL.to_string(), ns.clone());
     let pool = if gpus > 0 { "gpu" } else { "cpu" };
     let mut node_selector = BTreeMap::new();
-    node_selector.insert(crate::sim_kube::NODE_POOL_LABEL.to_string(), pool.into());
+    node_selector.insert(crate::simulated::NODE_POOL_LABEL.to_string(), pool.into());
     WorkloadContext {
         name: name.clone(),
         namespace: ns.clone(),

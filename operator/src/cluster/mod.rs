@@ -30,7 +30,7 @@ use serde_json::json;
 use crate::conditions;
 use crate::context::{Ctx, Error, Result, reconcile_with_finalizer};
 use crate::pki::{self, ClusterPki};
-use crate::sim_kube::SimNode;
+use crate::simulated::SimNode;
 use plan::{CONTROL_PLANE_POOL, Join, ROLE_TAG};
 
 /// The finalizer kelp puts on Clusters: machines are deleted before the Cluster goes.
@@ -132,7 +132,8 @@ struct Run<'a> {
     waiting: Vec<String>,
     /// Pools rolling to a new instance type, shown in the Ready condition.
     rolling: Vec<String>,
-    is_sim: bool,
+    /// What stands in for k3s when the Cluster is on the sim cloud.
+    sim: Option<Arc<dyn crate::simulated::SimKubernetes>>,
     /// Batches asked for and not yet listed (from the status and this process's memory).
     pending: Vec<PendingCreate>,
     /// Every machine listed during this reconcile.
@@ -167,6 +168,12 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         return Ok(Action::await_change());
     }
 
+    if cluster.spec.cloud.sim.is_some() && ctx.sim_kube.is_none() {
+        let msg = "spec.cloud.sim: this build of kelp has no simulator (it was built without the `dev` feature); the sim cloud is for `kelp dev` and tests";
+        stall(&mut status, generation, "NoSimulator", msg);
+        write_status(&ctx, &cluster, status).await?;
+        return Ok(Action::await_change());
+    }
     let driver = match ctx.drivers.for_cluster(&ctx.client, &cluster).await {
         Ok(d) => d,
         Err(e) => {
@@ -205,7 +212,7 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
     );
 
     let mut run = Run {
-        is_sim: cluster.spec.cloud.sim.is_some(),
+        sim: cluster.spec.cloud.sim.as_ref().and(ctx.sim_kube.clone()),
         cluster: cluster.as_ref(),
         ctx: &ctx,
         driver,
@@ -603,12 +610,8 @@ impl Run<'_> {
                 } else {
                     None
                 };
-                if self.is_sim {
-                    let (url, kubeconfig) = self
-                        .ctx
-                        .sim_kube
-                        .control_plane(&self.uid, &self.name)
-                        .await?;
+                if let Some(sim) = self.sim.clone() {
+                    let (url, kubeconfig) = sim.control_plane(&self.uid, &self.name).await?;
                     self.write_kubeconfig(&kubeconfig).await?;
                     self.status.api_endpoint = Some(url.clone());
                     let ready = cp_pool.is_some()
@@ -1321,7 +1324,7 @@ impl Run<'_> {
             Ok(c) => c,
             Err(_) => return Ok(false),
         };
-        if self.is_sim {
+        if let Some(sim) = self.sim.clone() {
             let nodes: Vec<SimNode> = running
                 .iter()
                 .map(|(pool_name, m)| {
@@ -1354,17 +1357,14 @@ impl Run<'_> {
                     }
                 })
                 .collect();
-            self.ctx
-                .sim_kube
-                .sync_nodes(&target, &self.uid, &nodes)
-                .await?;
+            sim.sync_nodes(&target, &self.uid, &nodes).await?;
             if let Some(url) = &self.status.api_endpoint {
-                self.ctx.sim_kube.ensure_kubelet(url, &target);
+                sim.ensure_kubelet(url, &target);
             }
         }
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(target);
         // Only this Cluster's Nodes: an existing cluster may have many others.
-        let selector = format!("{}={}", crate::sim_kube::NODE_CLUSTER_LABEL, self.uid);
+        let selector = format!("{}={}", crate::simulated::NODE_CLUSTER_LABEL, self.uid);
         let list = match nodes
             .list(&kube::api::ListParams::default().labels(&selector))
             .await
@@ -1569,7 +1569,9 @@ async fn finish_cleanup(cluster: &Cluster, ctx: &Ctx) -> Result<Action> {
             Err(e) => return Err(e.into()),
         }
     }
-    ctx.sim_kube.stop_control_plane(&uid).await;
+    if let Some(sim) = &ctx.sim_kube {
+        sim.stop_control_plane(&uid).await;
+    }
     ctx.drivers.forget(&uid);
     ctx.metrics.cluster_footprint(&uid, None);
     Ok(Action::await_change())

@@ -376,7 +376,7 @@ pub fn node_context(
             labels: {
                 let mut labels = pool.map(|p| p.labels.clone()).unwrap_or_default();
                 labels.insert(
-                    crate::sim_kube::NODE_CLUSTER_LABEL.to_string(),
+                    crate::simulated::NODE_CLUSTER_LABEL.to_string(),
                     cluster.metadata.uid.clone().unwrap_or_default(),
                 );
                 labels

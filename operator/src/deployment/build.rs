@@ -155,7 +155,7 @@ pub fn workload_context(
     labels.insert(NAMESPACE_LABEL.to_string(), ns.clone());
     let mut node_selector = BTreeMap::new();
     node_selector.insert(
-        crate::sim_kube::NODE_POOL_LABEL.to_string(),
+        crate::simulated::NODE_POOL_LABEL.to_string(),
         pool.name.clone(),
     );
     let env = dep
@@ -349,7 +349,7 @@ status: {apiEndpoint: "https://203.0.113.7:6443"}
         );
         assert_eq!(ctx.tolerations.len(), 1);
         assert_eq!(
-            ctx.node_selector[crate::sim_kube::NODE_POOL_LABEL],
+            ctx.node_selector[crate::simulated::NODE_POOL_LABEL],
             "gpu-t4"
         );
         let mut internal = ctx.clone();

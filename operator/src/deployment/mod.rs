@@ -532,7 +532,7 @@ async fn deploy(
     let mut wctx = build::workload_context(dep, &module, &pool, need, image, pull);
     // Pool names repeat across Clusters that share one Kubernetes: pin this Cluster's Nodes.
     wctx.node_selector.insert(
-        crate::sim_kube::NODE_CLUSTER_LABEL.to_string(),
+        crate::simulated::NODE_CLUSTER_LABEL.to_string(),
         cluster.uid().unwrap_or_default(),
     );
     let recipe = kelp_recipes::RecipeUse {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use kelp_cloud_drivers::sim::{SimCloud, SimConfig};
 use kelp_crds::{Cluster, Deployment};
+use kelp_operator::Environment;
 use kelp_operator::context::{Config, Context};
 use kelp_operator::drivers::SimClouds;
-use kelp_operator::{Environment, sim_kube::SimKube};
 use kelp_testapi::TestApiServer;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
@@ -51,7 +51,7 @@ impl Harness {
             .unwrap();
         let env = Environment {
             sims: SimClouds::new(sim),
-            sim_kube: Arc::new(SimKube::default()),
+            sim_kube: kelp_operator::simulated::builtin(),
             health: Default::default(),
             metrics: Default::default(),
             config: Config {
