@@ -11,6 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 pub struct KelpRun {
     pub child: tokio::process::Child,
     log: Arc<Mutex<String>>,
+    /// The task reading stderr into `log`.
+    reader: Option<tokio::task::JoinHandle<()>>,
     dir: PathBuf,
     /// Port of /healthz, /readyz and /metrics on 127.0.0.1.
     pub health_port: u16,
@@ -52,7 +54,7 @@ impl KelpRun {
         let log = Arc::new(Mutex::new(String::new()));
         let stderr = child.stderr.take().unwrap();
         let sink = log.clone();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut l = sink.lock().unwrap();
@@ -63,6 +65,7 @@ impl KelpRun {
         KelpRun {
             child,
             log,
+            reader: Some(reader),
             dir,
             health_port,
         }
@@ -93,6 +96,7 @@ impl KelpRun {
     /// `kill -9`.
     pub async fn kill(mut self) -> String {
         let _ = self.child.kill().await;
+        self.drain().await;
         let _ = std::fs::remove_dir_all(&self.dir);
         self.log()
     }
@@ -105,8 +109,17 @@ impl KelpRun {
             .status()
             .await;
         let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+        self.drain().await;
         let _ = std::fs::remove_dir_all(&self.dir);
         self.log()
+    }
+
+    /// Waits (a little) until the process's last log lines are read: the exit can be
+    /// seen before the pipe is drained.
+    async fn drain(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), reader).await;
+        }
     }
 }
 

@@ -332,10 +332,7 @@ fn hide_young_reservations(xml: &str, young: &dyn Fn(&str) -> bool) -> String {
     };
     let mut out = String::from(&xml[..start + "<reservationSet>".len()]);
     let mut rest = &xml[start + "<reservationSet>".len()..];
-    loop {
-        let Some(open) = rest.find("<item>") else {
-            break;
-        };
+    while let Some(open) = rest.find("<item>") {
         let close_set = rest.find("</reservationSet>").unwrap_or(rest.len());
         if close_set < open {
             break;
