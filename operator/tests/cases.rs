@@ -258,12 +258,7 @@ async fn events_tell_what_happened_each_time() {
         ]}),
     )
     .await;
-    h.wait::<Cluster>("grows", "3 GPU machines ready", |c| {
-        c.is_some_and(is_ready_cluster)
-            && c.and_then(|c| c.status.as_ref())
-                .is_some_and(|s| s.ready.as_deref() == Some("3/3"))
-    })
-    .await;
+    h.cluster_ready_with("grows", "3/3").await;
     // Events are written after the status; give the last one a moment.
     let mut notes = Vec::new();
     for _ in 0..100 {

@@ -413,14 +413,7 @@ async fn an_endpoint_that_lists_late_and_drops_client_token_gets_each_batch_once
     tokio::time::sleep(Duration::from_millis(300)).await;
     h.crash().await;
     h.start();
-    let c = h
-        .wait::<Cluster>("late", "5/5", |c| {
-            c.is_some_and(is_ready_cluster)
-                && c.and_then(|c| c.status.as_ref())
-                    .is_some_and(|s| s.ready.as_deref() == Some("5/5"))
-        })
-        .await
-        .unwrap();
+    let c = h.cluster_ready_with("late", "5/5").await;
     assert!(c.status.unwrap().pending_creates.is_empty());
     assert_eq!(
         instances(&moto.endpoint(), &uid).await.len(),

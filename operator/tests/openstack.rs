@@ -599,14 +599,7 @@ async fn a_nova_that_lists_late_gets_each_batch_once() {
     assert_eq!(hidden.len(), 2, "{hidden:?}");
     h.crash().await;
     h.start();
-    let c = h
-        .wait::<Cluster>("late", "4/4", |c| {
-            c.is_some_and(is_ready_cluster)
-                && c.and_then(|c| c.status.as_ref())
-                    .is_some_and(|s| s.ready.as_deref() == Some("4/4"))
-        })
-        .await
-        .unwrap();
+    let c = h.cluster_ready_with("late", "4/4").await;
     assert!(c.status.unwrap().pending_creates.is_empty());
     assert_eq!(
         servers_of(&peer, &project, &uid).await.len(),

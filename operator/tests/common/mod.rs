@@ -182,6 +182,17 @@ impl Harness {
             .unwrap()
     }
 
+    /// Ready at its generation with `ready` machines (e.g. `5/5`).
+    pub async fn cluster_ready_with(&self, name: &str, ready: &str) -> Cluster {
+        self.wait::<Cluster>(name, ready, |c| {
+            c.is_some_and(is_ready_cluster)
+                && c.and_then(|c| c.status.as_ref())
+                    .is_some_and(|s| s.ready.as_deref() == Some(ready))
+        })
+        .await
+        .unwrap()
+    }
+
     pub async fn deployment_ready(&self, name: &str) -> Deployment {
         self.wait::<Deployment>(name, "Ready", |d| {
             d.and_then(|d| d.status.as_ref())

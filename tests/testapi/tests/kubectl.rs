@@ -271,15 +271,7 @@ async fn kubectl_drives_the_test_server() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reapplying_every_example_changes_nothing() {
     let server = TestApiServer::start().await.unwrap();
-    let k = Kubectl::new(&server).await;
-    k.run(&["apply", "-f", &repo("crds")]).await;
-    k.run(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/deployments.kelp.imagine-ai.eu",
-        "--timeout=10s",
-    ])
-    .await;
+    let k = with_crds(&server).await;
     // Defaults omitted inside list items: pool replicas, gpu.count, autoscaling's
     // minReplicas, a storage mount's mountPath, readOnly and webdav.vendor.
     let sparse = r#"
@@ -334,15 +326,7 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_objects_are_reported_as_a_real_server_reports_them() {
     let server = TestApiServer::start().await.unwrap();
-    let k = Kubectl::new(&server).await;
-    k.run(&["apply", "-f", &repo("crds")]).await;
-    k.run(&[
-        "wait",
-        "--for=condition=Established",
-        "crd/deployments.kelp.imagine-ai.eu",
-        "--timeout=10s",
-    ])
-    .await;
+    let k = with_crds(&server).await;
     let dep = |name: &str, replicas: i32| {
         format!(
             "apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Deployment\nmetadata: {{name: {name}}}\n\
@@ -382,4 +366,18 @@ async fn invalid_objects_are_reported_as_a_real_server_reports_them() {
         out.trim().is_empty() || out.contains("No resources"),
         "{out}"
     );
+}
+
+/// kubectl on `server`, once kelp's CRDs are applied and established.
+async fn with_crds(server: &TestApiServer) -> Kubectl {
+    let k = Kubectl::new(server).await;
+    k.run(&["apply", "-f", &repo("crds")]).await;
+    k.run(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/deployments.kelp.imagine-ai.eu",
+        "--timeout=10s",
+    ])
+    .await;
+    k
 }
