@@ -822,10 +822,9 @@ impl Run<'_> {
     }
 
     /// Forgets a batch the cloud refused outright (nothing was created).
-    async fn forget_pending(&mut self, key: &str) -> Result<()> {
+    fn forget_pending(&mut self, key: &str) {
         self.pending.retain(|x| x.key != key);
         self.ctx.remember_pending(&self.uid, &self.pending);
-        Ok(())
     }
 
     async fn delete_machines(
@@ -940,7 +939,7 @@ impl Run<'_> {
                     return Ok(Some((t.name.clone(), machines)));
                 }
                 Err(CloudError::InsufficientCapacity { message, .. }) => {
-                    self.forget_pending(&key).await?;
+                    self.forget_pending(&key);
                     let next = candidates
                         .get(i + 1)
                         .map(|n| format!("; trying {}", n.name))
@@ -1490,9 +1489,6 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         };
         let (driver, machines) = match listed {
             Ok(x) => x,
-            // A cloud kelp could never use (credentials refused or missing, no such
-            // site) holds nothing kelp made when the status never recorded a machine:
-            // the Cluster may go. Otherwise the deletion waits for working credentials.
             // A Cluster whose status never recorded a machine, a pending create or an
             // API endpoint made nothing in the cloud (every create is recorded before
             // it is sent). When its cloud cannot be used (credentials refused or missing,
@@ -1573,6 +1569,7 @@ async fn finish_cleanup(cluster: &Cluster, ctx: &Ctx) -> Result<Action> {
         sim.stop_control_plane(&uid).await;
     }
     ctx.drivers.forget(&uid);
+    ctx.remember_pending(&uid, &[]);
     ctx.metrics.cluster_footprint(&uid, None);
     Ok(Action::await_change())
 }
