@@ -1,6 +1,48 @@
 //! Standard conditions: the transition time changes only when the status does.
 
 use kelp_crds::{Condition, ConditionStatus};
+use serde::Deserialize;
+
+/// A condition as a reconcile finds it, before it is written under a type: its status,
+/// a CamelCase reason and a message for people.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(default)]
+pub struct Finding {
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+impl Finding {
+    /// A True finding.
+    pub fn yes(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: true,
+            reason: reason.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A False finding.
+    pub fn no(reason: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            status: false,
+            ..Self::yes(reason, message)
+        }
+    }
+
+    /// Writes the finding as the condition `type_` (see [`set`]).
+    pub fn set(&self, conditions: &mut Vec<Condition>, type_: &str, generation: Option<i64>) {
+        set(
+            conditions,
+            type_,
+            self.status,
+            &self.reason,
+            self.message.clone(),
+            generation,
+        );
+    }
+}
 
 /// Condition types with abnormal-true polarity (kstatus): present only while True.
 const ABNORMAL_TRUE: [&str; 2] = ["Reconciling", "Stalled"];

@@ -102,6 +102,8 @@ pub struct Context {
     pub sim_kube: Option<Arc<dyn crate::simulated::SimKubernetes>>,
     pub targets: Targets,
     backoff: Mutex<HashMap<String, u32>>,
+    /// Consecutive polls per object, for the poll backoff.
+    polls: Mutex<HashMap<String, u32>>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What `/readyz` reports.
     pub health: Arc<crate::health::Health>,
@@ -137,6 +139,7 @@ impl Context {
             sim_kube,
             targets: Targets::default(),
             backoff: Mutex::default(),
+            polls: Mutex::default(),
             metrics: Arc::default(),
             health: Arc::default(),
             orphans: Mutex::default(),
@@ -197,6 +200,26 @@ impl Context {
         self.backoff.lock().unwrap().remove(key);
     }
 
+    /// The Action for a reconcile that ended with `requeue`: polls start a quarter second
+    /// after the change and back off to `poll` while something stays on its way (a
+    /// machine that boots in seconds is seen at once; one that takes a minute costs a
+    /// poll per `poll`); a resync forgets the streak.
+    pub fn requeue(&self, key: &str, requeue: Requeue) -> Action {
+        let mut polls = self.polls.lock().unwrap();
+        match requeue {
+            Requeue::Resync => {
+                polls.remove(key);
+                Action::requeue(self.config.resync)
+            }
+            Requeue::Poll => {
+                let n = polls.entry(key.to_string()).or_default();
+                let delay = poll_delay(*n, self.config.poll);
+                *n = n.saturating_add(1);
+                Action::requeue(delay)
+            }
+        }
+    }
+
     /// The next delay for `key`: base * 2^failures, capped, with up to 20% jitter.
     pub fn next_backoff(&self, key: &str) -> Duration {
         let mut map = self.backoff.lock().unwrap();
@@ -221,6 +244,22 @@ impl Context {
             _ => Action::requeue(self.config.resync),
         }
     }
+}
+
+/// When to look at an object again, as a reconcile's pure status step decides.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// Something is on its way: soon (with a short backoff while it lasts).
+    Poll,
+    /// Converged or stalled: at the next resync (or on a change).
+    Resync,
+}
+
+/// The delay of the `n`th consecutive poll (0-based): 250 ms doubling up to `max`, so a
+/// machine that boots in seconds is seen within a fraction of a second of it, and one
+/// that takes a minute costs a poll every `max`.
+pub fn poll_delay(n: u32, max: Duration) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1u64 << n.min(16))).min(max)
 }
 
 /// The operator's errors; each variant has a short stable label for metrics and Events.
@@ -383,6 +422,9 @@ where
             ctx.event(obj.as_ref(), true, "Forbidden", "Reconcile", note)
                 .await;
         });
+    } else if let Error::Waiting(what) = err {
+        // Waiting (machines terminating, a workload going) is not a failure.
+        tracing::debug!(object = %k, "waiting: {what}");
     } else {
         tracing::info!(object = %k, error = %err, "reconcile failed");
     }
@@ -522,4 +564,20 @@ where
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polls_back_off_from_a_quarter_second_to_the_poll_interval() {
+        let max = Duration::from_secs(5);
+        let d: Vec<u64> = (0..7)
+            .map(|n| poll_delay(n, max).as_millis() as u64)
+            .collect();
+        assert_eq!(d, vec![250, 500, 1000, 2000, 4000, 5000, 5000]);
+        assert_eq!(poll_delay(u32::MAX, max), max);
+        assert_eq!(poll_delay(0, Duration::from_millis(100)).as_millis(), 100);
+    }
 }

@@ -5,6 +5,7 @@
 //! -> apply (create/delete batches, Secrets, sim Nodes) -> status.
 
 pub mod plan;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -27,11 +28,12 @@ use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 
-use crate::conditions;
+use crate::conditions::{self, Finding};
 use crate::context::{Ctx, Error, Result, reconcile_with_finalizer};
 use crate::pki::{self, ClusterPki};
 use crate::simulated::SimNode;
 use plan::{CONTROL_PLANE_POOL, Join, ROLE_TAG};
+use status::{Outcome, Unsettled};
 
 /// The finalizer kelp puts on Clusters: machines are deleted before the Cluster goes.
 pub const FINALIZER: &str = "kelp.imagine-ai.eu/cluster";
@@ -125,9 +127,12 @@ struct Run<'a> {
     name: String,
     generation: i64,
     status: ClusterStatus,
-    converged: bool,
-    /// (reason, message) of what needs a user's change.
-    stalled: Vec<(&'static str, String)>,
+    /// What needs a user's change.
+    stalled: Vec<Finding>,
+    /// ControlPlaneReady as found by this reconcile.
+    control_plane: Option<Finding>,
+    /// Reasons to look again soon besides what the status shows.
+    unsettled: Vec<Unsettled>,
     /// What the Cluster waits for (capacity), shown in the Ready condition.
     waiting: Vec<String>,
     /// Pools rolling to a new instance type, shown in the Ready condition.
@@ -222,35 +227,42 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         name: cluster.name_any(),
         generation,
         status,
-        converged: true,
         stalled: Vec::new(),
+        control_plane: None,
+        unsettled: Vec::new(),
         waiting: Vec::new(),
         rolling: Vec::new(),
         pending: ctx.pending_creates(&cluster),
         seen: Vec::new(),
         now: Timestamp::now(),
     };
-    match run.reconcile().await {
-        Ok(()) => {}
+    let outcome = match run.reconcile().await {
+        Ok(o) => o,
         Err(Error::Cloud(e)) => {
             let status = run.status;
             return cloud_failed(&ctx, &cluster, status, generation, e).await;
         }
         Err(e) if e.is_transient() => return Err(e),
         Err(e) => {
-            write_status(&ctx, &cluster, run.status).await?;
+            let mut status = run.status;
+            if let Some(cp) = &run.control_plane {
+                cp.set(
+                    &mut status.conditions,
+                    ct::CONTROL_PLANE_READY,
+                    Some(generation),
+                );
+            }
+            write_status(&ctx, &cluster, status).await?;
             return Err(e);
         }
+    };
+    let status = status::compute(&cluster, run.status, &outcome);
+    let requeue = status::requeue(&status, &outcome);
+    if !outcome.unsettled.is_empty() {
+        tracing::debug!(unsettled = ?outcome.unsettled, "looking again soon");
     }
-    let converged = run.converged;
-    let stalled = !run.stalled.is_empty();
-    write_status(&ctx, &cluster, run.status).await?;
-    // Stalled waits for a spec change (or a resync); converging looks again soon.
-    Ok(if stalled || converged {
-        Action::requeue(ctx.config.resync)
-    } else {
-        Action::requeue(ctx.config.poll)
-    })
+    write_status(&ctx, &cluster, status).await?;
+    Ok(ctx.requeue(&crate::context::key(cluster.as_ref()), requeue))
 }
 
 async fn cloud_failed(
@@ -319,7 +331,9 @@ fn stall(status: &mut ClusterStatus, generation: i64, reason: &str, message: &st
 }
 
 impl Run<'_> {
-    async fn reconcile(&mut self) -> Result<()> {
+    /// Plans and applies each part of the Cluster (control plane, pools, Nodes, orphans);
+    /// returns what it found and did, for [`status::compute`].
+    async fn reconcile(&mut self) -> Result<Outcome> {
         // Nothing is created (no control plane, no Secret, no machine) while any pool,
         // or the control plane, has no instance type that fits: such a Cluster could
         // never run its workload, and its machines would cost money for nothing.
@@ -345,7 +359,8 @@ impl Run<'_> {
                     )
                     .await;
             }
-            self.stalled.push(("NoInstanceType", msg.clone()));
+            self.stalled
+                .push(Finding::yes("NoInstanceType", msg.clone()));
         }
         let join = if unfit.is_empty() {
             self.control_plane().await?
@@ -365,96 +380,23 @@ impl Run<'_> {
             tracing::info!(error = %e, "orphan sweep failed; retried at the next reconcile");
         }
 
-        let desired: i32 = pools.iter().map(|p| p.desired).sum();
-        let ready: i32 = pools.iter().map(|p| p.ready).sum();
-        self.status.node_pools = pools;
-        self.status.pending_creates = plan::still_pending(
+        let pending_creates = plan::still_pending(
             &self.pending,
             &self.seen,
             self.now,
             self.ctx.config.create_grace,
         );
-        self.ctx
-            .remember_pending(&self.uid, &self.status.pending_creates);
-        if !self.status.pending_creates.is_empty() {
-            self.converged = false;
-        }
-        self.status.ready = Some(format!("{ready}/{desired}"));
-        let g = Some(self.generation);
-        let c = &mut self.status.conditions;
-        if self.stalled.is_empty() {
-            conditions::set(c, ct::STALLED, false, "Progressing", "", g);
-        } else {
-            conditions::set(
-                c,
-                ct::STALLED,
-                true,
-                self.stalled[0].0,
-                stalled_message(&self.stalled),
-                g,
-            );
-        }
-        let pools_ready = ready == desired && nodes_ready;
-        conditions::set(
-            c,
-            ct::NODE_POOLS_READY,
-            pools_ready,
-            if pools_ready {
-                "AllReady"
-            } else {
-                "Provisioning"
-            },
-            format!("{ready}/{desired} machines ready"),
-            g,
-        );
-        let cp_ready = conditions::is_true(c, ct::CONTROL_PLANE_READY);
-        let all = pools_ready && cp_ready && self.stalled.is_empty() && self.rolling.is_empty();
-        if !all {
-            self.converged = false;
-        }
-        conditions::set(
-            c,
-            ct::RECONCILING,
-            !all,
-            if all { "Reconciled" } else { "Provisioning" },
-            if all {
-                String::new()
-            } else {
-                format!("{ready}/{desired} machines ready")
-            },
-            g,
-        );
-        let (reason, msg) = if all {
-            ("Ready", format!("{ready}/{desired} machines ready"))
-        } else if !self.stalled.is_empty() {
-            (self.stalled[0].0, stalled_message(&self.stalled))
-        } else if !self.waiting.is_empty() {
-            ("InsufficientCapacity", self.waiting.join("; "))
-        } else if !self.rolling.is_empty() {
-            ("Rolling", self.rolling.join("; "))
-        } else if !cp_ready {
-            (
-                "ControlPlaneNotReady",
-                "waiting for the control plane".to_string(),
-            )
-        } else {
-            ("Provisioning", format!("{ready}/{desired} machines ready"))
-        };
-        conditions::set(c, ct::READY, all, reason, msg, g);
-        self.status.phase = Some(if all {
-            ClusterPhase::Ready
-        } else if !self.stalled.is_empty() {
-            ClusterPhase::Failed
-        } else if ready > 0 {
-            ClusterPhase::Degraded
-        } else {
-            ClusterPhase::Provisioning
-        });
-        if !all && ready > 0 && self.stalled.is_empty() {
-            // Machines still booting, not degraded.
-            self.status.phase = Some(ClusterPhase::Provisioning);
-        }
-        Ok(())
+        self.ctx.remember_pending(&self.uid, &pending_creates);
+        Ok(Outcome {
+            pools,
+            nodes_read: nodes_ready,
+            control_plane: self.control_plane.take(),
+            stalled: std::mem::take(&mut self.stalled),
+            waiting: std::mem::take(&mut self.waiting),
+            rolling: std::mem::take(&mut self.rolling),
+            pending_creates,
+            unsettled: std::mem::take(&mut self.unsettled),
+        })
     }
 
     fn owner(&self) -> OwnerReference {
@@ -542,7 +484,6 @@ impl Run<'_> {
 
     /// Ensures the control plane; returns how agents join, or None while that is unknown.
     async fn control_plane(&mut self) -> Result<Option<Join>> {
-        let g = Some(self.generation);
         let k8s = &self.cluster.spec.kubernetes;
         match k8s.mode {
             KubernetesMode::Existing => {
@@ -569,19 +510,16 @@ impl Run<'_> {
                     // The user's kubeconfig Secret must change: Stalled, not retried.
                     Err(e @ Error::Kubeconfig(m)) => {
                         let m = format!("spec.kubernetes.kubeconfigSecretRef: {m}");
-                        self.stalled.push((e.label(), m.clone()));
+                        self.stalled.push(Finding::yes(e.label(), m.clone()));
                         (false, e.label(), m)
                     }
                     Err(e) => (false, "Unreachable", e.to_string()),
                 };
-                conditions::set(
-                    &mut self.status.conditions,
-                    ct::CONTROL_PLANE_READY,
-                    ok,
-                    reason,
-                    msg,
-                    g,
-                );
+                self.control_plane = Some(Finding {
+                    status: ok,
+                    reason: (reason).to_string(),
+                    message: (msg).to_string(),
+                });
                 let kc = kc.ok();
                 let server = kc
                     .as_ref()
@@ -623,14 +561,11 @@ impl Run<'_> {
                     } else {
                         "the control-plane machine is booting"
                     };
-                    conditions::set(
-                        &mut self.status.conditions,
-                        ct::CONTROL_PLANE_READY,
-                        ready,
-                        if ready { "Ready" } else { "Provisioning" },
-                        msg,
-                        g,
-                    );
+                    self.control_plane = Some(Finding {
+                        status: ready,
+                        reason: (if ready { "Ready" } else { "Provisioning" }).to_string(),
+                        message: (msg).to_string(),
+                    });
                     return Ok(Some(Join {
                         server_url: url,
                         token: pki.token,
@@ -664,14 +599,11 @@ impl Run<'_> {
                         );
                         self.write_kubeconfig(&kc).await?;
                         self.status.api_endpoint = Some(endpoint);
-                        conditions::set(
-                            &mut self.status.conditions,
-                            ct::CONTROL_PLANE_READY,
-                            true,
-                            "Running",
-                            "the control-plane machine is running",
-                            g,
-                        );
+                        self.control_plane = Some(Finding {
+                            status: true,
+                            reason: ("Running").to_string(),
+                            message: ("the control-plane machine is running").to_string(),
+                        });
                         Ok(Some(Join {
                             server_url: format!("https://{internal}:6443"),
                             token: pki.token,
@@ -680,15 +612,12 @@ impl Run<'_> {
                         }))
                     }
                     _ => {
-                        conditions::set(
-                            &mut self.status.conditions,
-                            ct::CONTROL_PLANE_READY,
-                            false,
-                            "Provisioning",
-                            "waiting for the control-plane machine and its address",
-                            g,
-                        );
-                        self.converged = false;
+                        self.control_plane = Some(Finding {
+                            status: false,
+                            reason: ("Provisioning").to_string(),
+                            message: ("waiting for the control-plane machine and its address")
+                                .to_string(),
+                        });
                         Ok(None)
                     }
                 }
@@ -714,7 +643,9 @@ impl Run<'_> {
             self.settled(CONTROL_PLANE_POOL),
         );
         if plan.held > 0 {
-            self.converged = false;
+            self.unsettled.push(Unsettled::HeldExtras {
+                pool: CONTROL_PLANE_POOL.to_string(),
+            });
         }
         self.delete_machines(
             CONTROL_PLANE_POOL,
@@ -772,9 +703,6 @@ impl Run<'_> {
             {
                 alive.extend(created.1);
             }
-        }
-        if alive.iter().all(|m| m.state != MachineState::Running) {
-            self.converged = false;
         }
         Ok(alive
             .into_iter()
@@ -874,7 +802,7 @@ impl Run<'_> {
             Err(e) => {
                 let name = pool.map_or(CONTROL_PLANE_POOL, |p| p.name.as_str());
                 self.stalled
-                    .push(("RecipeError", format!("pool {name}: {e}")));
+                    .push(Finding::yes("RecipeError", format!("pool {name}: {e}")));
                 Ok(None)
             }
         }
@@ -882,7 +810,7 @@ impl Run<'_> {
 
     /// Creates `count` machines in one call, trying the candidates in order on
     /// InsufficientCapacity. Returns the type used and the machines, or None when no
-    /// candidate had capacity (recorded as not converged, with an Event).
+    /// candidate had capacity (recorded as waiting, with an Event).
     #[allow(clippy::too_many_arguments)]
     async fn create_batch(
         &mut self,
@@ -935,7 +863,6 @@ impl Run<'_> {
                             format!("pool {pool}: created {count} {} machine(s)", t.name),
                         )
                         .await;
-                    self.converged = false;
                     return Ok(Some((t.name.clone(), machines)));
                 }
                 Err(CloudError::InsufficientCapacity { message, .. }) => {
@@ -957,7 +884,6 @@ impl Run<'_> {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.converged = false;
         let tried: Vec<&str> = candidates.iter().map(|t| t.name.as_str()).collect();
         self.waiting.push(format!(
             "pool {pool}: no capacity for any matching type ({}); retrying",
@@ -1023,7 +949,9 @@ impl Run<'_> {
                     self.settled(&server_pool),
                 );
                 if splan.held > 0 {
-                    self.converged = false;
+                    self.unsettled.push(Unsettled::HeldExtras {
+                        pool: server_pool.clone(),
+                    });
                 }
                 self.delete_machines(
                     &pool.name,
@@ -1083,7 +1011,9 @@ impl Run<'_> {
             if plan.held > 0 {
                 // Extra machines younger than the grace period: the cloud may still be
                 // catching up; they go (newest first) once it has passed.
-                self.converged = false;
+                self.unsettled.push(Unsettled::HeldExtras {
+                    pool: pool.name.clone(),
+                });
             }
             if !outdated.is_empty() {
                 // A roll, in steps of at most maxSurge extra machines: new ones first, an
@@ -1113,7 +1043,6 @@ impl Run<'_> {
                     .await?;
                     machines.retain(|m| !step.delete.contains(&m.id));
                 }
-                self.converged = false;
             }
             self.delete_machines(
                 &pool.name,
@@ -1152,8 +1081,6 @@ impl Run<'_> {
                     machines.extend(created);
                 }
             }
-        } else if join.is_none() {
-            self.converged = false;
         }
         let alive: Vec<&Machine> = machines
             .iter()
@@ -1189,10 +1116,10 @@ impl Run<'_> {
                 created_at: Some(m.created_at.clone()),
             })
             .collect();
-        if machines.iter().any(|m| m.state != MachineState::Running)
-            || (alive.len() as u32) < desired
-        {
-            self.converged = false;
+        if machines.iter().any(|m| m.state != MachineState::Running) {
+            self.unsettled.push(Unsettled::NotRunning {
+                pool: pool.name.clone(),
+            });
         }
         let running = machines
             .into_iter()
@@ -1214,7 +1141,7 @@ impl Run<'_> {
                 .is_some_and(|t| now.duration_since(*t) < cfg.orphan_sweep_interval)
             {
                 if o.waiting.contains(&self.uid) {
-                    self.converged = false;
+                    self.unsettled.push(Unsettled::OrphansWaiting);
                 }
                 return Ok(());
             }
@@ -1275,7 +1202,7 @@ impl Run<'_> {
         }
         if waiting {
             // Look again until the last orphan's grace ends.
-            self.converged = false;
+            self.unsettled.push(Unsettled::OrphansWaiting);
         }
         if due.is_empty() {
             return Ok(());
@@ -1412,14 +1339,6 @@ impl Run<'_> {
     }
 }
 
-fn stalled_message(stalled: &[(&'static str, String)]) -> String {
-    stalled
-        .iter()
-        .map(|(_, m)| m.as_str())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn address(m: &Machine, kind: &str) -> Option<String> {
     m.addresses
         .iter()
@@ -1460,9 +1379,24 @@ async fn write_status(ctx: &Ctx, cluster: &Cluster, mut status: ClusterStatus) -
         "all {} machines are ready",
         status.ready.as_deref().unwrap_or_default()
     );
+    let degraded = status.phase == Some(ClusterPhase::Degraded)
+        && cluster.status.as_ref().and_then(|s| s.phase) != Some(ClusterPhase::Degraded);
     crate::context::apply_status(&ctx.client, cluster, &status).await?;
     if became_ready {
         ctx.event(cluster, false, "Ready", "Reconcile", note).await;
+    }
+    if degraded {
+        let why = conditions::get(&status.conditions, ct::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.event(
+            cluster,
+            true,
+            "Degraded",
+            "Reconcile",
+            format!("no longer ready: {why}"),
+        )
+        .await;
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! -> status (readiness and endpoint from that cluster).
 
 pub mod build;
+pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use serde_json::{Value, json};
 use crate::conditions;
 use crate::context::{Ctx, Error, Result, reconcile_with_finalizer};
 use build::{DEPLOYMENT_LABEL, NAMESPACE_LABEL};
+use status::{Outcome, Rollout};
 
 /// The finalizer kelp puts on Deployments: the workload is removed from the target first.
 pub const FINALIZER: &str = "kelp.imagine-ai.eu/deployment";
@@ -137,232 +139,162 @@ async fn reconcile(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
     .await
 }
 
-/// A reason the Deployment cannot go on yet, shown in its conditions.
-struct Blocked {
-    reason: &'static str,
-    message: String,
-    /// Needs a change from the user (Stalled), rather than waiting for another object.
-    stalled: bool,
+/// What kind of wait a [`Blocked`] Deployment is in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
+pub enum Kind {
+    /// Waiting for another object (a Module resolving, a Cluster booting): normal.
+    Waiting,
+    /// Needs a change from the user (Stalled).
+    Stalled,
     /// The workload no longer runs anywhere (its Cluster is gone or going).
-    workload_gone: bool,
+    Gone,
 }
 
-fn blocked(reason: &'static str, message: impl Into<String>, stalled: bool) -> Blocked {
+/// A reason the Deployment cannot go on yet, shown in its conditions.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
+pub struct Blocked {
+    pub reason: String,
+    pub message: String,
+    pub kind: Kind,
+}
+
+fn blocked(reason: &str, message: impl Into<String>, kind: Kind) -> Blocked {
     Blocked {
-        reason,
+        reason: reason.to_string(),
         message: message.into(),
-        stalled,
-        workload_gone: false,
+        kind,
     }
 }
 
+fn waiting(reason: &str, message: impl Into<String>) -> Blocked {
+    blocked(reason, message, Kind::Waiting)
+}
+
+fn stalled(reason: &str, message: impl Into<String>) -> Blocked {
+    blocked(reason, message, Kind::Stalled)
+}
+
 /// The Deployment's Cluster is gone or being deleted, and the workload with it.
-fn cluster_gone(reason: &'static str, message: String) -> Blocked {
-    Blocked {
-        workload_gone: true,
-        ..blocked(reason, message, false)
+fn cluster_gone(reason: &str, message: String) -> Blocked {
+    blocked(reason, message, Kind::Gone)
+}
+
+/// Why `deploy` stopped before the end: a condition to show, or an error to retry.
+enum Stop {
+    Blocked(Blocked),
+    Failed(Error),
+}
+
+impl From<Blocked> for Stop {
+    fn from(b: Blocked) -> Self {
+        Stop::Blocked(b)
+    }
+}
+
+impl From<Error> for Stop {
+    fn from(e: Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+impl From<kube::Error> for Stop {
+    fn from(e: kube::Error) -> Self {
+        Stop::Failed(e.into())
     }
 }
 
 async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
-    let generation = dep.metadata.generation;
     let mut status = dep.status.clone().unwrap_or_default();
-    status.observed_generation = generation;
-    let outcome = deploy(&dep, &ctx, &mut status).await;
-    let action = match outcome {
-        Ok(Rollout { ready, why_not }) => {
-            let desired = dep.spec.replicas.max(0);
-            status.ready = Some(format!("{}/{desired}", status.ready_replicas));
-            let counts = format!("{}/{desired} replicas ready", status.ready_replicas);
-            let message = match &why_not {
-                Some(why) => format!("{counts}: {why}"),
-                None => counts,
-            };
-            let g = generation;
-            conditions::set(
-                &mut status.conditions,
-                ct::STALLED,
-                false,
-                "Progressing",
-                "",
-                g,
-            );
-            conditions::set(
-                &mut status.conditions,
-                ct::AVAILABLE,
-                ready,
-                if ready {
-                    "MinimumReplicasAvailable"
-                } else {
-                    "ReplicasNotReady"
-                },
-                message.clone(),
-                g,
-            );
-            conditions::set(
-                &mut status.conditions,
-                ct::READY,
-                ready,
-                if ready { "Ready" } else { "Deploying" },
-                message,
-                g,
-            );
-            conditions::set(
-                &mut status.conditions,
-                ct::RECONCILING,
-                !ready,
-                if ready { "Reconciled" } else { "Deploying" },
-                "",
-                g,
-            );
-            status.phase = Some(if ready {
-                DeploymentPhase::Ready
-            } else {
-                DeploymentPhase::Deploying
-            });
-            if ready {
-                Action::requeue(ctx.config.resync)
-            } else {
-                Action::requeue(ctx.config.poll)
-            }
-        }
-        Err(Ok(b)) => {
-            let g = generation;
-            if b.workload_gone {
-                // Nothing runs any more: no replicas, no endpoint, not available.
-                let desired = dep.spec.replicas.max(0);
-                status.ready_replicas = 0;
-                status.replicas = 0;
-                status.ready = Some(format!("0/{desired}"));
-                status.endpoint = None;
-                conditions::set(
-                    &mut status.conditions,
-                    ct::AVAILABLE,
-                    false,
-                    b.reason,
-                    b.message.clone(),
-                    g,
-                );
-            }
-            conditions::set(
-                &mut status.conditions,
-                ct::READY,
-                false,
-                b.reason,
-                b.message.clone(),
-                g,
-            );
-            conditions::set(
-                &mut status.conditions,
-                ct::STALLED,
-                b.stalled,
-                b.reason,
-                if b.stalled {
-                    b.message.clone()
-                } else {
-                    String::new()
-                },
-                g,
-            );
-            conditions::set(
-                &mut status.conditions,
-                ct::RECONCILING,
-                !b.stalled,
-                b.reason,
-                b.message.clone(),
-                g,
-            );
-            if b.reason == "NoPoolFits" {
-                conditions::set(
-                    &mut status.conditions,
-                    ct::SCHEDULED,
-                    false,
-                    b.reason,
-                    b.message.clone(),
-                    g,
-                );
-            }
-            status.phase = Some(if b.stalled {
-                DeploymentPhase::Failed
-            } else {
-                DeploymentPhase::Pending
-            });
-            if dep
-                .status
-                .as_ref()
-                .and_then(|s| conditions::get(&s.conditions, ct::READY))
-                .map(|c| c.reason.as_str())
-                != Some(b.reason)
-            {
-                // Waiting for another object (a Module resolving, a Cluster booting) is
-                // normal; only what needs the user's change is a Warning.
-                ctx.event(
-                    dep.as_ref(),
-                    b.stalled,
-                    b.reason,
-                    "Reconcile",
-                    b.message.clone(),
-                )
-                .await;
-            }
-            // Module and Cluster changes wake us; a slow look-again covers the rest.
-            Action::requeue(ctx.config.resync)
-        }
+    status.observed_generation = dep.metadata.generation;
+    let outcome = match deploy(&dep, &ctx, &mut status).await {
+        Ok(rollout) => Outcome::Rolled(rollout),
+        Err(Stop::Blocked(b)) => Outcome::Blocked(b),
         // Retried with per-object backoff; a status write would wake the controller at once.
-        Err(Err(e)) => return Err(e),
+        Err(Stop::Failed(e)) => return Err(e),
     };
+    let status = status::compute(&dep, status, &outcome);
+    if let Outcome::Blocked(b) = &outcome
+        && dep
+            .status
+            .as_ref()
+            .and_then(|s| conditions::get(&s.conditions, ct::READY))
+            .map(|c| c.reason.as_str())
+            != Some(b.reason.as_str())
+    {
+        // Waiting for another object (a Module resolving, a Cluster booting) is
+        // normal; only what needs the user's change is a Warning.
+        ctx.event(
+            dep.as_ref(),
+            b.kind == Kind::Stalled,
+            &b.reason,
+            "Reconcile",
+            b.message.clone(),
+        )
+        .await;
+    }
     write_status(&ctx, &dep, status).await?;
-    Ok(action)
+    Ok(ctx.requeue(
+        &crate::context::key(dep.as_ref()),
+        status::requeue(&outcome),
+    ))
 }
 
-/// Deploys; Ok(ready), Err(Ok(blocked)) for conditions, Err(Err(e)) for errors to retry.
+/// Deploys: the workload's state, or why it cannot go on ([`Stop`]).
 async fn deploy(
     dep: &Deployment,
     ctx: &Ctx,
     status: &mut DeploymentStatus,
-) -> Result<Rollout, Result<Blocked, Error>> {
+) -> Result<Rollout, Stop> {
     let ns = dep.namespace().unwrap_or_default();
     let name = dep.name_any();
     let g = dep.metadata.generation;
     let module = Api::<Module>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&dep.spec.module_ref.name)
-        .await
-        .map_err(|e| Err(e.into()))?
+        .await?
         .ok_or_else(|| {
-            Ok(blocked(
+            waiting(
                 "ModuleNotFound",
                 format!(
                     "spec.moduleRef: Module {ns}/{} not found",
                     dep.spec.module_ref.name
                 ),
-                false,
-            ))
+            )
         })?;
     let cluster = Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&dep.spec.cluster_ref.name)
-        .await
-        .map_err(|e| Err(e.into()))?
+        .await?
         .ok_or_else(|| {
-            Ok(cluster_gone(
+            cluster_gone(
                 "ClusterNotFound",
                 format!(
                     "spec.clusterRef: Cluster {ns}/{} not found; the workload runs nowhere",
                     dep.spec.cluster_ref.name
                 ),
-            ))
+            )
         })?;
     if cluster.metadata.deletion_timestamp.is_some() {
-        return Err(Ok(cluster_gone(
+        return Err(cluster_gone(
             "ClusterDeleting",
             format!(
                 "Cluster {} is being deleted, and the workload with it",
                 cluster.name_any()
             ),
-        )));
+        )
+        .into());
     }
     let need = build::need(dep, &module);
     let pool = build::choose_pool(&cluster, dep.spec.node_pool.as_deref(), need)
-        .map_err(|m| Ok(blocked("NoPoolFits", m, dep.spec.node_pool.is_some())))?
+        .map_err(|m| {
+            blocked(
+                "NoPoolFits",
+                m,
+                if dep.spec.node_pool.is_some() {
+                    Kind::Stalled
+                } else {
+                    Kind::Waiting
+                },
+            )
+        })?
         .clone();
     status.node_pool = Some(pool.name.clone());
     conditions::set(
@@ -380,11 +312,10 @@ async fn deploy(
             .and_then(|s| conditions::get(&s.conditions, ct::READY))
             .map(|c| c.message.clone())
             .unwrap_or_else(|| "not resolved yet".into());
-        Ok(blocked(
+        waiting(
             "ModuleNotReady",
             format!("Module {}: {why}", module.name_any()),
-            false,
-        ))
+        )
     })?;
     status.image = Some(image.clone());
     let cp_ready = cluster
@@ -392,20 +323,16 @@ async fn deploy(
         .as_ref()
         .is_some_and(|s| conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY));
     if !cp_ready {
-        return Err(Ok(blocked(
+        return Err(waiting(
             "ClusterNotReady",
             format!(
                 "Cluster {}: waiting for its control plane",
                 cluster.name_any()
             ),
-            false,
-        )));
+        )
+        .into());
     }
-    let target = ctx
-        .targets
-        .client(&ctx.client, &cluster)
-        .await
-        .map_err(Err)?;
+    let target = ctx.targets.client(&ctx.client, &cluster).await?;
 
     // Secrets first: copied credentials, then the objects that use them.
     let mut secrets: Vec<Value> = Vec::new();
@@ -415,14 +342,13 @@ async fn deploy(
         let creds = read_secret(ctx, &ns, &webdav.credentials_secret_ref.name, &field).await?;
         let get = |k: &str| {
             creds.get(k).cloned().ok_or_else(|| {
-                Ok(blocked(
+                stalled(
                     "SecretKeyMissing",
                     format!(
                         "{field}: Secret {} has no key {k:?}",
                         webdav.credentials_secret_ref.name
                     ),
-                    true,
-                ))
+                )
             })
         };
         let (user, password) = (get("user")?, get("password")?);
@@ -469,25 +395,22 @@ async fn deploy(
             let field = format!("spec.env[{i}].valueFrom.secretKeyRef");
             let data = read_secret(ctx, &ns, &r.name, &field).await?;
             let v = data.get(&r.key).cloned().ok_or_else(|| {
-                Ok(blocked(
+                stalled(
                     "SecretKeyMissing",
                     format!("{field}: Secret {} has no key {:?}", r.name, r.key),
-                    true,
-                ))
+                )
             })?;
             env_values.insert(build::env_key(&r.name, &r.key), v);
         } else if let Some(r) = &from.config_map_key_ref {
             let field = format!("spec.env[{i}].valueFrom.configMapKeyRef");
             let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
                 .get_opt(&r.name)
-                .await
-                .map_err(|e| Err(e.into()))?
+                .await?
                 .ok_or_else(|| {
-                    Ok(blocked(
+                    stalled(
                         "ConfigMapNotFound",
                         format!("{field}: ConfigMap {} not found", r.name),
-                        true,
-                    ))
+                    )
                 })?;
             let v = cm
                 .data
@@ -495,11 +418,10 @@ async fn deploy(
                 .get(&r.key)
                 .cloned()
                 .ok_or_else(|| {
-                    Ok(blocked(
+                    stalled(
                         "ConfigMapKeyMissing",
                         format!("{field}: ConfigMap {} has no key {:?}", r.name, r.key),
-                        true,
-                    ))
+                    )
                 })?;
             env_values.insert(build::env_key(&r.name, &r.key), v);
         }
@@ -511,18 +433,16 @@ async fn deploy(
     if let Some(r) = &module.spec.image.pull_secret_ref {
         let src = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
             .get_opt(&r.name)
-            .await
-            .map_err(|e| Err(e.into()))?
+            .await?
             .ok_or_else(|| {
-                Ok(blocked(
+                stalled(
                     "SecretNotFound",
                     format!(
                         "Module {} spec.image.pullSecretRef: Secret {} not found",
                         module.name_any(),
                         r.name
                     ),
-                    true,
-                ))
+                )
             })?;
         let pull_name = format!("{name}-pull");
         secrets.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": pull_name}, "type": src.type_, "data": src.data}));
@@ -544,11 +464,10 @@ async fn deploy(
         .check([recipe.name.as_str()])
         .and_then(|()| ctx.recipes.catalog().render_workload(&recipe, &wctx))
         .map_err(|e| {
-            Ok(blocked(
+            stalled(
                 "RecipeError",
                 format!("spec.recipe {}: {e}", dep.spec.recipe),
-                true,
-            ))
+            )
         })?;
 
     let objects: Vec<Value> = secrets
@@ -569,33 +488,28 @@ async fn deploy(
         .collect();
     // Never take over what kelp did not create: every object is checked before any is
     // applied, and only objects carrying this Deployment's labels are ever pruned.
-    let owned = owned(&target, &ns, &name).await.map_err(Err)?;
+    let owned = owned(&target, &ns, &name).await?;
     for obj in &objects {
         if !owned.contains(&object_id(obj))
-            && let Some(what) = foreign(&target, obj).await.map_err(Err)?
+            && let Some(what) = foreign(&target, obj).await?
         {
-            return Err(Ok(blocked(
-                "ObjectNotOwned",
-                format!(
+            return Err(stalled("ObjectNotOwned", format!(
                     "{what} already exists in Cluster {} and kelp did not create it (it lacks the label {DEPLOYMENT_LABEL}={name}): kelp neither changes nor deletes it; rename the Deployment or remove that object",
                     cluster.name_any()
-                ),
-                true,
-            )));
+                )).into());
         }
     }
-    ensure_namespace(&target, &ns).await.map_err(Err)?;
+    ensure_namespace(&target, &ns).await?;
     let mut applied = BTreeSet::new();
     for obj in &objects {
-        applied.insert(server_side_apply(&target, obj).await.map_err(Err)?);
+        applied.insert(server_side_apply(&target, obj).await?);
     }
-    prune(&target, &ns, &owned, &applied).await.map_err(Err)?;
+    prune(&target, &ns, &owned, &applied).await?;
 
     // Readiness and endpoint from the target cluster.
     let workload = Api::<AppsDeployment>::namespaced(target.clone(), &ns)
         .get_opt(&name)
-        .await
-        .map_err(|e| Err(e.into()))?;
+        .await?;
     let st = workload
         .as_ref()
         .and_then(|w| w.status.clone())
@@ -623,29 +537,20 @@ async fn deploy(
     })
 }
 
-/// The workload's state on the target cluster.
-struct Rollout {
-    ready: bool,
-    /// The workload's own reason when it is not available (e.g. no node with a free GPU).
-    why_not: Option<String>,
-}
-
 async fn read_secret(
     ctx: &Ctx,
     ns: &str,
     name: &str,
     field: &str,
-) -> Result<BTreeMap<String, String>, Result<Blocked, Error>> {
+) -> Result<BTreeMap<String, String>, Stop> {
     let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
         .get_opt(name)
-        .await
-        .map_err(|e| Err(e.into()))?
+        .await?
         .ok_or_else(|| {
-            Ok(blocked(
+            stalled(
                 "SecretNotFound",
                 format!("{field}: Secret {ns}/{name} not found"),
-                true,
-            ))
+            )
         })?;
     Ok(crate::targets::secret_data(&secret))
 }
@@ -779,9 +684,24 @@ async fn write_status(ctx: &Ctx, dep: &Deployment, mut status: DeploymentStatus)
         status.ready.as_deref().unwrap_or_default(),
         status.endpoint.as_deref().unwrap_or("no endpoint")
     );
+    let degraded = status.phase == Some(DeploymentPhase::Degraded)
+        && dep.status.as_ref().and_then(|s| s.phase) != Some(DeploymentPhase::Degraded);
     crate::context::apply_status(&ctx.client, dep, &status).await?;
     if became_ready {
         ctx.event(dep, false, "Ready", "Reconcile", note).await;
+    }
+    if degraded {
+        let why = conditions::get(&status.conditions, ct::READY)
+            .map(|c| c.message.clone())
+            .unwrap_or_default();
+        ctx.event(
+            dep,
+            true,
+            "Degraded",
+            "Reconcile",
+            format!("no longer ready: {why}"),
+        )
+        .await;
     }
     Ok(())
 }
@@ -790,6 +710,10 @@ async fn write_status(ctx: &Ctx, dep: &Deployment, mut status: DeploymentStatus)
 /// Kubernetes yet) has nothing left to remove.
 async fn cleanup(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
     let ns = dep.namespace().unwrap_or_default();
+    // Deleting, for as long as the workload takes to go (or its Cluster to answer).
+    let mut status = dep.status.clone().unwrap_or_default();
+    status.phase = Some(DeploymentPhase::Deleting);
+    write_status(&ctx, &dep, status).await?;
     let cluster = Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&dep.spec.cluster_ref.name)
         .await?;
