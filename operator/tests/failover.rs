@@ -28,13 +28,17 @@ async fn setup() -> (TestApiServer, Client) {
 }
 
 /// A replica; kube-lease-manager's debug lines say how a Lease was taken (a free one
-/// "orphaned", or an "expired" one of a holder that stopped renewing).
+/// "orphaned", or an "expired" one of a holder that stopped renewing). moto lists new
+/// instances at once, so a short create grace is safe: a leader killed after recording a
+/// batch and before sending it leaves a pending create that its successor drops and
+/// sends again after 5 s, rather than after the default 120 s.
 async fn replica(server: &TestApiServer) -> KelpRun {
-    KelpRun::start(
+    KelpRun::start_with_env(
         &server.kubeconfig(),
         NS,
         LEASE,
         "info,kube_lease_manager=debug",
+        &[("KELP_CREATE_GRACE_SECONDS", "5")],
     )
     .await
 }
@@ -231,10 +235,18 @@ async fn one_leader_reconciles_and_kill_9_mid_scale_up_doubles_nothing() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(
-            ready_with(&admin, want).await,
-            "round {round}: not Ready with {want}"
-        );
+        if !ready_with(&admin, want).await {
+            let c = Api::<Cluster>::namespaced(admin.clone(), "default")
+                .get("gpu")
+                .await
+                .unwrap();
+            let logs: Vec<String> = replicas.iter().map(|r| r.log()).collect();
+            panic!(
+                "round {round}: not Ready with {want}; status: {}\nlogs:\n{}",
+                serde_json::to_string_pretty(&c.status).unwrap(),
+                logs.join("\n----\n")
+            );
+        }
         assert_eq!(
             alive(&endpoint, &uid).await,
             want,

@@ -33,6 +33,17 @@ impl KelpRun {
     /// Starts `kelp run` with `kubeconfig`, in namespace `namespace`, with `args` after
     /// `run` and `RUST_LOG=rust_log`.
     pub async fn start(kubeconfig: &str, namespace: &str, args: &[&str], rust_log: &str) -> Self {
+        Self::start_with_env(kubeconfig, namespace, args, rust_log, &[]).await
+    }
+
+    /// [`KelpRun::start`] with extra environment variables.
+    pub async fn start_with_env(
+        kubeconfig: &str,
+        namespace: &str,
+        args: &[&str],
+        rust_log: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("kelp-run-{}", unique()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("kubeconfig");
@@ -46,6 +57,7 @@ impl KelpRun {
             .env("POD_NAMESPACE", namespace)
             .env("RUST_LOG", rust_log)
             .env_remove("KELP_NAMESPACE")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)

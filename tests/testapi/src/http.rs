@@ -281,15 +281,38 @@ pub fn labels_of(obj: &Value) -> serde_json::Map<String, Value> {
         .unwrap_or_default()
 }
 
-fn wants_table(headers: &HeaderMap) -> bool {
-    headers
+/// What the client asked to receive instead of the objects themselves (the first type
+/// of its Accept header): a Table (`as=Table`, kubectl get) or metadata only
+/// (`as=PartialObjectMetadata` / `PartialObjectMetadataList`, metadata informers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum As {
+    Object,
+    Table,
+    Metadata,
+}
+
+fn wanted(headers: &HeaderMap) -> As {
+    let first = headers
         .get("accept")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| {
-            a.split(',')
-                .next()
-                .is_some_and(|first| first.contains("as=Table"))
-        })
+        .and_then(|a| a.split(',').next())
+        .unwrap_or_default();
+    if first.contains("as=Table") {
+        As::Table
+    } else if first.contains("as=PartialObjectMetadata") {
+        As::Metadata
+    } else {
+        As::Object
+    }
+}
+
+/// An object as a PartialObjectMetadata: its metadata, under meta.k8s.io/v1.
+pub fn partial(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj["metadata"],
+    })
 }
 
 /// The `includeObject` query parameter of a Table request (Metadata when absent).
@@ -364,11 +387,12 @@ async fn resource(
         )?;
         return Ok(json_response(StatusCode::CREATED, &out));
     }
-    let table = wants_table(headers);
+    let wants = wanted(headers);
+    let table = wants == As::Table;
     let include = include_object(query)?;
     let respond = |code: StatusCode, obj: Value, warnings: &[String]| -> Response {
-        let obj = if table && sub.is_none() {
-            table::table(
+        let obj = match wants {
+            As::Table if sub.is_none() => table::table(
                 std::slice::from_ref(&obj),
                 &t.rt.columns,
                 include,
@@ -376,9 +400,9 @@ async fn resource(
                     .as_str()
                     .unwrap_or_default(),
                 chrono::Utc::now(),
-            )
-        } else {
-            obj
+            ),
+            As::Metadata if sub.is_none() => partial(&obj),
+            _ => obj,
         };
         let mut resp = json_response(code, &obj);
         for w in warnings {
@@ -398,7 +422,7 @@ async fn resource(
                 labels,
                 fields,
                 query,
-                table,
+                wants,
             )
             .map(|body: Body| {
                 // hyper sends a body of unknown length chunked.
@@ -442,12 +466,21 @@ async fn resource(
                 }
                 return Ok(json_response(StatusCode::OK, &tab));
             }
-            let mut list = json!({
-                "kind": format!("{}List", t.rt.kind),
-                "apiVersion": t.rt.api_version(),
-                "metadata": {"resourceVersion": rv.to_string()},
-                "items": items,
-            });
+            let mut list = if wants == As::Metadata {
+                json!({
+                    "kind": "PartialObjectMetadataList",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": {"resourceVersion": rv.to_string()},
+                    "items": items.iter().map(partial).collect::<Vec<_>>(),
+                })
+            } else {
+                json!({
+                    "kind": format!("{}List", t.rt.kind),
+                    "apiVersion": t.rt.api_version(),
+                    "metadata": {"resourceVersion": rv.to_string()},
+                    "items": items,
+                })
+            };
             if let Some(next) = &next {
                 list["metadata"]["continue"] = json!(encode_continue(next));
                 list["metadata"]["remainingItemCount"] = json!(remaining);

@@ -60,7 +60,7 @@ pub fn serve(
     labels: LabelSelector,
     fields: FieldSelector,
     query: &Query,
-    as_table: bool,
+    wants: crate::http::As,
 ) -> Result<Body, ApiError> {
     let send_initial = query.get("sendInitialEvents").is_some_and(|v| v == "true");
     let rv = match query.get("resourceVersion").map(String::as_str) {
@@ -106,18 +106,20 @@ pub fn serve(
                 .as_str()
                 .unwrap_or_default()
                 .to_string();
-            let obj = if as_table {
-                let mut t = table::table(
-                    std::slice::from_ref(&obj),
-                    &rt.columns,
-                    include,
-                    &rv,
-                    chrono::Utc::now(),
-                );
-                t["metadata"]["resourceVersion"] = json!(rv);
-                t
-            } else {
-                obj
+            let obj = match wants {
+                crate::http::As::Table => {
+                    let mut t = table::table(
+                        std::slice::from_ref(&obj),
+                        &rt.columns,
+                        include,
+                        &rv,
+                        chrono::Utc::now(),
+                    );
+                    t["metadata"]["resourceVersion"] = json!(rv);
+                    t
+                }
+                crate::http::As::Metadata => crate::http::partial(&obj),
+                crate::http::As::Object => obj,
             };
             Bytes::from(json!({"type": kind, "object": obj}).to_string() + "\n")
         };

@@ -257,3 +257,64 @@ async fn kube_runtime_watcher_follows_changes() {
     seen.sort();
     assert_eq!(seen, ["after", "before"]);
 }
+
+#[tokio::test]
+async fn metadata_lists_gets_and_watches_carry_no_data() {
+    let (_s, client) = server().await;
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::default_namespaced(client.clone());
+    let secret = |name: &str| -> k8s_openapi::api::core::v1::Secret {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"a": "b"}}, "stringData": {"token": "s3cret"}})).unwrap()
+    };
+    secrets
+        .create(&PostParams::default(), &secret("one"))
+        .await
+        .unwrap();
+    let list = secrets.list_metadata(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    let one = &list.items[0];
+    assert_eq!(one.metadata.name.as_deref(), Some("one"));
+    assert_eq!(one.types.as_ref().unwrap().kind, "PartialObjectMetadata");
+    let got = secrets.get_metadata("one").await.unwrap();
+    assert_eq!(got.metadata.labels.unwrap()["a"], "b");
+
+    // The raw answers: no data, under meta.k8s.io/v1.
+    let raw = client
+        .request_text(
+            http::Request::get("/api/v1/namespaces/default/secrets")
+                .header(
+                    "accept",
+                    "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1",
+                )
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert!(raw.contains("\"PartialObjectMetadataList\""), "{raw}");
+    assert!(
+        !raw.contains("s3cret") && !raw.contains("czNjcmV0"),
+        "{raw}"
+    );
+
+    // A metadata watcher sees the initial object and a later one, without their data.
+    let mut events = kube::runtime::metadata_watcher(secrets.clone(), watcher::Config::default())
+        .applied_objects()
+        .boxed();
+    let first = tokio::time::timeout(Duration::from_secs(10), events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.metadata.name.as_deref(), Some("one"));
+    secrets
+        .create(&PostParams::default(), &secret("two"))
+        .await
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(10), events.try_next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.metadata.name.as_deref(), Some("two"));
+    assert_eq!(second.types.unwrap().api_version, "meta.k8s.io/v1");
+}
