@@ -99,6 +99,8 @@ pub struct Context {
     pub config: Config,
     pub drivers: Drivers,
     pub recipes: crate::recipes::Recipes,
+    /// Which Secrets changed, from one metadata watch ([`crate::secrets`]).
+    pub secrets: crate::secrets::SecretChanges,
     pub sim_kube: Option<Arc<dyn crate::simulated::SimKubernetes>>,
     pub targets: Targets,
     backoff: Mutex<HashMap<String, u32>>,
@@ -136,6 +138,7 @@ impl Context {
             config,
             drivers,
             recipes: crate::recipes::Recipes::default(),
+            secrets: Default::default(),
             sim_kube,
             targets: Targets::default(),
             backoff: Mutex::default(),

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod module;
 pub mod pki;
 pub mod recipes;
+pub mod secrets;
 #[cfg(feature = "dev")]
 pub mod sim_kube;
 pub mod simulated;
@@ -90,6 +91,7 @@ pub async fn run(
         ctx.client.clone(),
         ctx.config.namespace.clone(),
     ));
+    let secret_watch = tokio::spawn(secrets::watch(ctx.clone()));
     let controllers = futures::future::join3(
         module::run(ctx.clone(), signal()),
         cluster::run(ctx.clone(), signal()),
@@ -117,5 +119,6 @@ pub async fn run(
         }
     }
     recipe_watch.abort();
+    secret_watch.abort();
     ctx
 }

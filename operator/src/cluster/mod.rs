@@ -54,19 +54,15 @@ pub async fn run(
         .with_config(crate::context::controller_config());
     controller
         // Credentials or kubeconfig created or rotated after the Cluster.
-        .watches(
-            Api::<Secret>::all(ctx.client.clone()),
-            watcher::Config::default(),
-            move |s: Secret| {
-                let (ns, name) = (s.namespace(), s.name_any());
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|c| c.namespace() == ns && uses_secret(c, &name))
-                    .map(|c| kube::runtime::reflector::ObjectRef::from_obj(c.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_on(ctx.secrets.subscribe().flat_map(move |(ns, name)| {
+            let refs: Vec<kube::runtime::reflector::ObjectRef<Cluster>> = store
+                .state()
+                .into_iter()
+                .filter(|c| c.namespace().as_deref() == Some(ns.as_str()) && uses_secret(c, &name))
+                .map(|c| kube::runtime::reflector::ObjectRef::from_obj(c.as_ref()))
+                .collect();
+            futures::stream::iter(refs)
+        }))
         // A user recipe loaded, fixed or broken: everything may render differently.
         .reconcile_all_on(crate::recipes::changes(&ctx))
         .graceful_shutdown_on(shutdown)
@@ -203,7 +199,7 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         }
     };
     let uid = cluster.uid().unwrap_or_default();
-    let types = match ctx.drivers.instance_types(&uid, driver.as_ref()).await {
+    let types = match ctx.drivers.instance_types(&cluster, driver.as_ref()).await {
         Ok(t) => t,
         Err(e) => return cloud_failed(&ctx, &cluster, status, generation, e).await,
     };

@@ -89,19 +89,15 @@ pub async fn run(
             },
         )
         // Credentials created or rotated after the Deployment.
-        .watches(
-            Api::<Secret>::all(ctx.client.clone()),
-            watcher::Config::default(),
-            move |s: Secret| {
-                let (ns, name) = (s.namespace(), s.name_any());
-                by_secret
-                    .state()
-                    .into_iter()
-                    .filter(|d| d.namespace() == ns && uses_secret(d, &name))
-                    .map(|d| ObjectRef::from_obj(d.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .reconcile_on(ctx.secrets.subscribe().flat_map(move |(ns, name)| {
+            let refs: Vec<ObjectRef<Deployment>> = by_secret
+                .state()
+                .into_iter()
+                .filter(|d| d.namespace().as_deref() == Some(ns.as_str()) && uses_secret(d, &name))
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect();
+            futures::stream::iter(refs)
+        }))
         // A user recipe loaded, fixed or broken: everything may render differently.
         .reconcile_all_on(crate::recipes::changes(&ctx))
         .graceful_shutdown_on(shutdown)

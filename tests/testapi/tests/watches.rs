@@ -297,7 +297,9 @@ async fn metadata_lists_gets_and_watches_carry_no_data() {
     );
 
     // A metadata watcher sees the initial object and a later one, without their data.
-    let mut events = kube::runtime::metadata_watcher(secrets.clone(), watcher::Config::default())
+    let meta: Api<kube::core::PartialObjectMeta<k8s_openapi::api::core::v1::Secret>> =
+        Api::default_namespaced(client.clone());
+    let mut events = watcher(meta, watcher::Config::default())
         .applied_objects()
         .boxed();
     let first = tokio::time::timeout(Duration::from_secs(10), events.try_next())
