@@ -65,7 +65,19 @@ impl InstanceType {
     pub fn gpu_count(&self) -> u32 {
         self.gpu.as_ref().map_or(0, |g| g.count)
     }
+
+    /// Whether one of `names` names this type, ignoring ASCII case and surrounding
+    /// blanks (as an explicit `instanceType` is matched).
+    pub fn is_one_of(&self, names: &[String]) -> bool {
+        names
+            .iter()
+            .any(|n| self.name.eq_ignore_ascii_case(n.trim()))
+    }
 }
+
+/// How long an instance-type catalogue is used before it is read again: the EC2
+/// driver's own cache and the operator's shared one both keep it this long.
+pub const CATALOGUE_TTL: Duration = Duration::from_secs(3600);
 
 /// An OS image.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -251,6 +263,22 @@ pub trait CloudDriver: Send + Sync {
     /// The instance types (flavors) this account can start, with GPU facts and prices.
     async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError>;
 
+    /// The instance types among `names` (see [`InstanceType::is_one_of`]) that this
+    /// account can start, for a caller that needs no others (every pool names its
+    /// type). Names the cloud does not offer are left out: a caller that must say what
+    /// is offered instead reads [`instance_types`](Self::instance_types).
+    ///
+    /// The default filters `instance_types`; a driver whose API can ask for named
+    /// types alone (EC2) reads only those.
+    async fn instance_types_named(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<InstanceType>, CloudError> {
+        let mut types = self.instance_types().await?;
+        types.retain(|t| t.is_one_of(names));
+        Ok(types)
+    }
+
     /// Resolves an image by ID or name (newest wins); None asks for the cloud's default.
     async fn resolve_image(&self, image: Option<&str>) -> Result<Image, CloudError>;
 
@@ -271,34 +299,54 @@ pub trait CloudDriver: Send + Sync {
     }
 }
 
-/// A shared driver is a driver, so wrappers such as `Metered<Arc<dyn CloudDriver>>` work.
-#[async_trait]
-impl<T: CloudDriver + ?Sized> CloudDriver for std::sync::Arc<T> {
-    fn name(&self) -> &str {
-        (**self).name()
-    }
+/// Forwards every method of [`CloudDriver`] from a smart pointer to what it points to.
+macro_rules! forward_driver {
+    ($pointer:ty) => {
+        #[async_trait]
+        impl<T: CloudDriver + ?Sized> CloudDriver for $pointer {
+            fn name(&self) -> &str {
+                (**self).name()
+            }
 
-    async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {
-        (**self).instance_types().await
-    }
+            async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {
+                (**self).instance_types().await
+            }
 
-    async fn resolve_image(&self, image: Option<&str>) -> Result<Image, CloudError> {
-        (**self).resolve_image(image).await
-    }
+            async fn instance_types_named(
+                &self,
+                names: &[String],
+            ) -> Result<Vec<InstanceType>, CloudError> {
+                (**self).instance_types_named(names).await
+            }
 
-    async fn create(&self, req: &CreateRequest) -> Result<Vec<Machine>, CloudError> {
-        (**self).create(req).await
-    }
+            async fn resolve_image(&self, image: Option<&str>) -> Result<Image, CloudError> {
+                (**self).resolve_image(image).await
+            }
 
-    async fn list(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError> {
-        (**self).list(tags).await
-    }
+            async fn create(&self, req: &CreateRequest) -> Result<Vec<Machine>, CloudError> {
+                (**self).create(req).await
+            }
 
-    async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {
-        (**self).delete(ids).await
-    }
+            async fn list(
+                &self,
+                tags: &BTreeMap<String, String>,
+            ) -> Result<Vec<Machine>, CloudError> {
+                (**self).list(tags).await
+            }
 
-    async fn release(&self, tags: &BTreeMap<String, String>) -> Result<(), CloudError> {
-        (**self).release(tags).await
-    }
+            async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {
+                (**self).delete(ids).await
+            }
+
+            async fn release(&self, tags: &BTreeMap<String, String>) -> Result<(), CloudError> {
+                (**self).release(tags).await
+            }
+        }
+    };
 }
+
+// A shared or boxed driver is a driver, so wrappers such as
+// `Metered<Arc<dyn CloudDriver>>` work, and a driver's own overrides (EC2's narrow
+// catalogue) are reached through them.
+forward_driver!(std::sync::Arc<T>);
+forward_driver!(Box<T>);

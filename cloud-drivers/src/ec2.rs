@@ -35,8 +35,8 @@ pub use errors::classify;
 pub use prices::builtin_price;
 
 use crate::driver::{
-    Address, CloudDriver, CloudError, CreateRequest, GpuInfo, Image, InstanceType, Machine,
-    MachineState,
+    Address, CATALOGUE_TTL, CloudDriver, CloudError, CreateRequest, GpuInfo, Image, InstanceType,
+    Machine, MachineState,
 };
 
 /// The driver's name, the label of its metrics.
@@ -49,6 +49,9 @@ pub const DEFAULT_IMAGE_PATTERNS: [&str; 2] = [
     "ubuntu/images/hvm-ssd*/ubuntu-noble-24.04-amd64-server-*",
     "ubuntu/images/hvm-ssd*/ubuntu-jammy-22.04-amd64-server-*",
 ];
+/// Names per DescribeInstanceTypes (EC2 takes at most 100) and per `instance-type`
+/// filter of DescribeInstanceTypeOfferings, when only named types are read.
+const NAMES_PER_CALL: usize = 100;
 /// TerminateInstances takes at most this many IDs.
 const TERMINATE_BATCH: usize = 1000;
 /// DescribeInstances returns at most this many per page.
@@ -165,7 +168,7 @@ pub struct Ec2Settings {
     pub availability_zone: Option<String>,
     /// USD per hour by instance type, over the built-in table ([`builtin_price`]).
     pub price_overrides: BTreeMap<String, f64>,
-    /// How long the instance type catalogue is cached.
+    /// How long the instance type catalogue is cached ([`CATALOGUE_TTL`], an hour).
     pub types_ttl: Duration,
     /// Accounts whose images an image *name* may resolve to (`self`, `amazon`, an
     /// account ID). Names are not unique across accounts: without an owner filter,
@@ -189,7 +192,7 @@ impl Default for Ec2Settings {
             key_name: None,
             availability_zone: None,
             price_overrides: BTreeMap::new(),
-            types_ttl: Duration::from_secs(3600),
+            types_ttl: CATALOGUE_TTL,
             image_owners: vec![
                 "self".to_string(),
                 CANONICAL_OWNER.to_string(),
@@ -333,8 +336,12 @@ impl Ec2Driver {
             .or_else(|| builtin_price(name))
     }
 
-    /// Instance types offered in the region (or the configured zone).
-    async fn offered_types(&self) -> Result<BTreeSet<String>, CloudError> {
+    /// Instance types offered in the region (or the configured zone); with `names`,
+    /// only those of them (an `instance-type` filter).
+    async fn offered_types(
+        &self,
+        names: Option<&[String]>,
+    ) -> Result<BTreeSet<String>, CloudError> {
         let mut req = self.client.describe_instance_type_offerings();
         req = match &self.settings.availability_zone {
             Some(az) => req
@@ -342,6 +349,14 @@ impl Ec2Driver {
                 .filters(Filter::builder().name("location").values(az).build()),
             None => req.location_type(LocationType::Region),
         };
+        if let Some(names) = names {
+            req = req.filters(
+                Filter::builder()
+                    .name("instance-type")
+                    .set_values(Some(names.to_vec()))
+                    .build(),
+            );
+        }
         let mut pages = req.into_paginator().send();
         let mut offered = BTreeSet::new();
         while let Some(page) = pages.next().await {
@@ -355,8 +370,9 @@ impl Ec2Driver {
         Ok(offered)
     }
 
+    /// The whole catalogue: every type DescribeInstanceTypes knows that is offered.
     async fn fetch_types(&self) -> Result<Vec<InstanceType>, CloudError> {
-        let offered = self.offered_types().await?;
+        let offered = self.offered_types(None).await?;
         let mut pages = self
             .client
             .describe_instance_types()
@@ -366,31 +382,82 @@ impl Ec2Driver {
         let mut types = Vec::new();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| errors::from_sdk(e, ""))?;
-            for info in page.instance_types() {
-                let Some(name) = info.instance_type().map(|t| t.as_str()) else {
-                    continue;
-                };
-                if !offered.contains(name) {
-                    continue;
-                }
-                types.push(InstanceType {
-                    name: name.to_string(),
-                    vcpus: info
-                        .v_cpu_info()
-                        .and_then(|v| v.default_v_cpus())
-                        .map_or(0, non_negative_u32),
-                    memory_mb: info
-                        .memory_info()
-                        .and_then(|m| m.size_in_mib())
-                        .map_or(0, |m| u64::try_from(m).unwrap_or(0)),
-                    disk_gb: None,
-                    gpu: info.gpu_info().and_then(gpu_of),
-                    price_per_hour: self.price(name),
-                });
+            types.extend(
+                page.instance_types()
+                    .iter()
+                    .filter_map(|i| self.type_of(i))
+                    .filter(|t| offered.contains(&t.name)),
+            );
+        }
+        types.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(types)
+    }
+
+    /// The offered types among `names` only: DescribeInstanceTypeOfferings filtered by
+    /// `instance-type`, then DescribeInstanceTypes of those (never of a name EC2 does
+    /// not offer, which it would refuse with InvalidInstanceType).
+    async fn fetch_named(&self, names: &[String]) -> Result<Vec<InstanceType>, CloudError> {
+        // EC2's names are lower case; anything but letters, digits, dots and dashes
+        // (a wildcard) names no type.
+        let wanted: BTreeSet<String> = names
+            .iter()
+            .map(|n| n.trim().to_ascii_lowercase())
+            .filter(|n| {
+                !n.is_empty()
+                    && n.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+            })
+            .collect();
+        let wanted: Vec<String> = wanted.into_iter().collect();
+        let mut offered = BTreeSet::new();
+        for chunk in wanted.chunks(NAMES_PER_CALL) {
+            offered.extend(self.offered_types(Some(chunk)).await?);
+        }
+        let offered: Vec<String> = offered.into_iter().collect();
+        let mut types = Vec::new();
+        for chunk in offered.chunks(NAMES_PER_CALL) {
+            let mut pages = self
+                .client
+                .describe_instance_types()
+                .set_instance_types(Some(
+                    chunk
+                        .iter()
+                        .map(|n| aws_sdk_ec2::types::InstanceType::from(n.as_str()))
+                        .collect(),
+                ))
+                .into_paginator()
+                .send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| errors::from_sdk(e, ""))?;
+                types.extend(
+                    page.instance_types()
+                        .iter()
+                        .filter_map(|i| self.type_of(i))
+                        .filter(|t| chunk.contains(&t.name)),
+                );
             }
         }
         types.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(types)
+    }
+
+    /// One type of a DescribeInstanceTypes page, priced; None without a name.
+    fn type_of(&self, info: &aws_sdk_ec2::types::InstanceTypeInfo) -> Option<InstanceType> {
+        let name = info.instance_type()?.as_str();
+        Some(InstanceType {
+            name: name.to_string(),
+            vcpus: info
+                .v_cpu_info()
+                .and_then(|v| v.default_v_cpus())
+                .map_or(0, non_negative_u32),
+            memory_mb: info
+                .memory_info()
+                .and_then(|m| m.size_in_mib())
+                .map_or(0, |m| u64::try_from(m).unwrap_or(0)),
+            disk_gb: None,
+            gpu: info.gpu_info().and_then(gpu_of),
+            price_per_hour: self.price(name),
+        })
     }
 
     /// The newest available image whose name matches `pattern` (EC2 wildcards),
@@ -551,6 +618,25 @@ impl CloudDriver for Ec2Driver {
         let types = self.fetch_types().await?;
         *cache = Some((Instant::now(), types.clone()));
         Ok(types)
+    }
+
+    /// From the cached catalogue when it is fresh; otherwise DescribeInstanceTypeOfferings
+    /// filtered by `instance-type` and DescribeInstanceTypes of the offered ones alone
+    /// (not cached here: the operator caches them per set of names).
+    async fn instance_types_named(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<InstanceType>, CloudError> {
+        if let Some((at, types)) = self.types.lock().await.as_ref()
+            && at.elapsed() < self.settings.types_ttl
+        {
+            return Ok(types
+                .iter()
+                .filter(|t| t.is_one_of(names))
+                .cloned()
+                .collect());
+        }
+        self.fetch_named(names).await
     }
 
     /// None: the newest Canonical Ubuntu 24.04 (else 22.04) amd64 server image.

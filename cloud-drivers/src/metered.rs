@@ -14,7 +14,9 @@ use crate::driver::{CloudDriver, CloudError, CreateRequest, Image, InstanceType,
 
 /// The verbs of [`CloudDriver`], as recorded in [`CallStats`].
 pub mod verbs {
-    /// [`CloudDriver::instance_types`](crate::CloudDriver::instance_types).
+    /// [`CloudDriver::instance_types`](crate::CloudDriver::instance_types) and
+    /// [`CloudDriver::instance_types_named`](crate::CloudDriver::instance_types_named):
+    /// one read of the catalogue, whole or narrow.
     pub const INSTANCE_TYPES: &str = "instance_types";
     /// [`CloudDriver::resolve_image`](crate::CloudDriver::resolve_image).
     pub const RESOLVE_IMAGE: &str = "resolve_image";
@@ -217,6 +219,16 @@ impl<D: CloudDriver> CloudDriver for Metered<D> {
         r
     }
 
+    async fn instance_types_named(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<InstanceType>, CloudError> {
+        let start = Instant::now();
+        let r = self.inner.instance_types_named(names).await;
+        self.observe(verbs::INSTANCE_TYPES, start, &r);
+        r
+    }
+
     async fn resolve_image(&self, image: Option<&str>) -> Result<Image, CloudError> {
         let start = Instant::now();
         let r = self.inner.resolve_image(image).await;
@@ -331,5 +343,98 @@ mod tests {
         erased.instance_types().await.unwrap();
         assert_eq!(stats.calls(verbs::INSTANCE_TYPES), 3);
         assert_eq!(stats.snapshot().len(), 1);
+    }
+
+    /// A driver with three types whose narrow read answers only `narrow`.
+    struct Narrow;
+
+    #[async_trait]
+    impl CloudDriver for Narrow {
+        fn name(&self) -> &str {
+            "narrow"
+        }
+        async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {
+            Ok(["a.small", "b.large", "c.gpu"]
+                .into_iter()
+                .map(|n| InstanceType {
+                    name: n.into(),
+                    ..Default::default()
+                })
+                .collect())
+        }
+        async fn instance_types_named(
+            &self,
+            _: &[String],
+        ) -> Result<Vec<InstanceType>, CloudError> {
+            Ok(vec![InstanceType {
+                name: "narrow".into(),
+                ..Default::default()
+            }])
+        }
+        async fn resolve_image(&self, _: Option<&str>) -> Result<Image, CloudError> {
+            Fake.resolve_image(None).await
+        }
+        async fn create(&self, r: &CreateRequest) -> Result<Vec<Machine>, CloudError> {
+            Fake.create(r).await
+        }
+        async fn list(&self, t: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError> {
+            Fake.list(t).await
+        }
+        async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {
+            Fake.delete(ids).await
+        }
+    }
+
+    #[tokio::test]
+    async fn named_types_reach_the_driver_through_every_wrapper_and_count_once() {
+        let names = vec!["B.LARGE".to_string(), "nope".to_string()];
+        // The default filters the whole catalogue, ignoring case.
+        let default = Metered::new(Box::new(Fake) as Box<dyn CloudDriver>);
+        assert!(
+            default
+                .instance_types_named(&names)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let filtered = Metered::new(Arc::new(NarrowDefault) as Arc<dyn CloudDriver>);
+        let got = filtered.instance_types_named(&names).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].name, "b.large");
+        assert_eq!(filtered.stats().calls(verbs::INSTANCE_TYPES), 1);
+        // A driver's own narrow read is reached through Arc, Box and Metered.
+        let stats = CallStats::new();
+        let wrapped: Arc<dyn CloudDriver> = Arc::new(Metered::with_stats(
+            Box::new(Narrow) as Box<dyn CloudDriver>,
+            stats.clone(),
+        ));
+        let got = wrapped.instance_types_named(&names).await.unwrap();
+        assert_eq!(got[0].name, "narrow");
+        assert_eq!(stats.calls(verbs::INSTANCE_TYPES), 1);
+    }
+
+    /// [`Narrow`]'s catalogue with the trait's default narrow read.
+    struct NarrowDefault;
+
+    #[async_trait]
+    impl CloudDriver for NarrowDefault {
+        fn name(&self) -> &str {
+            "default"
+        }
+        async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {
+            Narrow.instance_types().await
+        }
+        async fn resolve_image(&self, _: Option<&str>) -> Result<Image, CloudError> {
+            Fake.resolve_image(None).await
+        }
+        async fn create(&self, r: &CreateRequest) -> Result<Vec<Machine>, CloudError> {
+            Fake.create(r).await
+        }
+        async fn list(&self, t: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError> {
+            Fake.list(t).await
+        }
+        async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {
+            Fake.delete(ids).await
+        }
     }
 }

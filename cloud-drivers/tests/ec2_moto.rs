@@ -636,3 +636,86 @@ async fn call_counts_for_fifty_machines() {
         );
     }
 }
+
+/// The values of the `<prefix>.<n>` parameters of one request.
+fn values(params: &[(String, String)], prefix: &str) -> BTreeSet<String> {
+    params
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn named_instance_types_are_read_alone() {
+    let Some(moto) = start_moto().await else {
+        return;
+    };
+    let proxy = Proxy::start(moto.port).await;
+    let d = Metered::new(driver(&proxy.endpoint()));
+    let asked: Vec<String> = ["g4dn.xlarge", " G5.XLARGE", "g4dn.xlarg", "p4d.*"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let named = d.instance_types_named(&asked).await.unwrap();
+    let got: Vec<&str> = named.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(got, ["g4dn.xlarge", "g5.xlarge"], "not offered: left out");
+    assert_eq!(proxy.total(), 2, "{:?}", proxy.summary());
+
+    // The offerings of the names (lower case, no wildcard) in the region, then the
+    // offered types alone.
+    let offerings = &proxy.params("DescribeInstanceTypeOfferings")[0];
+    assert!(
+        offerings.contains(&("Filter.1.Name".into(), "instance-type".into())),
+        "{offerings:?}"
+    );
+    assert_eq!(
+        values(offerings, "Filter.1.Value"),
+        BTreeSet::from([
+            "g4dn.xlarg".into(),
+            "g4dn.xlarge".into(),
+            "g5.xlarge".into()
+        ])
+    );
+    let described = &proxy.params("DescribeInstanceTypes")[0];
+    assert_eq!(
+        values(described, "InstanceType"),
+        BTreeSet::from(["g4dn.xlarge".into(), "g5.xlarge".into()])
+    );
+    assert!(
+        !described
+            .iter()
+            .any(|(k, _)| k == "MaxResults" || k == "NextToken"),
+        "{described:?}"
+    );
+
+    // The same facts and prices as the whole catalogue has.
+    let whole = d.instance_types().await.unwrap();
+    for t in &named {
+        assert_eq!(Some(t), whole.iter().find(|w| w.name == t.name));
+    }
+    assert_eq!(named[0].price_per_hour, Some(0.526));
+    // With the whole catalogue cached, named types cost no call.
+    proxy.reset();
+    let p4 = d
+        .instance_types_named(&["p4d.24xlarge".to_string()])
+        .await
+        .unwrap();
+    assert_eq!(p4.len(), 1);
+    assert_eq!(proxy.total(), 0, "{:?}", proxy.summary());
+    assert_eq!(d.stats().calls(verbs::INSTANCE_TYPES), 3);
+
+    // Nothing offered: no DescribeInstanceTypes at all.
+    let fresh = driver(&proxy.endpoint());
+    let none = fresh
+        .instance_types_named(&["g4dn.xlarg".to_string()])
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(proxy.count("DescribeInstanceTypeOfferings"), 1);
+    assert_eq!(proxy.count("DescribeInstanceTypes"), 0);
+}

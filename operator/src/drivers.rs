@@ -1,20 +1,18 @@
-//! Which cloud driver serves a Cluster, with a per-Cluster instance-type cache and call
-//! metering shared by every driver.
+//! Which cloud driver serves a Cluster, with instance-type catalogues shared by the
+//! Clusters that read the same one, and call metering shared by every driver.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kelp_cloud_drivers::metered::{CallStats, Metered};
 use kelp_cloud_drivers::sim::{SimCloud, SimConfig};
-use kelp_cloud_drivers::{CloudDriver, CloudError, InstanceType};
-use kelp_crds::Cluster;
+use kelp_cloud_drivers::{CATALOGUE_TTL, CloudDriver, CloudError, InstanceType, Requirements};
+use kelp_crds::{Cluster, KubernetesMode};
 use kube::{Client, ResourceExt};
+use sha2::{Digest, Sha256};
 
 use crate::context::{Error, Result};
-
-/// How long a cloud's instance-type list is reused.
-const TYPES_TTL: Duration = Duration::from_secs(600);
 
 /// The simulated clouds, one per sim Cluster (by UID). Shared across operator restarts in
 /// tests, so a new operator finds the machines the old one created.
@@ -71,15 +69,230 @@ impl SimClouds {
     }
 }
 
-/// A cloud driver and the fingerprint of what it was built from.
-type Built = (String, Arc<dyn CloudDriver>);
+/// A cloud driver, the fingerprint of what it was built from, and the catalogue it reads.
+struct Built {
+    fingerprint: String,
+    driver: Arc<dyn CloudDriver>,
+    catalogue: CatalogueKey,
+}
+
+/// What an instance-type catalogue is read with: Clusters with equal keys share one copy.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum CatalogueKey {
+    /// One Cluster's own, by UID (sim, OpenStack and EGI Clusters).
+    Cluster(String),
+    /// An EC2 account, region, endpoint, zone and price table.
+    Ec2 {
+        /// The access key ID.
+        access_key_id: String,
+        /// SHA-256 of the secret access key, hex: a Cluster with another secret for the
+        /// same key ID reads its own copy (and gets its own answer from EC2), and the
+        /// secret itself is kept nowhere but in the driver.
+        secret_sha256: String,
+        region: String,
+        endpoint_url: Option<String>,
+        availability_zone: Option<String>,
+        /// Price overrides as (instance type, bits of the USD price).
+        prices: Vec<(String, u64)>,
+    },
+}
+
+impl CatalogueKey {
+    /// The key of the EC2 driver built from `settings` (the Cluster's when it has no
+    /// credentials: such a driver is never built).
+    pub fn ec2(uid: &str, settings: &kelp_cloud_drivers::Ec2Settings) -> Self {
+        let Some(credentials) = &settings.credentials else {
+            return Self::Cluster(uid.to_string());
+        };
+        Self::Ec2 {
+            access_key_id: credentials.access_key_id.clone(),
+            secret_sha256: hex::encode(Sha256::digest(credentials.secret_access_key.as_bytes())),
+            region: settings.region.clone(),
+            endpoint_url: settings.endpoint_url.clone(),
+            availability_zone: settings.availability_zone.clone(),
+            prices: settings
+                .price_overrides
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_bits()))
+                .collect(),
+        }
+    }
+}
+
+/// The instance types `cluster` needs from its cloud when it needs no others: every
+/// pool names its `machine.instanceType`, and so does a separate control-plane
+/// machine. The types its pools run and are being created with (status) come too, so
+/// a pool rolling to a new type still knows the one it rolls from. None when a pool
+/// is chosen by its requirements (that takes the whole catalogue), or nothing is named.
+pub fn named_types(cluster: &Cluster) -> Option<Vec<String>> {
+    let named = |t: &Option<String>| {
+        t.as_deref()
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+    };
+    let mut names = BTreeSet::new();
+    for pool in &cluster.spec.node_pools {
+        names.insert(named(&pool.machine.instance_type)?);
+    }
+    let k8s = &cluster.spec.kubernetes;
+    let cp = k8s.control_plane.clone().unwrap_or_default();
+    if k8s.mode == KubernetesMode::Provision && cp.pool.is_none() {
+        names.insert(named(&cp.instance_type)?);
+    }
+    if names.is_empty() {
+        return None;
+    }
+    if let Some(status) = &cluster.status {
+        names.extend(
+            status
+                .node_pools
+                .iter()
+                .filter_map(|p| named(&p.instance_type)),
+        );
+        names.extend(
+            status
+                .pending_creates
+                .iter()
+                .filter_map(|p| named(&Some(p.instance_type.clone()))),
+        );
+    }
+    Some(names.into_iter().collect())
+}
+
+/// Instance-type catalogues by [`CatalogueKey`], each kept for [`CATALOGUE_TTL`]: the
+/// whole catalogue, and narrow ones by set of names. The whole one, when there, serves
+/// narrow requests too. One read at a time per key, so Clusters reconciled at once
+/// make one call between them.
+pub struct Catalogues {
+    entries: Mutex<HashMap<CatalogueKey, Arc<tokio::sync::Mutex<Catalogue>>>>,
+    ttl: Duration,
+}
+
+impl Default for Catalogues {
+    fn default() -> Self {
+        Self::with_ttl(CATALOGUE_TTL)
+    }
+}
+
+#[derive(Default)]
+struct Catalogue {
+    whole: Option<(Instant, Vec<InstanceType>)>,
+    named: HashMap<BTreeSet<String>, (Instant, Vec<InstanceType>)>,
+}
+
+impl Catalogue {
+    /// Forgets what is `ttl` old; true when nothing is left.
+    fn expire(&mut self, ttl: Duration) -> bool {
+        let fresh = |at: &Instant| at.elapsed() < ttl;
+        if self.whole.as_ref().is_some_and(|(at, _)| !fresh(at)) {
+            self.whole = None;
+        }
+        self.named.retain(|_, (at, _)| fresh(at));
+        self.whole.is_none() && self.named.is_empty()
+    }
+}
+
+/// Whether `types` has each of `names`, as a pool's explicit `instanceType` finds it.
+fn offers_all(types: &[InstanceType], names: &[String]) -> bool {
+    names.iter().all(|n| {
+        let req = Requirements {
+            instance_type: Some(n.clone()),
+            ..Default::default()
+        };
+        kelp_cloud_drivers::candidates(types, &req).is_ok()
+    })
+}
+
+impl Catalogues {
+    /// Catalogues kept for `ttl` ([`CATALOGUE_TTL`] by default; shorter in tests).
+    pub fn with_ttl(ttl: Duration) -> Self {
+        Self {
+            entries: Mutex::default(),
+            ttl,
+        }
+    }
+
+    /// The catalogue `key` names, read through `driver` when it is not here: only
+    /// `names` when given (see [`named_types`]), else the whole one. When the cloud does
+    /// not offer one of `names`, the whole catalogue, so that the pool's error lists
+    /// what the cloud offers instead.
+    pub async fn get(
+        &self,
+        key: &CatalogueKey,
+        names: Option<&[String]>,
+        driver: &dyn CloudDriver,
+    ) -> Result<Vec<InstanceType>, CloudError> {
+        let entry = self.entry(key);
+        let mut catalogue = entry.lock().await;
+        catalogue.expire(self.ttl);
+        if let Some(names) = names {
+            if let Some((_, whole)) = &catalogue.whole {
+                let named: Vec<InstanceType> = whole
+                    .iter()
+                    .filter(|t| t.is_one_of(names))
+                    .cloned()
+                    .collect();
+                return Ok(if offers_all(&named, names) {
+                    named
+                } else {
+                    whole.clone()
+                });
+            }
+            let set: BTreeSet<String> = names.iter().map(|n| n.trim().to_string()).collect();
+            if let Some((_, named)) = catalogue.named.get(&set) {
+                return Ok(named.clone());
+            }
+            let named = driver.instance_types_named(names).await?;
+            if offers_all(&named, names) {
+                catalogue.named.insert(set, (Instant::now(), named.clone()));
+                return Ok(named);
+            }
+        } else if let Some((_, whole)) = &catalogue.whole {
+            return Ok(whole.clone());
+        }
+        let whole = driver.instance_types().await?;
+        catalogue.whole = Some((Instant::now(), whole.clone()));
+        Ok(whole)
+    }
+
+    /// The entry of `key`, new when there is none. A new key also drops the entries no
+    /// one reads and whose catalogues have all expired (an account or region no
+    /// Cluster uses any more).
+    fn entry(&self, key: &CatalogueKey) -> Arc<tokio::sync::Mutex<Catalogue>> {
+        let mut entries = self.entries.lock().unwrap();
+        if let Some(e) = entries.get(key) {
+            return e.clone();
+        }
+        entries.retain(|_, e| {
+            Arc::strong_count(e) > 1 || e.try_lock().map_or(true, |mut c| !c.expire(self.ttl))
+        });
+        entries.entry(key.clone()).or_default().clone()
+    }
+
+    /// Forgets the catalogue of `key`.
+    pub fn forget(&self, key: &CatalogueKey) {
+        self.entries.lock().unwrap().remove(key);
+    }
+
+    /// How many catalogues are kept.
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap().len()
+    }
+
+    /// Whether none is kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
 
 /// The driver registry of a running operator.
 pub struct Drivers {
     pub sims: Arc<SimClouds>,
     /// Calls, errors and latency per driver and verb.
     pub stats: Arc<CallStats>,
-    types: Mutex<HashMap<String, (Instant, Vec<InstanceType>)>>,
+    /// Instance types, shared by the Clusters that read the same catalogue.
+    pub catalogues: Catalogues,
     /// Cloud drivers by Cluster UID, with the fingerprint of what they were built from
     /// (spec block, Secret and price ConfigMap versions): rebuilt when that changes.
     built: Mutex<HashMap<String, Built>>,
@@ -109,7 +322,7 @@ impl Drivers {
         Self {
             sims,
             stats: CallStats::new(),
-            types: Mutex::default(),
+            catalogues: Catalogues::default(),
             built: Mutex::default(),
             namespace,
             openstack_endpoints: BTreeMap::new(),
@@ -264,26 +477,31 @@ impl Drivers {
     /// The driver built for `uid` from `fingerprint`, when there is one.
     fn cached(&self, uid: &str, fingerprint: &str) -> Option<Arc<dyn CloudDriver>> {
         match self.built.lock().unwrap().get(uid) {
-            Some((f, d)) if f == fingerprint => Some(d.clone()),
+            Some(b) if b.fingerprint == fingerprint => Some(b.driver.clone()),
             _ => None,
         }
     }
 
-    /// Keeps a newly built driver (metered) for `uid`.
+    /// Keeps a newly built driver (metered) for `uid`, reading `catalogue`.
     fn keep(
         &self,
         uid: &str,
         fingerprint: String,
         driver: impl CloudDriver + 'static,
+        catalogue: CatalogueKey,
     ) -> Arc<dyn CloudDriver> {
         let driver: Arc<dyn CloudDriver> =
             Arc::new(Metered::with_stats(driver, self.stats.clone()));
-        self.built
-            .lock()
-            .unwrap()
-            .insert(uid.to_string(), (fingerprint, driver.clone()));
-        // A rebuilt driver may see another catalogue (region, prices, project).
-        self.types.lock().unwrap().remove(uid);
+        let built = Built {
+            fingerprint,
+            driver: driver.clone(),
+            catalogue,
+        };
+        self.built.lock().unwrap().insert(uid.to_string(), built);
+        // A rebuilt driver may see another catalogue (region, prices, project); a shared
+        // key already says what it is read with.
+        self.catalogues
+            .forget(&CatalogueKey::Cluster(uid.to_string()));
         driver
     }
 
@@ -337,8 +555,9 @@ impl Drivers {
             price_overrides,
             ..kelp_cloud_drivers::Ec2Settings::new(spec.region.clone())
         };
+        let catalogue = CatalogueKey::ec2(&uid, &settings);
         let driver = kelp_cloud_drivers::Ec2Driver::new(settings)?;
-        Ok(self.keep(&uid, fingerprint, driver))
+        Ok(self.keep(&uid, fingerprint, driver, catalogue))
     }
 
     /// The OpenStack driver of a Cluster: an application credential (keys
@@ -397,7 +616,12 @@ impl Drivers {
         };
         let driver =
             OpenStackDriver::new(settings).map_err(|e| prefix(e, "spec.cloud.openstack"))?;
-        Ok(self.keep(&uid, fingerprint, driver))
+        Ok(self.keep(
+            &uid,
+            fingerprint,
+            driver,
+            CatalogueKey::Cluster(uid.clone()),
+        ))
     }
 
     /// The EGI driver of a Cluster: the Check-in account from its Secret (keys
@@ -451,31 +675,40 @@ impl Drivers {
         };
         let (driver, _) =
             egi::driver(&settings, &catalog).map_err(|e| prefix(e, "spec.cloud.egi"))?;
-        Ok(self.keep(&uid, fingerprint, driver))
+        Ok(self.keep(
+            &uid,
+            fingerprint,
+            driver,
+            CatalogueKey::Cluster(uid.clone()),
+        ))
     }
 
-    /// The instance types of `driver`, cached per Cluster for ten minutes.
+    /// The instance types `cluster` can use through `driver`: shared by the Clusters
+    /// that read the same catalogue (one EC2 account and region), only the named types
+    /// when every pool names one ([`named_types`]), kept for [`CATALOGUE_TTL`].
     pub async fn instance_types(
         &self,
-        uid: &str,
+        cluster: &Cluster,
         driver: &dyn CloudDriver,
     ) -> Result<Vec<InstanceType>, CloudError> {
-        if let Some((at, types)) = self.types.lock().unwrap().get(uid)
-            && at.elapsed() < TYPES_TTL
-        {
-            return Ok(types.clone());
-        }
-        let types = driver.instance_types().await?;
-        self.types
+        let uid = cluster.uid().unwrap_or_default();
+        let key = self
+            .built
             .lock()
             .unwrap()
-            .insert(uid.to_string(), (Instant::now(), types.clone()));
-        Ok(types)
+            .get(&uid)
+            .map(|b| b.catalogue.clone())
+            .unwrap_or(CatalogueKey::Cluster(uid));
+        self.catalogues
+            .get(&key, named_types(cluster).as_deref(), driver)
+            .await
     }
 
-    /// Drops what is cached for a deleted Cluster.
+    /// Drops what is cached for a deleted Cluster (a shared catalogue stays for the
+    /// others, until it expires).
     pub fn forget(&self, uid: &str) {
-        self.types.lock().unwrap().remove(uid);
+        self.catalogues
+            .forget(&CatalogueKey::Cluster(uid.to_string()));
         self.built.lock().unwrap().remove(uid);
     }
 }
@@ -508,5 +741,286 @@ fn prefix(e: CloudError, path: &str) -> Error {
     match e {
         CloudError::Invalid(m) => Error::Cloud(CloudError::Invalid(format!("{path}.{m}"))),
         other => Error::Cloud(other),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use async_trait::async_trait;
+    use kelp_cloud_drivers::{CreateRequest, Ec2Credentials, Ec2Settings, Image, Machine};
+
+    use super::*;
+
+    /// A cloud of three types that counts whole and narrow catalogue reads.
+    #[derive(Default)]
+    struct Counting {
+        whole: AtomicUsize,
+        named: Mutex<Vec<Vec<String>>>,
+    }
+
+    impl Counting {
+        fn types() -> Vec<InstanceType> {
+            ["g4dn.xlarge", "g5.xlarge", "m5.large"]
+                .into_iter()
+                .map(|n| InstanceType {
+                    name: n.into(),
+                    vcpus: 4,
+                    ..Default::default()
+                })
+                .collect()
+        }
+        fn reads(&self) -> (usize, usize) {
+            (
+                self.whole.load(Ordering::SeqCst),
+                self.named.lock().unwrap().len(),
+            )
+        }
+    }
+
+    #[async_trait]
+    impl CloudDriver for Counting {
+        fn name(&self) -> &str {
+            "counting"
+        }
+        async fn instance_types(&self) -> Result<Vec<InstanceType>, CloudError> {
+            self.whole.fetch_add(1, Ordering::SeqCst);
+            // Long enough for a second Cluster's reconcile to arrive meanwhile.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok(Self::types())
+        }
+        async fn instance_types_named(
+            &self,
+            names: &[String],
+        ) -> Result<Vec<InstanceType>, CloudError> {
+            self.named.lock().unwrap().push(names.to_vec());
+            let mut t = Self::types();
+            t.retain(|t| t.is_one_of(names));
+            Ok(t)
+        }
+        async fn resolve_image(&self, _: Option<&str>) -> Result<Image, CloudError> {
+            unimplemented!()
+        }
+        async fn create(&self, _: &CreateRequest) -> Result<Vec<Machine>, CloudError> {
+            unimplemented!()
+        }
+        async fn list(&self, _: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError> {
+            unimplemented!()
+        }
+        async fn delete(&self, _: &[String]) -> Result<(), CloudError> {
+            unimplemented!()
+        }
+    }
+
+    fn settings(key_id: &str, secret: &str) -> Ec2Settings {
+        Ec2Settings {
+            endpoint_url: Some("http://127.0.0.1:5000".into()),
+            credentials: Some(Ec2Credentials {
+                access_key_id: key_id.into(),
+                secret_access_key: secret.into(),
+                session_token: None,
+            }),
+            ..Ec2Settings::new("us-east-1")
+        }
+    }
+
+    fn names(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn ec2_keys_name_the_account_region_endpoint_zone_and_prices_never_the_secret() {
+        let key = CatalogueKey::ec2("uid-a", &settings("AKIAONE", "very-secret"));
+        assert_eq!(
+            key,
+            CatalogueKey::ec2("uid-b", &settings("AKIAONE", "very-secret"))
+        );
+        assert_ne!(
+            key,
+            CatalogueKey::ec2("uid-a", &settings("AKIAONE", "other-secret"))
+        );
+        assert_ne!(
+            key,
+            CatalogueKey::ec2("uid-a", &settings("AKIATWO", "very-secret"))
+        );
+        let other = |f: &dyn Fn(&mut Ec2Settings)| {
+            let mut s = settings("AKIAONE", "very-secret");
+            f(&mut s);
+            CatalogueKey::ec2("uid-a", &s)
+        };
+        assert_ne!(key, other(&|s| s.region = "eu-west-1".into()));
+        assert_ne!(key, other(&|s| s.endpoint_url = None));
+        assert_ne!(
+            key,
+            other(&|s| s.availability_zone = Some("us-east-1a".into()))
+        );
+        assert_ne!(
+            key,
+            other(&|s| {
+                s.price_overrides.insert("g4dn.xlarge".into(), 0.4);
+            })
+        );
+        let shown = format!("{key:?}");
+        assert!(
+            shown.contains("AKIAONE") && !shown.contains("very-secret"),
+            "{shown}"
+        );
+        // Without credentials no driver is built; the key is the Cluster's own.
+        let mut none = settings("x", "y");
+        none.credentials = None;
+        assert_eq!(
+            CatalogueKey::ec2("uid-a", &none),
+            CatalogueKey::Cluster("uid-a".into())
+        );
+    }
+
+    #[tokio::test]
+    async fn clusters_of_one_account_and_region_read_the_catalogue_once() {
+        let catalogues = Catalogues::default();
+        let cloud = Counting::default();
+        let key = CatalogueKey::ec2("uid-a", &settings("AKIAONE", "s"));
+        let same = CatalogueKey::ec2("uid-b", &settings("AKIAONE", "s"));
+        // Two Clusters reconciled at once, then a third later.
+        let (a, b) = tokio::join!(
+            catalogues.get(&key, None, &cloud),
+            catalogues.get(&same, None, &cloud),
+        );
+        assert_eq!(a.unwrap().len(), 3);
+        assert_eq!(b.unwrap().len(), 3);
+        catalogues.get(&key, None, &cloud).await.unwrap();
+        assert_eq!(cloud.reads(), (1, 0));
+        // Another account reads its own.
+        let other = CatalogueKey::ec2("uid-c", &settings("AKIATWO", "s"));
+        catalogues.get(&other, None, &cloud).await.unwrap();
+        assert_eq!(cloud.reads(), (2, 0));
+        assert_eq!(catalogues.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn named_types_are_read_alone_kept_per_set_and_served_by_a_whole_catalogue() {
+        let catalogues = Catalogues::default();
+        let cloud = Counting::default();
+        let key = CatalogueKey::Cluster("uid-a".into());
+        let g4 = names(&["g4dn.xlarge"]);
+        let t = catalogues.get(&key, Some(&g4), &cloud).await.unwrap();
+        assert_eq!(
+            t.iter().map(|t| &t.name).collect::<Vec<_>>(),
+            ["g4dn.xlarge"]
+        );
+        catalogues.get(&key, Some(&g4), &cloud).await.unwrap();
+        assert_eq!(cloud.reads(), (0, 1), "kept for the same names");
+        catalogues
+            .get(&key, Some(&names(&["g4dn.xlarge", "g5.xlarge"])), &cloud)
+            .await
+            .unwrap();
+        assert_eq!(cloud.reads(), (0, 2), "another set of names is read");
+        assert_eq!(cloud.named.lock().unwrap()[1], ["g4dn.xlarge", "g5.xlarge"]);
+
+        catalogues.get(&key, None, &cloud).await.unwrap();
+        let t = catalogues
+            .get(&key, Some(&names(&["M5.LARGE"])), &cloud)
+            .await
+            .unwrap();
+        assert_eq!(t.iter().map(|t| &t.name).collect::<Vec<_>>(), ["m5.large"]);
+        assert_eq!(
+            cloud.reads(),
+            (1, 2),
+            "the whole catalogue serves named types"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_name_the_cloud_does_not_offer_gets_the_whole_catalogue_for_its_error() {
+        let catalogues = Catalogues::default();
+        let cloud = Counting::default();
+        let key = CatalogueKey::Cluster("uid-a".into());
+        let typo = names(&["g4dn.xlarg"]);
+        let t = catalogues.get(&key, Some(&typo), &cloud).await.unwrap();
+        assert_eq!(cloud.reads(), (1, 1));
+        assert_eq!(t.len(), 3);
+        let req = Requirements {
+            instance_type: Some("g4dn.xlarg".into()),
+            ..Default::default()
+        };
+        let err = kelp_cloud_drivers::candidates(&t, &req).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "instance type \"g4dn.xlarg\" is not offered by this cloud; offered: g4dn.xlarge, g5.xlarge, m5.large"
+        );
+        catalogues.get(&key, Some(&typo), &cloud).await.unwrap();
+        assert_eq!(cloud.reads(), (1, 1), "kept");
+    }
+
+    #[tokio::test]
+    async fn catalogues_are_read_again_after_the_ttl() {
+        let ttl = Duration::from_millis(300);
+        let catalogues = Catalogues::with_ttl(ttl);
+        let cloud = Counting::default();
+        let key = CatalogueKey::Cluster("uid-a".into());
+        let g4 = names(&["g4dn.xlarge"]);
+        catalogues.get(&key, None, &cloud).await.unwrap();
+        catalogues.forget(&key);
+        catalogues.get(&key, Some(&g4), &cloud).await.unwrap();
+        catalogues.get(&key, Some(&g4), &cloud).await.unwrap();
+        assert_eq!(cloud.reads(), (1, 1));
+        tokio::time::sleep(ttl).await;
+        catalogues.get(&key, Some(&g4), &cloud).await.unwrap();
+        assert_eq!(cloud.reads(), (1, 2));
+        // An expired catalogue nobody reads goes when another key comes.
+        tokio::time::sleep(ttl).await;
+        let other = CatalogueKey::Cluster("uid-b".into());
+        catalogues.get(&other, None, &cloud).await.unwrap();
+        assert_eq!(catalogues.len(), 1);
+        assert_eq!(Catalogues::default().ttl, CATALOGUE_TTL);
+    }
+
+    fn cluster(yaml: &str) -> Cluster {
+        serde_yaml_ng::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn named_types_only_when_every_pool_names_one() {
+        let named = cluster(
+            r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {name: named, uid: u1}
+spec:
+  cloud: {ec2: {region: us-east-1}}
+  kubernetes: {mode: Provision, controlPlane: {instanceType: t3.medium}}
+  nodePools:
+    - {name: t4, replicas: 2, machine: {instanceType: g4dn.xlarge}}
+    - {name: a10g, machine: {instanceType: " g5.xlarge ", gpu: {count: 1}}}
+status:
+  nodePools:
+    - {name: t4, instanceType: g4dn.2xlarge, desired: 2, ready: 2}
+  pendingCreates:
+    - {key: k, pool: t4, count: 1, instanceType: g4dn.xlarge, requestedAt: "2026-01-01T00:00:00Z"}
+"#,
+        );
+        assert_eq!(
+            named_types(&named).unwrap(),
+            ["g4dn.2xlarge", "g4dn.xlarge", "g5.xlarge", "t3.medium"],
+            "the pools', the control plane's and the type the t4 pool rolls from"
+        );
+
+        let mut by_requirements = named.clone();
+        by_requirements.spec.node_pools[1].machine.instance_type = None;
+        assert_eq!(named_types(&by_requirements), None);
+
+        let mut cp = named.clone();
+        cp.spec.kubernetes.control_plane = None;
+        assert_eq!(named_types(&cp), None, "a separate control plane by size");
+        cp.spec.kubernetes.mode = KubernetesMode::Existing;
+        assert!(named_types(&cp).is_some(), "no control-plane machine");
+
+        let mut none = cp.clone();
+        none.spec.node_pools.clear();
+        assert_eq!(
+            named_types(&none),
+            None,
+            "nothing named: the whole catalogue"
+        );
     }
 }

@@ -424,3 +424,107 @@ async fn an_endpoint_that_lists_late_and_drops_client_token_gets_each_batch_once
     kubelets.abort();
     h.stop().await;
 }
+
+/// The values of the `<prefix>.<n>` parameters of one EC2 request.
+fn values(params: &[(String, String)], prefix: &str) -> std::collections::BTreeSet<String> {
+    params
+        .iter()
+        .filter(|(k, _)| {
+            k.strip_prefix(prefix)
+                .and_then(|rest| rest.strip_prefix('.'))
+                .is_some_and(|n| n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .map(|(_, v)| v.clone())
+        .collect()
+}
+
+/// Clusters of one account and region read the instance-type catalogue once between
+/// them; a Cluster whose pools all name their type reads only those types; a named
+/// type EC2 does not offer still stalls naming what it offers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clusters_share_one_catalogue_and_named_pools_read_only_their_types() {
+    use kelp_test_peers::proxy::Proxy;
+    let Some(moto) = kelp_test_peers::start_moto().await else {
+        return;
+    };
+    let proxy = Proxy::start(moto.port).await;
+    let endpoint = proxy.endpoint();
+    let mut h = Harness::new().await;
+    secrets(&h).await;
+    let kubelets = kubelets(&h, &moto.endpoint());
+    h.apply_yaml(&ec2_cluster("first", &endpoint, 1, 0)).await;
+    h.apply_yaml(&ec2_cluster("second", &endpoint, 1, 0)).await;
+    h.start();
+    h.cluster_ready("first").await;
+    h.cluster_ready("second").await;
+    assert_eq!(
+        (
+            proxy.count("DescribeInstanceTypeOfferings"),
+            proxy.count("DescribeInstanceTypes")
+        ),
+        (1, 1),
+        "one catalogue read for both: {:?}",
+        proxy.summary()
+    );
+
+    // Another access key: its own catalogue, of the named types alone.
+    h.apply_yaml(
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: aws-named}\nstringData: {accessKeyId: named, secretAccessKey: testing}\n",
+    )
+    .await;
+    let named = |name: &str, t4: &str| {
+        format!(
+            r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {{name: {name}}}
+spec:
+  cloud:
+    ec2: {{region: us-east-1, endpointUrl: "{endpoint}", credentialsSecretRef: {{name: aws-named}}}}
+  kubernetes: {{mode: Existing, kubeconfigSecretRef: {{name: self-kubeconfig}}}}
+  nodePools:
+    - {{name: t4, replicas: 1, machine: {{instanceType: {t4}}}}}
+    - {{name: a10g, replicas: 0, machine: {{instanceType: g5.xlarge}}}}
+"#
+        )
+    };
+    h.apply_yaml(&named("named", "g4dn.xlarge")).await;
+    let c = h.cluster_ready("named").await;
+    let st = c.status.unwrap();
+    let t4 = st.node_pools.iter().find(|p| p.name == "t4").unwrap();
+    assert_eq!(t4.instance_type.as_deref(), Some("g4dn.xlarge"));
+    assert_eq!(t4.price_per_hour, Some(0.526));
+    let described = proxy.params("DescribeInstanceTypes");
+    assert_eq!(described.len(), 2, "{:?}", proxy.summary());
+    assert_eq!(
+        values(&described[1], "InstanceType"),
+        ["g4dn.xlarge", "g5.xlarge"].map(String::from).into(),
+        "the named types only"
+    );
+    let offerings = proxy.params("DescribeInstanceTypeOfferings");
+    assert_eq!(offerings.len(), 2);
+    assert!(
+        offerings[1].contains(&("Filter.1.Name".into(), "instance-type".into())),
+        "{:?}",
+        offerings[1]
+    );
+
+    // A type EC2 does not offer: the whole catalogue is read for the message.
+    h.apply_yaml(&named("typo", "g4dn.xlarg")).await;
+    let msg = stalled_message(&h, "typo").await;
+    assert!(
+        msg.contains("instance type \"g4dn.xlarg\" is not offered by this cloud; offered: g4dn.")
+            && msg.contains(" more"),
+        "{msg}"
+    );
+    // The narrow read (g5.xlarge is offered, the typo is not), then the whole one.
+    let described = proxy.params("DescribeInstanceTypes");
+    assert_eq!(described.len(), 4, "{:?}", proxy.summary());
+    assert_eq!(
+        values(&described[2], "InstanceType"),
+        ["g5.xlarge".to_string()].into()
+    );
+    assert!(values(&described[3], "InstanceType").is_empty());
+    kubelets.abort();
+    h.stop().await;
+}

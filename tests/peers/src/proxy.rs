@@ -32,11 +32,14 @@ pub enum Fault {
     ForwardThenStall(Duration),
 }
 
-/// Forwards to moto, one connection per request, recording each EC2 Action; answers
-/// queued faults instead for the actions they name.
+/// Requests seen: (name, body).
+type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+/// Forwards to moto, one connection per request, recording each EC2 Action and its
+/// parameters; answers queued faults instead for the actions they name.
 pub struct Proxy {
     port: u16,
-    actions: Arc<Mutex<Vec<String>>>,
+    actions: Seen,
     faults: Arc<Mutex<VecDeque<(&'static str, Fault)>>>,
     lag: Arc<Mutex<Option<Duration>>>,
     task: tokio::task::JoinHandle<()>,
@@ -93,8 +96,25 @@ impl Proxy {
             .lock()
             .unwrap()
             .iter()
-            .filter(|a| *a == action)
+            .filter(|(a, _)| a == action)
             .count()
+    }
+
+    /// The parameters of each `action` request seen, in order: the form body's
+    /// `key=value` pairs as sent (EC2's query protocol).
+    pub fn params(&self, action: &str) -> Vec<Vec<(String, String)>> {
+        self.actions
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(a, _)| a == action)
+            .map(|(_, body)| {
+                body.split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            })
+            .collect()
     }
 
     pub fn total(&self) -> usize {
@@ -107,7 +127,7 @@ impl Proxy {
 
     pub fn summary(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
-        for a in self.actions.lock().unwrap().iter() {
+        for (a, _) in self.actions.lock().unwrap().iter() {
             *m.entry(a.clone()).or_default() += 1;
         }
         m
@@ -132,7 +152,7 @@ fn close_headers(head: &str) -> String {
 async fn serve(
     mut client: TcpStream,
     upstream: u16,
-    actions: Arc<Mutex<Vec<String>>>,
+    actions: Seen,
     faults: Arc<Mutex<VecDeque<(&'static str, Fault)>>>,
     lag: Arc<Mutex<Option<Duration>>>,
 ) -> std::io::Result<()> {
@@ -179,7 +199,8 @@ async fn serve(
             let path = words.next().unwrap_or_default();
             format!("{method} {}", path.split('?').next().unwrap_or_default())
         });
-    actions.lock().unwrap().push(action.clone());
+    let params = String::from_utf8_lossy(body).to_string();
+    actions.lock().unwrap().push((action.clone(), params));
 
     let fault = {
         let mut q = faults.lock().unwrap();
