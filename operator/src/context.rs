@@ -106,6 +106,8 @@ pub struct Context {
     backoff: Mutex<HashMap<String, u32>>,
     /// Consecutive polls per object, for the poll backoff.
     polls: Mutex<HashMap<String, u32>>,
+    /// The resourceVersion of each object's last status write by this process.
+    written: Mutex<HashMap<String, u64>>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What `/readyz` reports.
     pub health: Arc<crate::health::Health>,
@@ -143,6 +145,7 @@ impl Context {
             targets: Targets::default(),
             backoff: Mutex::default(),
             polls: Mutex::default(),
+            written: Mutex::default(),
             metrics: Arc::default(),
             health: Arc::default(),
             orphans: Mutex::default(),
@@ -397,6 +400,11 @@ where
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), &ns);
     let k = key(obj.as_ref());
+    if is_stale(&ctx, obj.as_ref()) {
+        return Err(Error::Stale(format!(
+            "{k}: the watch has not delivered kelp's last status write yet"
+        )));
+    }
     let action = finalizer(&api, finalizer_name, obj, |event| async {
         match event {
             Finalizer::Apply(o) => apply(o, ctx.clone()).await,
@@ -425,8 +433,9 @@ where
             ctx.event(obj.as_ref(), true, "Forbidden", "Reconcile", note)
                 .await;
         });
-    } else if let Error::Waiting(what) = err {
-        // Waiting (machines terminating, a workload going) is not a failure.
+    } else if let Error::Waiting(what) | Error::Stale(what) = err {
+        // Waiting (machines terminating, a workload going, the watch catching up) is not
+        // a failure.
         tracing::debug!(object = %k, "waiting: {what}");
     } else {
         tracing::info!(object = %k, error = %err, "reconcile failed");
@@ -544,7 +553,7 @@ pub const MANAGER: &str = "kelp";
 
 /// Server-side applies `status` as the status of `obj` (field manager [`MANAGER`],
 /// forced): the one way every controller writes its status.
-pub async fn apply_status<K>(client: &Client, obj: &K, status: &impl serde::Serialize) -> Result<()>
+pub async fn apply_status<K>(ctx: &Context, obj: &K, status: &impl serde::Serialize) -> Result<()>
 where
     K: Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
         + Clone
@@ -559,14 +568,31 @@ where
         "metadata": {"name": name, "namespace": ns},
         "status": status,
     });
-    kube::Api::<K>::namespaced(client.clone(), &ns)
+    let written = kube::Api::<K>::namespaced(ctx.client.clone(), &ns)
         .patch_status(
             &name,
             &kube::api::PatchParams::apply(MANAGER).force(),
             &kube::api::Patch::Apply(&patch),
         )
         .await?;
+    if let Some(rv) = resource_version(&written) {
+        ctx.written.lock().unwrap().insert(key(obj), rv);
+    }
     Ok(())
+}
+
+/// An object's resourceVersion as a number (what the API server's storage hands out),
+/// None when it is not one.
+fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
+    obj.meta().resource_version.as_deref()?.parse().ok()
+}
+
+/// Whether `obj` (from the watch cache) is older than this process's last status write
+/// of it: reconciling it would start from a status kelp has already replaced, and, for
+/// one thing, miss that Ready had turned False in between.
+pub fn is_stale<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K) -> bool {
+    let written = ctx.written.lock().unwrap().get(&key(obj)).copied();
+    matches!((resource_version(obj), written), (Some(seen), Some(w)) if seen < w)
 }
 
 #[cfg(test)]

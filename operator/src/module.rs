@@ -155,7 +155,7 @@ async fn reconcile_module(module: Arc<Module>, ctx: Ctx) -> Result<Action> {
         generation,
     );
     if module.status.as_ref() != Some(&status) {
-        crate::context::apply_status(&ctx.client, &*module, &status).await?;
+        crate::context::apply_status(&ctx, &*module, &status).await?;
     }
     ctx.reset_backoff(&key(module.as_ref()));
     Ok(Action::await_change())

@@ -26,7 +26,6 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
-use serde_json::json;
 
 use crate::conditions::{self, Finding};
 use crate::context::{Ctx, Error, Result, reconcile_with_finalizer};
@@ -401,20 +400,38 @@ impl Run<'_> {
             .expect("cluster has a uid")
     }
 
+    /// The Secret `name` of this Cluster: owned by it, labelled as kelp's, with `data`.
+    fn owned_secret(&self, name: &str, data: BTreeMap<String, String>) -> Secret {
+        Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.to_string()),
+                namespace: Some(self.ns.clone()),
+                owner_references: Some(vec![self.owner()]),
+                labels: Some(
+                    [
+                        (
+                            "app.kubernetes.io/managed-by".to_string(),
+                            "kelp".to_string(),
+                        ),
+                        (tags::CLUSTER_UID.to_string(), self.uid.clone()),
+                    ]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            type_: Some("Opaque".to_string()),
+            string_data: Some(data),
+            ..Default::default()
+        }
+    }
+
     /// Creates `name` once (never overwrites: a CA must not change under running machines).
     async fn ensure_secret(&self, name: &str, data: BTreeMap<String, String>) -> Result<Secret> {
         let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &self.ns);
         if let Some(s) = api.get_opt(name).await? {
             return Ok(s);
         }
-        let secret: Secret = serde_json::from_value(json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {"name": name, "namespace": self.ns, "ownerReferences": [self.owner()],
-                          "labels": {"app.kubernetes.io/managed-by": "kelp", tags::CLUSTER_UID: self.uid}},
-            "type": "Opaque",
-            "stringData": data,
-        }))
-        .expect("secret");
+        let secret = self.owned_secret(name, data);
         match api.create(&PostParams::default(), &secret).await {
             Ok(s) => Ok(s),
             Err(kube::Error::Api(e)) if e.code == 409 => Ok(api.get(name).await?),
@@ -460,13 +477,14 @@ impl Run<'_> {
             .and_then(|d| d.get(crate::targets::KUBECONFIG_KEY))
             .is_some_and(|v| v.0 == kubeconfig.as_bytes());
         if !same {
-            let secret = json!({
-                "apiVersion": "v1", "kind": "Secret",
-                "metadata": {"name": name, "namespace": self.ns, "ownerReferences": [self.owner()],
-                              "labels": {"app.kubernetes.io/managed-by": "kelp", tags::CLUSTER_UID: self.uid}},
-                "type": "Opaque",
-                "stringData": {crate::targets::KUBECONFIG_KEY: kubeconfig},
-            });
+            let secret = self.owned_secret(
+                &name,
+                [(
+                    crate::targets::KUBECONFIG_KEY.to_string(),
+                    kubeconfig.to_string(),
+                )]
+                .into(),
+            );
             api.patch(
                 &name,
                 &PatchParams::apply(crate::context::MANAGER).force(),
@@ -742,7 +760,7 @@ impl Run<'_> {
         // findings (its observedGeneration and conditions) is claimed before its end.
         let mut status = self.cluster.status.clone().unwrap_or_default();
         status.pending_creates = self.pending.clone();
-        crate::context::apply_status(&self.ctx.client, self.cluster, &status).await
+        crate::context::apply_status(self.ctx, self.cluster, &status).await
     }
 
     /// Forgets a batch the cloud refused outright (nothing was created).
@@ -1377,7 +1395,7 @@ async fn write_status(ctx: &Ctx, cluster: &Cluster, mut status: ClusterStatus) -
     );
     let degraded = status.phase == Some(ClusterPhase::Degraded)
         && cluster.status.as_ref().and_then(|s| s.phase) != Some(ClusterPhase::Degraded);
-    crate::context::apply_status(&ctx.client, cluster, &status).await?;
+    crate::context::apply_status(&ctx, cluster, &status).await?;
     if became_ready {
         ctx.event(cluster, false, "Ready", "Reconcile", note).await;
     }

@@ -373,16 +373,21 @@ async fn deploy(
             kelp_crds::WebdavVendor::Owncloud => "owncloud",
             kelp_crds::WebdavVendor::Other => "other",
         };
-        secrets.push(json!({
-            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": secret_name}, "type": "Opaque",
-            "stringData": {
-                format!("{prefix}TYPE"): "webdav",
-                format!("{prefix}URL"): webdav.url,
-                format!("{prefix}VENDOR"): vendor,
-                format!("{prefix}USER"): user,
-                pass_key: obscured,
-            }
-        }));
+        secrets.push(secret(
+            &secret_name,
+            "Opaque",
+            Some(
+                [
+                    (format!("{prefix}TYPE"), "webdav".to_string()),
+                    (format!("{prefix}URL"), webdav.url.clone()),
+                    (format!("{prefix}VENDOR"), vendor.to_string()),
+                    (format!("{prefix}USER"), user),
+                    (pass_key, obscured),
+                ]
+                .into(),
+            ),
+            None,
+        ));
     }
     let mut env_values = BTreeMap::new();
     for (i, e) in dep.spec.env.iter().enumerate() {
@@ -423,7 +428,12 @@ async fn deploy(
         }
     }
     if !env_values.is_empty() {
-        secrets.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": build::env_secret_name(&name)}, "type": "Opaque", "stringData": env_values}));
+        secrets.push(secret(
+            &build::env_secret_name(&name),
+            "Opaque",
+            Some(env_values),
+            None,
+        ));
     }
     let mut pull = None;
     if let Some(r) = &module.spec.image.pull_secret_ref {
@@ -441,7 +451,12 @@ async fn deploy(
                 )
             })?;
         let pull_name = format!("{name}-pull");
-        secrets.push(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": pull_name}, "type": src.type_, "data": src.data}));
+        secrets.push(secret(
+            &pull_name,
+            src.type_.as_deref().unwrap_or("Opaque"),
+            None,
+            src.data,
+        ));
         pull = Some(pull_name);
     }
 
@@ -533,6 +548,26 @@ async fn deploy(
     })
 }
 
+/// A Secret kelp copies to the target cluster, as the JSON the recipes' objects are.
+fn secret(
+    name: &str,
+    type_: &str,
+    string_data: Option<BTreeMap<String, String>>,
+    data: Option<BTreeMap<String, k8s_openapi::ByteString>>,
+) -> Value {
+    let s = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
+        type_: Some(type_.to_string()),
+        string_data,
+        data,
+        ..Default::default()
+    };
+    serde_json::to_value(s).expect("a Secret serializes")
+}
+
 async fn read_secret(
     ctx: &Ctx,
     ns: &str,
@@ -554,7 +589,13 @@ async fn read_secret(
 async fn ensure_namespace(target: &Client, ns: &str) -> Result<()> {
     let api: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(target.clone());
     if api.get_opt(ns).await?.is_none() {
-        let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let obj = k8s_openapi::api::core::v1::Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(ns.to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         api.patch(
             ns,
             &PatchParams::apply(MANAGER).force(),
@@ -682,7 +723,7 @@ async fn write_status(ctx: &Ctx, dep: &Deployment, mut status: DeploymentStatus)
     );
     let degraded = status.phase == Some(DeploymentPhase::Degraded)
         && dep.status.as_ref().and_then(|s| s.phase) != Some(DeploymentPhase::Degraded);
-    crate::context::apply_status(&ctx.client, dep, &status).await?;
+    crate::context::apply_status(&ctx, dep, &status).await?;
     if became_ready {
         ctx.event(dep, false, "Ready", "Reconcile", note).await;
     }
