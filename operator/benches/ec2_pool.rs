@@ -1,16 +1,28 @@
-//! EC2 pool benchmark (prints figures, asserts nothing): one Cluster with a 50-instance
-//! GPU pool on moto's EC2 server (127.0.0.1, never AWS), through a proxy that counts
-//! every EC2 call. Prints the calls by action until every instance runs, the time it
-//! took, and the calls per resync in steady state, against the one-instance baseline of
-//! the same run.
+//! EC2 pool benchmark (prints figures, asserts nothing): Clusters with GPU pools on
+//! moto's EC2 server (127.0.0.1, never AWS), through a proxy that counts every EC2
+//! call. In one run:
+//! - moto's floor: one RunInstances of N and DescribeInstances until all N run, sent
+//!   with the SDK client straight after a warm-up round, through the same proxy;
+//! - `one`: a Cluster with a one-instance pool chosen by GPU requirements (it reads the
+//!   account's instance-type catalogue);
+//! - `many`: a second Cluster of the same account with an N-instance pool, chosen the
+//!   same way (the catalogue is shared, so it reads none);
+//! - `named`: a Cluster of another access key whose N-instance pool names its
+//!   `instanceType` (it reads the named type alone).
+//!
+//! For each: the time until every instance runs and the EC2 calls by action until
+//! then, and for `many` the calls per resync in steady state. The last line sums it up
+//! for scripts: `BENCH ec2_pool instances=N ... ratio=...` (`many`'s time over the floor).
 //!
 //! ```sh
 //! cargo bench -p kelp-operator --bench ec2_pool        # needs moto_server (see .ci/run)
 //! KELP_BENCH_INSTANCES=10 cargo bench -p kelp-operator --bench ec2_pool
 //! ```
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use aws_sdk_ec2::types::{Filter, InstanceStateName};
 use kelp_crds::Cluster;
 use kelp_operator::Environment;
 use kelp_operator::context::Config;
@@ -26,21 +38,88 @@ async fn apply(client: &kube::Client, doc: serde_json::Value) {
         .unwrap();
 }
 
-/// Creates a Cluster with one pool of `n` T4 instances and waits until it is Ready.
-/// Returns (time to all running, EC2 calls by action until then, calls in `idle` after).
+/// EC2 calls by action.
+type Calls = BTreeMap<String, usize>;
+
+/// moto's floor for `n` instances: one RunInstances of `n`, then DescribeInstances of
+/// them until all run, straight from the SDK client. A one-instance round first, so
+/// that moto has answered both calls before (warm). Returns (time, calls); the
+/// instances are terminated afterwards.
+async fn floor(proxy: &Proxy, n: usize) -> (Duration, usize) {
+    let d = kubelets::driver(&proxy.endpoint());
+    let ec2 = d.client();
+    let _ = floor_round(ec2, 1).await;
+    proxy.reset();
+    let (took, ids) = floor_round(ec2, n).await;
+    let calls = proxy.total();
+    let _ = ec2
+        .terminate_instances()
+        .set_instance_ids(Some(ids))
+        .send()
+        .await;
+    (took, calls)
+}
+
+/// One RunInstances of `n` (untagged: the kubelets leave them alone) and
+/// DescribeInstances until they all run; (time, instance IDs).
+async fn floor_round(ec2: &aws_sdk_ec2::Client, n: usize) -> (Duration, Vec<String>) {
+    let start = Instant::now();
+    let out = ec2
+        .run_instances()
+        .image_id(kelp_test_peers::NOBLE_NEWEST)
+        .instance_type(aws_sdk_ec2::types::InstanceType::from("g4dn.xlarge"))
+        .min_count(n as i32)
+        .max_count(n as i32)
+        .send()
+        .await
+        .unwrap();
+    let ids: Vec<String> = out
+        .instances()
+        .iter()
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    loop {
+        let listed = ec2
+            .describe_instances()
+            .filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(ids.clone()))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+        let running = listed
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter(|i| i.state().and_then(|s| s.name()) == Some(&InstanceStateName::Running))
+            .count();
+        if running == n {
+            return (start.elapsed(), ids);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Creates a Cluster with one pool of `n` T4 instances (`machine`: by GPU
+/// requirements or a named type; `secret`: the credentials) and waits until every
+/// instance runs. Returns (time to all running, EC2 calls by action until then, calls
+/// in `idle` after).
 async fn scenario(
     client: &kube::Client,
     proxy: &Proxy,
-    name: &str,
+    (name, secret, machine): (&str, &str, serde_json::Value),
     n: usize,
     idle: Duration,
-) -> (Duration, std::collections::BTreeMap<String, usize>, usize) {
+) -> (Duration, Calls, usize) {
     proxy.reset();
     let start = Instant::now();
     apply(client, serde_json::json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Cluster", "metadata": {"name": name},
-        "spec": {"cloud": {"ec2": {"region": "us-east-1", "endpointUrl": proxy.endpoint(), "credentialsSecretRef": {"name": "aws"}}},
+        "spec": {"cloud": {"ec2": {"region": "us-east-1", "endpointUrl": proxy.endpoint(), "credentialsSecretRef": {"name": secret}}},
                  "kubernetes": {"mode": "Existing", "kubeconfigSecretRef": {"name": "here"}},
-                 "nodePools": [{"name": "t4", "replicas": n, "machine": {"cpu": 4, "gpu": {"count": 1, "model": "T4"}}}]}})).await;
+                 "nodePools": [{"name": "t4", "replicas": n, "machine": machine}]}})).await;
     let clusters: Api<Cluster> = Api::default_namespaced(client.clone());
     let mut took = None;
     while start.elapsed() < Duration::from_secs(300) {
@@ -72,7 +151,9 @@ async fn scenario(
         }
     }
     after.retain(|_, v| *v > 0);
-    println!("  ({name}: idle calls by action {after:?})");
+    if !idle.is_zero() {
+        println!("  ({name}: idle calls by action {after:?})");
+    }
     (took.unwrap_or(Duration::MAX), calls, proxy.total() - before)
 }
 
@@ -84,6 +165,7 @@ async fn main() {
         .unwrap_or(50);
     let Some(moto) = kelp_test_peers::start_moto().await else {
         println!("moto_server not installed: nothing to measure (see .ci/run)");
+        println!("BENCH ec2_pool instances={n} skipped=no-moto-server");
         return;
     };
     let proxy = Proxy::start(moto.port).await;
@@ -96,6 +178,13 @@ async fn main() {
         &client,
         serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws"},
         "stringData": {"accessKeyId": "testing", "secretAccessKey": "testing"}}),
+    )
+    .await;
+    // Another access key of the same (moto) account: a catalogue of its own.
+    apply(
+        &client,
+        serde_json::json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "aws-named"},
+        "stringData": {"accessKeyId": "named", "secretAccessKey": "testing"}}),
     )
     .await;
     apply(
@@ -121,17 +210,34 @@ async fn main() {
     let op = tokio::spawn(kelp_operator::run(client.clone(), env, async {
         let _ = rx.await;
     }));
+    let (t_floor, floor_calls) = floor(&proxy, n).await;
+    let by_gpu = serde_json::json!({"cpu": 4, "gpu": {"count": 1, "model": "T4"}});
+    let named = serde_json::json!({"instanceType": "g4dn.xlarge"});
     let idle = Duration::from_secs(10);
-    let (t1, calls1, idle1) = scenario(&client, &proxy, "one", 1, idle).await;
-    let (tn, callsn, idlen) = scenario(&client, &proxy, "many", n, idle).await;
+    let (t1, calls1, idle1) =
+        scenario(&client, &proxy, ("one", "aws", by_gpu.clone()), 1, idle).await;
+    let (tn, callsn, idlen) = scenario(&client, &proxy, ("many", "aws", by_gpu), n, idle).await;
+    let (tnamed, callsnamed, _) = scenario(
+        &client,
+        &proxy,
+        ("named", "aws-named", named),
+        n,
+        Duration::ZERO,
+    )
+    .await;
     let _ = tx.send(());
     let _ = op.await;
     kubelets.abort();
-    let total = |c: &std::collections::BTreeMap<String, usize>| c.values().sum::<usize>();
+    let total = |c: &Calls| c.values().sum::<usize>();
     let resyncs = idle.as_secs_f64() / resync.as_secs_f64();
+    let over_floor = |t: Duration| t.as_secs_f64() / t_floor.as_secs_f64().max(0.001);
     println!(
         "kelp EC2 pool on moto (EC2 calls counted at a proxy; resync {} s)",
         resync.as_secs()
+    );
+    println!(
+        "  moto floor : {n} instances running after {:.2} s; {floor_calls} EC2 calls (one RunInstances, DescribeInstances until running; warm)",
+        t_floor.as_secs_f64()
     );
     println!(
         "  1 instance : Ready after {:.1} s; {} EC2 calls {:?}",
@@ -140,16 +246,37 @@ async fn main() {
         calls1
     );
     println!(
-        "  {n} instances: Ready after {:.1} s ({:.2} x one); {} EC2 calls ({:.2} x one) {:?}",
+        "  {n} instances: Ready after {:.1} s ({:.2} x one, {:.2} x floor); {} EC2 calls ({:.2} x one) {:?}",
         tn.as_secs_f64(),
         tn.as_secs_f64() / t1.as_secs_f64().max(0.001),
+        over_floor(tn),
         total(&callsn),
         total(&callsn) as f64 / total(&calls1).max(1) as f64,
         callsn
     );
     println!(
+        "  {n} named  : Ready after {:.1} s ({:.2} x floor), another access key, instanceType named; {} EC2 calls {:?}",
+        tnamed.as_secs_f64(),
+        over_floor(tnamed),
+        total(&callsnamed),
+        callsnamed
+    );
+    println!(
         "  steady state: {:.1} EC2 calls per resync with 2 Clusters ({idle1} calls in {}s before the big pool, {idlen} after)",
         idlen as f64 / resyncs,
         idle.as_secs()
+    );
+    println!(
+        "BENCH ec2_pool instances={n} floor_s={:.2} floor_calls={floor_calls} kelp_s={:.2} calls={} ratio={:.2} one_s={:.2} one_calls={} named_s={:.2} named_calls={} named_ratio={:.2} idle_calls_per_resync={:.1}",
+        t_floor.as_secs_f64(),
+        tn.as_secs_f64(),
+        total(&callsn),
+        over_floor(tn),
+        t1.as_secs_f64(),
+        total(&calls1),
+        tnamed.as_secs_f64(),
+        total(&callsnamed),
+        over_floor(tnamed),
+        idlen as f64 / resyncs,
     );
 }

@@ -3,6 +3,8 @@
 //! operator's alone. The N sim Clusters use `kubernetes: Existing` pointing at that same
 //! API server, so no sim control plane lives in the operator process; M Deployments are
 //! spread over them. The baseline is the same operator process idle, before any object.
+//! The last line sums it up for scripts: `BENCH operator_rss clusters=N deployments=M
+//! idle_mib=... loaded_mib=...`.
 //!
 //! ```sh
 //! cargo bench -p kelp-operator --bench operator_rss
@@ -139,5 +141,13 @@ async fn main() {
     println!(
         "  operator peak RSS loaded  : {peak:.1} MiB ({:.2} x idle)",
         peak / idle.max(0.001)
+    );
+    let secs =
+        |d: Option<Duration>| d.map_or("none".to_string(), |d| format!("{:.1}", d.as_secs_f64()));
+    println!(
+        "BENCH operator_rss clusters={n} deployments={m} idle_mib={idle:.1} loaded_mib={peak:.1} ratio={:.2} clusters_ready_s={} deployments_ready_s={}",
+        peak / idle.max(0.001),
+        secs(clusters_ready),
+        secs(all_ready)
     );
 }

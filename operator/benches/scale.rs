@@ -11,8 +11,9 @@
 //! 2. one: 1 Cluster and 1 Deployment (the baseline of time to Ready);
 //! 3. scale: N Clusters, one Module, M Deployments spread evenly over the Clusters.
 //!
-//! Figures are ratios against the baselines of the same run. The sim control planes (one
-//! in-process test API server per Cluster, with its simulated kubelet) live in this
+//! Figures are ratios against the baselines of the same run; the last line sums them
+//! up for scripts: `BENCH scale clusters=N deployments=M ...`. The sim control planes
+//! (one in-process test API server per Cluster, with its simulated kubelet) live in this
 //! process too, so the RSS figures include them.
 //!
 //! Environment: KELP_BENCH_CLUSTERS (100), KELP_BENCH_DEPLOYMENTS (1000),
@@ -464,6 +465,15 @@ async fn bench() {
     println!(
         "note: RSS is the whole process: the operator, its API server, and the {} in-process sim control planes (one test API server and simulated kubelet per Cluster), so it overstates the operator's own footprint",
         scale.control_planes
+    );
+    let value = |t: Option<f64>| t.map_or("none".to_string(), |t| format!("{t:.2}"));
+    println!(
+        "BENCH scale clusters={n} deployments={m} clusters_ready_s={} deployments_ready_s={} deployments_ratio={} reconciles_per_object={:.1} cloud_calls_per_cluster={:.1} idle_mib={idle_mib:.1} peak_mib={peak_mib:.1}",
+        value(t_clusters),
+        value(t_deps),
+        t_deps.map_or("none".into(), |t| ratio(t, t_one)),
+        scale.reconciles as f64 / scale.objects() as f64,
+        scale.cloud_calls as f64 / n as f64,
     );
 }
 
