@@ -1395,7 +1395,7 @@ async fn write_status(ctx: &Ctx, cluster: &Cluster, mut status: ClusterStatus) -
     );
     let degraded = status.phase == Some(ClusterPhase::Degraded)
         && cluster.status.as_ref().and_then(|s| s.phase) != Some(ClusterPhase::Degraded);
-    crate::context::apply_status(&ctx, cluster, &status).await?;
+    crate::context::apply_status(ctx, cluster, &status).await?;
     if became_ready {
         ctx.event(cluster, false, "Ready", "Reconcile", note).await;
     }

@@ -164,9 +164,8 @@ pub fn stalled_message(outcome: &Outcome) -> String {
 /// on its way waits for the resync; anything else looks again soon.
 pub fn requeue(status: &ClusterStatus, outcome: &Outcome) -> Requeue {
     let ready = conditions::is_true(&status.conditions, ct::READY);
-    if !outcome.stalled.is_empty() {
-        Requeue::Resync
-    } else if ready && status.pending_creates.is_empty() && outcome.unsettled.is_empty() {
+    let settled = ready && status.pending_creates.is_empty() && outcome.unsettled.is_empty();
+    if !outcome.stalled.is_empty() || settled {
         Requeue::Resync
     } else {
         Requeue::Poll
@@ -327,7 +326,7 @@ spec:
         assert_eq!(
             requeue(
                 &s,
-                &outcome(&"stalled: [{status: true, reason: NoInstanceType, message: x}]")
+                &outcome("stalled: [{status: true, reason: NoInstanceType, message: x}]")
             ),
             Requeue::Resync
         );

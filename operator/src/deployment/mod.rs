@@ -723,7 +723,7 @@ async fn write_status(ctx: &Ctx, dep: &Deployment, mut status: DeploymentStatus)
     );
     let degraded = status.phase == Some(DeploymentPhase::Degraded)
         && dep.status.as_ref().and_then(|s| s.phase) != Some(DeploymentPhase::Degraded);
-    crate::context::apply_status(&ctx, dep, &status).await?;
+    crate::context::apply_status(ctx, dep, &status).await?;
     if became_ready {
         ctx.event(dep, false, "Ready", "Reconcile", note).await;
     }
