@@ -128,6 +128,8 @@ struct Run<'a> {
     control_plane: Option<Finding>,
     /// Reasons to look again soon besides what the status shows.
     unsettled: Vec<Unsettled>,
+    /// Machines of the separate control plane, as listed.
+    cp_machines: u32,
     /// What the Cluster waits for (capacity), shown in the Ready condition.
     waiting: Vec<String>,
     /// Pools rolling to a new instance type, shown in the Ready condition.
@@ -225,6 +227,7 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         stalled: Vec::new(),
         control_plane: None,
         unsettled: Vec::new(),
+        cp_machines: 0,
         waiting: Vec::new(),
         rolling: Vec::new(),
         pending: ctx.pending_creates(&cluster),
@@ -386,6 +389,7 @@ impl Run<'_> {
             pools,
             nodes_read: nodes_ready,
             control_plane: self.control_plane.take(),
+            control_plane_machines: self.cp_machines,
             stalled: std::mem::take(&mut self.stalled),
             waiting: std::mem::take(&mut self.waiting),
             rolling: std::mem::take(&mut self.rolling),
@@ -718,6 +722,7 @@ impl Run<'_> {
                 alive.extend(created.1);
             }
         }
+        self.cp_machines = alive.len() as u32;
         Ok(alive
             .into_iter()
             .max_by_key(|m| (m.state == MachineState::Running) as u8))

@@ -40,6 +40,8 @@ pub struct Outcome {
     pub nodes_read: bool,
     /// ControlPlaneReady as found this time; None leaves the condition as it was.
     pub control_plane: Option<Finding>,
+    /// Machines of the separate control plane (pool `control-plane`) the cloud lists.
+    pub control_plane_machines: u32,
     /// What needs a user's change, first one first.
     pub stalled: Vec<Finding>,
     /// What the Cluster waits for (capacity), shown in the Ready condition.
@@ -134,7 +136,8 @@ fn phase(cluster: &Cluster, generation: i64, outcome: &Outcome, all: bool) -> Cl
         matches!(s.phase, Some(ClusterPhase::Ready | ClusterPhase::Degraded))
             && s.observed_generation == Some(generation)
     });
-    let nothing_made = outcome.pools.iter().all(|p| p.machines.is_empty())
+    let nothing_made = outcome.control_plane_machines == 0
+        && outcome.pools.iter().all(|p| p.machines.is_empty())
         && outcome.pending_creates.is_empty()
         && !outcome.control_plane.as_ref().is_some_and(|c| c.status);
     if !outcome.stalled.is_empty() {
@@ -358,6 +361,12 @@ spec:
             "booting"
         );
         assert_eq!(s.phase, Some(ClusterPhase::Pending));
+        // Its machine listed and booting: on its way.
+        let s = run(
+            &c,
+            "controlPlane: {status: false, reason: Provisioning, message: booting}\ncontrolPlaneMachines: 1\nnodesRead: true\npools: [{name: gpu, desired: 2}]",
+        );
+        assert_eq!(s.phase, Some(ClusterPhase::Provisioning));
     }
 
     #[test]
