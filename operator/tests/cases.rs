@@ -231,11 +231,19 @@ async fn a_deployment_without_expose_shows_its_in_cluster_url() {
     let d = h.deployment_ready("quiet").await;
     let url = "http://quiet.default.svc.cluster.local:5000/";
     assert_eq!(d.status.unwrap().endpoint.as_deref(), Some(url));
-    let ready: Vec<_> = events(&h, "quiet")
-        .await
-        .into_iter()
-        .filter(|e| e.1 == "Ready")
-        .collect();
+    // The Event is written after the status: give it a moment.
+    let mut ready = Vec::new();
+    for _ in 0..100 {
+        ready = events(&h, "quiet")
+            .await
+            .into_iter()
+            .filter(|e| e.1 == "Ready")
+            .collect();
+        if !ready.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     assert!(
         ready.iter().any(|e| e.2.contains(url)),
         "the Ready Event names the URL: {ready:?}"
