@@ -65,7 +65,6 @@ pub async fn watch(ctx: crate::context::Ctx) {
         .default_backoff()
         .boxed();
     let mut first_list = true;
-    let mut listing = false;
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(e) => e,
@@ -75,16 +74,12 @@ pub async fn watch(ctx: crate::context::Ctx) {
             }
         };
         let changed = match event {
-            watcher::Event::Init => {
-                listing = true;
-                continue;
-            }
+            watcher::Event::Init => continue,
             watcher::Event::InitDone => {
-                listing = false;
                 first_list = false;
                 continue;
             }
-            watcher::Event::InitApply(_) if listing && first_list => continue,
+            watcher::Event::InitApply(_) if first_list => continue,
             watcher::Event::InitApply(m) | watcher::Event::Apply(m) | watcher::Event::Delete(m) => {
                 m
             }

@@ -535,8 +535,7 @@ impl Run<'_> {
                 };
                 self.control_plane = Some(Finding {
                     status: ok,
-                    reason: (reason).to_string(),
-                    message: (msg).to_string(),
+                    ..Finding::yes(reason, msg)
                 });
                 let kc = kc.ok();
                 let server = kc
@@ -579,10 +578,10 @@ impl Run<'_> {
                     } else {
                         "the control-plane machine is booting"
                     };
-                    self.control_plane = Some(Finding {
-                        status: ready,
-                        reason: (if ready { "Ready" } else { "Provisioning" }).to_string(),
-                        message: (msg).to_string(),
+                    self.control_plane = Some(if ready {
+                        Finding::yes("Ready", msg)
+                    } else {
+                        Finding::no("Provisioning", msg)
                     });
                     return Ok(Some(Join {
                         server_url: url,
@@ -617,11 +616,10 @@ impl Run<'_> {
                         );
                         self.write_kubeconfig(&kc).await?;
                         self.status.api_endpoint = Some(endpoint);
-                        self.control_plane = Some(Finding {
-                            status: true,
-                            reason: ("Running").to_string(),
-                            message: ("the control-plane machine is running").to_string(),
-                        });
+                        self.control_plane = Some(Finding::yes(
+                            "Running",
+                            "the control-plane machine is running",
+                        ));
                         Ok(Some(Join {
                             server_url: format!("https://{internal}:6443"),
                             token: pki.token,
@@ -630,12 +628,10 @@ impl Run<'_> {
                         }))
                     }
                     _ => {
-                        self.control_plane = Some(Finding {
-                            status: false,
-                            reason: ("Provisioning").to_string(),
-                            message: ("waiting for the control-plane machine and its address")
-                                .to_string(),
-                        });
+                        self.control_plane = Some(Finding::no(
+                            "Provisioning",
+                            "waiting for the control-plane machine and its address",
+                        ));
                         Ok(None)
                     }
                 }

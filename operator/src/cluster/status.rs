@@ -154,7 +154,7 @@ fn phase(cluster: &Cluster, generation: i64, outcome: &Outcome, all: bool) -> Cl
 }
 
 /// Every stalled message, joined.
-pub fn stalled_message(outcome: &Outcome) -> String {
+fn stalled_message(outcome: &Outcome) -> String {
     outcome
         .stalled
         .iter()

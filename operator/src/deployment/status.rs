@@ -99,7 +99,6 @@ pub fn compute(
                 "",
                 g,
             );
-            status.ready = Some(format!("{}/{desired}", status.ready_replicas));
             status.phase = Some(phase);
         }
         Outcome::Blocked(b) => {
@@ -135,7 +134,6 @@ pub fn compute(
             if b.reason == "NoPoolFits" {
                 conditions::set(c, ct::SCHEDULED, false, &b.reason, b.message.clone(), g);
             }
-            status.ready = Some(format!("{}/{desired}", status.ready_replicas));
             status.phase = Some(if stalled {
                 DeploymentPhase::Failed
             } else {
@@ -143,6 +141,7 @@ pub fn compute(
             });
         }
     }
+    status.ready = Some(format!("{}/{desired}", status.ready_replicas));
     status
 }
 
