@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use kelp_cloud_drivers::openstack::{OpenStackAuth, OpenStackDriver, OpenStackSettings};
-use kelp_cloud_drivers::{CloudDriver, CreateRequest, MachineState, tags};
+use kelp_cloud_drivers::{CloudDriver, CreateRequest, MachineState, Owner, tags};
 use kelp_test_peers::openstack::OsPeer;
 
 fn owner(uid: &str) -> BTreeMap<String, String> {
@@ -56,7 +56,7 @@ async fn scenario(peer: &OsPeer, label: &str, n: u32, batches: u32) -> Run {
             instance_type: "gpu.t4".into(),
             image: None,
             user_data: "#cloud-config\n{}\n".into(),
-            tags: owner(&uid),
+            owner: Owner::from_tags(&owner(&uid)).expect("kelp tags"),
             name_prefix: format!("bench-{label}"),
             idempotency_key: format!("kelp-bench-{label}-{b}"),
             disk_gb: None,

@@ -28,6 +28,99 @@ pub mod tags {
     pub const MANAGED_BY_VALUE: &str = "kelp";
 }
 
+/// The role a machine plays in its Cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Role {
+    /// A k3s agent: a worker of its pool.
+    #[default]
+    Agent,
+    /// The k3s server (the machine that needs a public address when the cloud hands
+    /// them out separately).
+    Server,
+}
+
+/// Whom a machine belongs to: its Cluster, pool, role and create batch. kelp writes it
+/// to the cloud as the [`tags`] (metadata on OpenStack) and reads it back from what the
+/// cloud lists, so neither the controller nor a driver digs tag keys out of a map.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Owner {
+    /// The owning Cluster's UID: how kelp finds its machines (a renamed or restored
+    /// Cluster is never confused with another).
+    pub cluster_uid: String,
+    /// `namespace/name` of the Cluster, for people reading the cloud console.
+    pub cluster: Option<String>,
+    /// The node pool (or `control-plane`); None selects every pool.
+    pub pool: Option<String>,
+    /// What the machine runs.
+    pub role: Role,
+    /// The idempotency key of the batch the machine came from.
+    pub batch: Option<String>,
+}
+
+impl Owner {
+    /// Every machine of the Cluster with this UID.
+    pub fn cluster(uid: &str) -> Self {
+        Owner {
+            cluster_uid: uid.to_string(),
+            ..Default::default()
+        }
+    }
+
+    /// The machines of one pool of the Cluster with this UID.
+    pub fn pool(uid: &str, pool: &str) -> Self {
+        Owner {
+            pool: Some(pool.to_string()),
+            ..Owner::cluster(uid)
+        }
+    }
+
+    /// The tags that say so; also the filter [`CloudDriver::list`] takes, since a
+    /// machine carries all of them.
+    pub fn tags(&self) -> BTreeMap<String, String> {
+        let mut t = kelp_selector();
+        t.insert(tags::CLUSTER_UID.to_string(), self.cluster_uid.clone());
+        let optional = [
+            (tags::CLUSTER, self.cluster.as_deref()),
+            (tags::POOL, self.pool.as_deref()),
+            (tags::BATCH, self.batch.as_deref()),
+            (tags::ROLE, (self.role == Role::Server).then_some("server")),
+        ];
+        for (k, v) in optional {
+            if let Some(v) = v {
+                t.insert(k.to_string(), v.to_string());
+            }
+        }
+        t
+    }
+
+    /// The owner a machine's tags name; None when kelp did not tag it.
+    pub fn from_tags(t: &BTreeMap<String, String>) -> Option<Self> {
+        if t.get(tags::MANAGED_BY).map(String::as_str) != Some(tags::MANAGED_BY_VALUE) {
+            return None;
+        }
+        Some(Owner {
+            cluster_uid: t.get(tags::CLUSTER_UID)?.clone(),
+            cluster: t.get(tags::CLUSTER).cloned(),
+            pool: t.get(tags::POOL).cloned(),
+            role: match t.get(tags::ROLE).map(String::as_str) {
+                Some("server") => Role::Server,
+                _ => Role::Agent,
+            },
+            batch: t.get(tags::BATCH).cloned(),
+        })
+    }
+}
+
+/// The filter for every machine kelp made, whichever Cluster it is for.
+pub fn kelp_selector() -> BTreeMap<String, String> {
+    BTreeMap::from([(
+        tags::MANAGED_BY.to_string(),
+        tags::MANAGED_BY_VALUE.to_string(),
+    )])
+}
+
 /// GPUs of one instance type.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -125,8 +218,9 @@ pub struct CreateRequest {
     pub image: Option<String>,
     /// cloud-init user-data, plain text (drivers encode it as their cloud needs).
     pub user_data: String,
-    /// Ownership tags put on every machine (and every object created with it).
-    pub tags: BTreeMap<String, String>,
+    /// Whom the machines belong to, put on each as tags (and on every object created
+    /// with them).
+    pub owner: Owner,
     /// Machines are named `<name_prefix>-<suffix>`.
     pub name_prefix: String,
     /// The same key for a retried request: a cloud that honours it never creates the
@@ -193,6 +287,23 @@ pub struct Machine {
     pub tags: BTreeMap<String, String>,
     /// RFC 3339.
     pub created_at: String,
+}
+
+impl Machine {
+    /// Whom the machine's tags say it belongs to; None when kelp did not tag it.
+    pub fn owner(&self) -> Option<Owner> {
+        Owner::from_tags(&self.tags)
+    }
+
+    /// Whether it runs the k3s server.
+    pub fn is_server(&self) -> bool {
+        self.owner().is_some_and(|o| o.role == Role::Server)
+    }
+
+    /// The create batch it came from, as its tags say.
+    pub fn batch(&self) -> Option<&str> {
+        self.tags.get(tags::BATCH).map(String::as_str)
+    }
 }
 
 /// Typed driver errors: the controller decides what to do from the variant alone.

@@ -60,8 +60,6 @@ const DESCRIBE_PAGE: i32 = 1000;
 const MAX_USER_DATA: usize = 16 * 1024;
 /// EC2 ClientTokens are at most 64 ASCII characters.
 const MAX_CLIENT_TOKEN: usize = 64;
-/// EC2 allows 50 tags per resource; the `Name` tag is one of them.
-const MAX_TAGS: usize = 50;
 /// Every state but `terminated`.
 const LIVE_STATES: [&str; 5] = ["pending", "running", "stopping", "stopped", "shutting-down"];
 /// First parts of AWS region names (`us-east-1`, `us-gov-west-1`, `cn-north-1`).
@@ -652,7 +650,7 @@ impl CloudDriver for Ec2Driver {
             .map_err(|_| CloudError::Invalid(format!("cannot start {} machines", req.count)))?;
         let Resolved { image, root_device } = self.resolve(req.image.as_deref()).await?;
 
-        let mut tags = req.tags.clone();
+        let mut tags = req.owner.tags();
         tags.entry("Name".to_string()).or_insert_with(|| {
             if req.name_prefix.is_empty() {
                 "kelp".to_string()
@@ -848,17 +846,6 @@ fn validate_request(req: &CreateRequest) -> Result<(), CloudError> {
         return Err(CloudError::Invalid(format!(
             "user data is {} bytes; EC2 takes at most {MAX_USER_DATA}",
             req.user_data.len()
-        )));
-    }
-    let with_name = req.tags.len() + usize::from(!req.tags.contains_key("Name"));
-    if with_name > MAX_TAGS {
-        return Err(CloudError::Invalid(format!(
-            "{with_name} tags; EC2 takes at most {MAX_TAGS} (Name included)"
-        )));
-    }
-    if let Some(k) = req.tags.keys().find(|k| k.starts_with("aws:")) {
-        return Err(CloudError::Invalid(format!(
-            "tag {k:?}: the aws: prefix is reserved"
         )));
     }
     Ok(())
@@ -1094,18 +1081,6 @@ mod tests {
                 .to_string()
                 .contains("user data")
         );
-        let reserved = CreateRequest {
-            tags: BTreeMap::from([("aws:foo".to_string(), "x".to_string())]),
-            ..ok.clone()
-        };
-        assert!(validate_request(&reserved).is_err());
-        let many = CreateRequest {
-            tags: (0..50)
-                .map(|i| (format!("k{i}"), "v".to_string()))
-                .collect(),
-            ..ok
-        };
-        assert!(validate_request(&many).is_err());
     }
 
     #[test]

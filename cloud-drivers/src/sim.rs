@@ -448,7 +448,7 @@ impl State {
                     kind: "InternalIP".to_string(),
                     address: ip,
                 }],
-                tags: req.tags.clone(),
+                tags: req.owner.tags(),
                 created_at: created_at.clone(),
             };
             let seq = self.next_seq;

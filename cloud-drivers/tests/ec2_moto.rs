@@ -17,7 +17,8 @@ use base64::Engine as _;
 use kelp_cloud_drivers::ec2::{CANONICAL_OWNER, Ec2Credentials, Ec2Driver, Ec2Settings};
 use kelp_cloud_drivers::metered::verbs;
 use kelp_cloud_drivers::{
-    CloudDriver, CloudError, CreateRequest, MachineState, Metered, Requirements, choose, tags,
+    CloudDriver, CloudError, CreateRequest, MachineState, Metered, Owner, Requirements, choose,
+    tags,
 };
 use tokio::time::Instant;
 
@@ -64,7 +65,7 @@ fn request(count: u32, instance_type: &str, tags: BTreeMap<String, String>) -> C
         instance_type: instance_type.to_string(),
         image: None,
         user_data: "#cloud-config\nruncmd:\n  - echo kelp\n".to_string(),
-        tags,
+        owner: Owner::from_tags(&tags).unwrap_or_default(),
         name_prefix: "demo-gpu".to_string(),
         idempotency_key: "kelp-0123456789abcdef0123456789abcdef".to_string(),
         disk_gb: None,

@@ -11,7 +11,7 @@ use kelp_cloud_drivers::openstack::{
     OpenStackAuth, OpenStackDriver, OpenStackSettings, group_name, uid_tag,
 };
 use kelp_cloud_drivers::{
-    CloudDriver, CloudError, CreateRequest, MachineState, Requirements, select, tags,
+    CloudDriver, CloudError, CreateRequest, MachineState, Owner, Requirements, select, tags,
 };
 use kelp_test_peers::openstack::{Checkin, OsPeer};
 use kelp_test_peers::proxy::{Fault, Proxy};
@@ -57,7 +57,7 @@ fn request(uid: &str, flavor: &str, count: u32, key: &str) -> CreateRequest {
         instance_type: flavor.to_string(),
         image: None,
         user_data: "#cloud-config\nhostname: kelp-test\n".to_string(),
-        tags,
+        owner: Owner::from_tags(&tags).expect("kelp tags"),
         name_prefix: "os-test-gpu".to_string(),
         idempotency_key: key.to_string(),
         disk_gb: None,
@@ -591,9 +591,7 @@ async fn the_k3s_server_gets_a_tagged_floating_ip_that_goes_with_it() {
     .unwrap();
     let uid = "0b5e1d2a-0000-4000-8000-0000000000f1";
     let mut server = request(uid, "m1.small", 1, "kelp-fip-server");
-    server
-        .tags
-        .insert(tags::ROLE.to_string(), "server".to_string());
+    server.owner.role = kelp_cloud_drivers::Role::Server;
     d.create(&server).await.unwrap();
     d.create(&request(uid, "m1.small", 1, "kelp-fip-agent"))
         .await

@@ -10,7 +10,7 @@ use std::time::Duration;
 use kelp_cloud_drivers::metered::verbs;
 use kelp_cloud_drivers::sim::catalogue;
 use kelp_cloud_drivers::{
-    CloudDriver, CloudError, CreateRequest, MachineState, Metered, Requirements, SimCloud,
+    CloudDriver, CloudError, CreateRequest, MachineState, Metered, Owner, Requirements, SimCloud,
     SimConfig, choose, sim_config_from, tags,
 };
 
@@ -31,7 +31,7 @@ fn request(pool: &str, instance_type: &str, count: u32, key: &str) -> CreateRequ
         instance_type: instance_type.to_string(),
         image: None,
         user_data: "#cloud-config\n".to_string(),
-        tags: pool_tags(pool),
+        owner: Owner::from_tags(&pool_tags(pool)).expect("kelp tags"),
         name_prefix: format!("c1-{pool}"),
         idempotency_key: key.to_string(),
         disk_gb: None,

@@ -518,6 +518,12 @@ pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["key"]))]
     pub pending_creates: Vec<PendingCreate>,
+    /// The separate control-plane machine (pool `control-plane`) as last listed, with
+    /// any extra one: recorded from the moment the cloud lists it, before it has an
+    /// address, so that a delete without the cloud never forgets it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub control_plane_machines: Vec<MachineStatus>,
 }
 
 /// A batch of machines asked for and not yet listed by the cloud.

@@ -9,8 +9,14 @@
 //! ```sh
 //! cargo bench -p kelp-operator --bench operator_rss
 //! KELP_BENCH_CLUSTERS=10 KELP_BENCH_DEPLOYMENTS=100 cargo bench -p kelp-operator --bench operator_rss
+//! KELP_BENCH_HEAPTRACK=/tmp/kelp.heap cargo bench -p kelp-operator --bench operator_rss
+//! heaptrack_print /tmp/kelp.heap.zst | less     # where the operator's heap goes
 //! ```
+//!
+//! With `KELP_BENCH_HEAPTRACK=FILE`, the operator runs under `heaptrack -o FILE` (RSS
+//! figures then include heaptrack's own memory; read them from a run without it).
 
+use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 
 use kelp_crds::{Cluster, Deployment};
@@ -60,12 +66,24 @@ async fn main() {
     std::fs::create_dir_all(&dir).unwrap();
     let kc = dir.join("kubeconfig");
     std::fs::write(&kc, server.kubeconfig()).unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
+    let heaptrack = std::env::var("KELP_BENCH_HEAPTRACK").ok();
+    let mut cmd = match &heaptrack {
+        Some(out) => {
+            let mut c = std::process::Command::new("heaptrack");
+            c.args(["-o", out])
+                .arg(env!("CARGO_BIN_EXE_kelp"));
+            c
+        }
+        None => std::process::Command::new(env!("CARGO_BIN_EXE_kelp")),
+    };
+    let mut child = cmd
         .arg("run")
         .arg("--kubeconfig")
         .arg(&kc)
         .args(["--leader-election=false", "--health-address=127.0.0.1:0"])
         .env("RUST_LOG", "error")
+        // Its own process group, so that heaptrack and the operator stop together.
+        .process_group(0)
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -122,7 +140,15 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let peak = peak_rss_mib(pid);
-    child.kill().ok();
+    if heaptrack.is_some() {
+        // SIGINT: the operator shuts down and heaptrack writes its file.
+        std::process::Command::new("kill")
+            .args(["-INT", "--", &format!("-{pid}")])
+            .status()
+            .ok();
+    } else {
+        child.kill().ok();
+    }
     child.wait().ok();
     let _ = std::fs::remove_dir_all(&dir);
     let s = |d: Option<Duration>| {

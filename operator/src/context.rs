@@ -476,6 +476,10 @@ pub fn log_controller_error<E: std::fmt::Display, Q: std::error::Error + 'static
 /// The watch a controller reconciles from, and its cache: `/readyz` learns from the
 /// stream itself when the first full list is in (the store's own readiness wakes only one
 /// waiter, the controller's runner, and must not be waited on twice).
+///
+/// An object as kelp's own last status write left it does not trigger a reconcile: the
+/// reconcile that wrote it has already said when to look again, and nothing else
+/// changed. (The cache still takes it.)
 pub fn main_watch<K>(
     ctx: &Ctx,
     controller: &'static str,
@@ -499,6 +503,7 @@ where
     ctx.health.expect(controller);
     let health = ctx.health.clone();
     let (reader, writer) = reflector::store();
+    let own = ctx.clone();
     let stream = watcher(api, config)
         .default_backoff()
         .inspect(move |event| {
@@ -507,7 +512,11 @@ where
             }
         })
         .reflect(writer)
-        .applied_objects();
+        .applied_objects()
+        .filter(move |obj| {
+            let skip = obj.as_ref().is_ok_and(|o| is_own_write(&own, o));
+            std::future::ready(!skip)
+        });
     (reader, stream)
 }
 
@@ -585,6 +594,12 @@ where
 /// None when it is not one.
 fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
     obj.meta().resource_version.as_deref()?.parse().ok()
+}
+
+/// Whether `obj` is exactly what this process's last status write of it returned.
+pub fn is_own_write<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K) -> bool {
+    let written = ctx.written.lock().unwrap().get(&key(obj)).copied();
+    matches!((resource_version(obj), written), (Some(seen), Some(w)) if seen == w)
 }
 
 /// Whether `obj` (from the watch cache) is older than this process's last status write

@@ -242,7 +242,7 @@ async fn machines_of_clusters_that_no_longer_exist_are_deleted_after_a_grace_per
             instance_type: "sim.cpu-2".into(),
             image: None,
             user_data: String::new(),
-            tags: t,
+            owner: kelp_cloud_drivers::Owner::from_tags(&t).expect("kelp tags"),
             name_prefix: format!("stray-{uid}"),
             idempotency_key: String::new(),
             disk_gb: None,

@@ -873,7 +873,7 @@ impl OpenStackDriver {
                 }
                 continue;
             }
-            let wants = m.tags.get(tags::ROLE).map(String::as_str) == Some("server");
+            let wants = m.is_server();
             if !wants
                 || m.state != MachineState::Running
                 || m.addresses.iter().any(|a| a.kind == "ExternalIP")
@@ -1028,10 +1028,10 @@ impl CloudDriver for OpenStackDriver {
         if req.count == 0 {
             return Ok(Vec::new());
         }
-        let uid =
-            req.tags.get(tags::CLUSTER_UID).cloned().ok_or_else(|| {
-                CloudError::Invalid(format!("create: no {} tag", tags::CLUSTER_UID))
-            })?;
+        let uid = req.owner.cluster_uid.clone();
+        if uid.is_empty() {
+            return Err(CloudError::Invalid("create: no owning Cluster UID".into()));
+        }
         let flavor = self.flavor(&req.instance_type).await?;
         if self.short_of_capacity(&flavor.kind.name) {
             return Err(CloudError::InsufficientCapacity {
@@ -1051,15 +1051,15 @@ impl CloudDriver for OpenStackDriver {
         }
         let image = self.resolve_image(req.image.as_deref()).await?;
         let network = self.network_id().await?.clone();
-        let cluster = req.tags.get(tags::CLUSTER).cloned().unwrap_or_default();
+        let cluster = req.owner.cluster.clone().unwrap_or_default();
         let group = self.security_group(&uid, &cluster).await?;
         let metadata: BTreeMap<String, String> = req
-            .tags
-            .iter()
-            .map(|(k, v)| {
-                let mut v = v.clone();
+            .owner
+            .tags()
+            .into_iter()
+            .map(|(k, mut v)| {
                 v.truncate(255);
-                (metadata_key(k), v)
+                (metadata_key(&k), v)
             })
             .collect();
         // Nova numbers the servers of a batch (`<name>-1`, ...); a part of the batch key

@@ -1,8 +1,9 @@
 //! The Cluster controller: node pools of tagged machines in one cloud, and the Kubernetes
 //! they join.
 //!
-//! fetch (driver, instance types) -> validate (a type per pool) -> build (plans, user-data)
-//! -> apply (create/delete batches, Secrets, sim Nodes) -> status.
+//! dereference (driver, instance types, each pool's machines) -> validate (a type per
+//! pool) -> control plane -> plan (pure: [`plan::plan`]) -> apply (delete and create
+//! batches, Nodes) -> status (pure: [`status::compute`]).
 
 pub mod plan;
 pub mod status;
@@ -15,12 +16,13 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use k8s_openapi::jiff::Timestamp;
 use kelp_cloud_drivers::{
-    CloudDriver, CloudError, CreateRequest, InstanceType, Machine, MachineState, select, tags,
+    CloudDriver, CloudError, CreateRequest, InstanceType, Machine, MachineState, Owner, Role,
+    select, tags,
 };
 use kelp_crds::condition_types as ct;
 use kelp_crds::{
-    Cluster, ClusterPhase, ClusterStatus, KubernetesMode, MachineAddress, MachineStatus, NodePool,
-    NodePoolStatus, PendingCreate, SecretReference,
+    Cluster, ClusterPhase, ClusterStatus, KubernetesMode, NodePool, NodePoolStatus, PendingCreate,
+    SecretReference,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -31,7 +33,7 @@ use crate::conditions::{self, Finding};
 use crate::context::{Ctx, Error, Result, reconcile_with_finalizer};
 use crate::pki::{self, ClusterPki};
 use crate::simulated::SimNode;
-use plan::{CONTROL_PLANE_POOL, Join, ROLE_TAG};
+use plan::{CONTROL_PLANE_POOL, Join, PoolActions};
 use status::{Outcome, Unsettled};
 
 /// The finalizer kelp puts on Clusters: machines are deleted before the Cluster goes.
@@ -129,7 +131,7 @@ struct Run<'a> {
     /// Reasons to look again soon besides what the status shows.
     unsettled: Vec<Unsettled>,
     /// Machines of the separate control plane, as listed.
-    cp_machines: u32,
+    cp_machines: Option<Vec<kelp_crds::MachineStatus>>,
     /// What the Cluster waits for (capacity), shown in the Ready condition.
     waiting: Vec<String>,
     /// Pools rolling to a new instance type, shown in the Ready condition.
@@ -227,7 +229,7 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         stalled: Vec::new(),
         control_plane: None,
         unsettled: Vec::new(),
-        cp_machines: 0,
+        cp_machines: None,
         waiting: Vec::new(),
         rolling: Vec::new(),
         pending: ctx.pending_creates(&cluster),
@@ -360,15 +362,34 @@ impl Run<'_> {
             self.stalled
                 .push(Finding::yes("NoInstanceType", msg.clone()));
         }
+        // Dereference: every pool's machines, as the cloud lists them.
+        let mut listed = Vec::new();
+        for pool in &self.cluster.spec.node_pools {
+            listed.push(self.list(Some(&pool.name)).await?);
+        }
         let join = if unfit.is_empty() {
-            self.control_plane().await?
+            self.control_plane(&listed).await?
         } else {
             None
         };
+        let plan = plan::plan(
+            self.cluster,
+            &plan::Observed {
+                types: &self.types,
+                machines: &listed,
+                pending: &self.pending,
+                can_join: join.is_some(),
+                now: self.now,
+                grace: self.ctx.config.create_grace,
+            },
+        );
         let mut pools = Vec::new();
         let mut all_running: Vec<(String, Machine)> = Vec::new();
-        for pool in &self.cluster.spec.node_pools {
-            let (st, running) = self.pool(pool, join.as_ref()).await?;
+        let spec = &self.cluster.spec.node_pools;
+        for ((pool, actions), machines) in spec.iter().zip(plan.pools).zip(listed) {
+            let (st, running) = self
+                .apply_pool(pool, actions, machines, join.as_ref())
+                .await?;
             pools.push(st);
             all_running.extend(running.into_iter().map(|m| (pool.name.clone(), m)));
         }
@@ -389,7 +410,7 @@ impl Run<'_> {
             pools,
             nodes_read: nodes_ready,
             control_plane: self.control_plane.take(),
-            control_plane_machines: self.cp_machines,
+            control_plane_machines: self.cp_machines.take(),
             stalled: std::mem::take(&mut self.stalled),
             waiting: std::mem::take(&mut self.waiting),
             rolling: std::mem::take(&mut self.rolling),
@@ -501,7 +522,8 @@ impl Run<'_> {
     }
 
     /// Ensures the control plane; returns how agents join, or None while that is unknown.
-    async fn control_plane(&mut self) -> Result<Option<Join>> {
+    /// `listed` holds each pool's machines (the server of a pool that runs it among them).
+    async fn control_plane(&mut self, listed: &[Vec<Machine>]) -> Result<Option<Join>> {
         let k8s = &self.cluster.spec.kubernetes;
         match k8s.mode {
             KubernetesMode::Existing => {
@@ -593,10 +615,13 @@ impl Run<'_> {
                 let machine = match (&cp_pool, server_machine) {
                     (None, m) => m,
                     (Some(pool), _) => self
-                        .list(Some(pool))
-                        .await?
-                        .into_iter()
-                        .find(|m| m.tags.get(ROLE_TAG).map(String::as_str) == Some("server")),
+                        .cluster
+                        .spec
+                        .node_pools
+                        .iter()
+                        .position(|p| &p.name == pool)
+                        .and_then(|i| listed.get(i))
+                        .and_then(|ms| ms.iter().find(|m| m.is_server()).cloned()),
                 };
                 let running = machine.filter(|m| m.state == MachineState::Running);
                 let internal = running
@@ -700,8 +725,10 @@ impl Run<'_> {
             else {
                 return Ok(None);
             };
-            let mut tags = plan::ownership_tags(&self.uid, Some(CONTROL_PLANE_POOL));
-            tags.insert(ROLE_TAG.into(), "server".into());
+            let owner = Owner {
+                role: Role::Server,
+                ..plan::owner(&self.uid, Some(CONTROL_PLANE_POOL))
+            };
             if let Some(created) = self
                 .create_batch(
                     CONTROL_PLANE_POOL,
@@ -709,7 +736,7 @@ impl Run<'_> {
                     1,
                     0,
                     user_data,
-                    tags,
+                    owner,
                     None,
                     None,
                 )
@@ -718,15 +745,15 @@ impl Run<'_> {
                 alive.extend(created.1);
             }
         }
-        self.cp_machines = alive.len() as u32;
+        self.cp_machines = Some(alive.iter().map(status::machine).collect());
         Ok(alive
             .into_iter()
             .max_by_key(|m| (m.state == MachineState::Running) as u8))
     }
 
     async fn list(&mut self, pool: Option<&str>) -> Result<Vec<Machine>> {
-        let tags = plan::ownership_tags(&self.uid, pool);
-        let machines = self.driver.list(&tags).await?;
+        let owner = plan::owner(&self.uid, pool);
+        let machines = self.driver.list(&owner.tags()).await?;
         self.seen.extend(machines.iter().cloned());
         Ok(machines)
     }
@@ -834,21 +861,22 @@ impl Run<'_> {
         count: u32,
         alive: u32,
         user_data: String,
-        tags: BTreeMap<String, String>,
+        owner: Owner,
         image: Option<String>,
         disk_gb: Option<u32>,
     ) -> Result<Option<(String, Vec<Machine>)>> {
         // Which Cluster a machine is for, readable in the cloud console (kelp itself finds
         // its machines by UID, so a renamed or restored Cluster is never confused).
-        let mut tags = tags;
-        tags.insert(
-            tags::CLUSTER.to_string(),
-            format!("{}/{}", self.ns, self.name),
-        );
+        let owner = Owner {
+            cluster: Some(format!("{}/{}", self.ns, self.name)),
+            ..owner
+        };
         for (i, t) in candidates.iter().enumerate() {
             let key = plan::idempotency_key(&self.uid, pool, self.generation, alive, &t.name);
-            let mut tags = tags.clone();
-            tags.insert(tags::BATCH.to_string(), key.clone());
+            let owner = Owner {
+                batch: Some(key.clone()),
+                ..owner.clone()
+            };
             self.record_pending(PendingCreate {
                 key: key.clone(),
                 pool: pool.to_string(),
@@ -862,7 +890,7 @@ impl Run<'_> {
                 instance_type: t.name.clone(),
                 image: image.clone(),
                 user_data: user_data.clone(),
-                tags: tags.clone(),
+                owner,
                 name_prefix: plan::name_prefix(&self.name, pool),
                 idempotency_key: key.clone(),
                 disk_gb,
@@ -907,189 +935,52 @@ impl Run<'_> {
         Ok(None)
     }
 
-    /// Reconciles one pool; returns its status and its running machines.
-    async fn pool(
+    /// Runs one pool's plan on the machines listed for it; returns the pool's status and
+    /// its running machines.
+    async fn apply_pool(
         &mut self,
         pool: &NodePool,
+        actions: PoolActions,
+        mut machines: Vec<Machine>,
         join: Option<&Join>,
     ) -> Result<(NodePoolStatus, Vec<Machine>)> {
-        let req = plan::requirements(pool);
-        let desired = pool.replicas.max(0) as u32;
-        let mut st = NodePoolStatus {
-            name: pool.name.clone(),
-            desired: desired as i32,
-            ..Default::default()
-        };
-        // An unfit pool is Stalled by `plan::unsatisfiable`: nothing to create, but the
-        // machines already there are still reported.
-        let candidates: Vec<InstanceType> = select::candidates(&self.types, &req)
-            .map(|c| c.into_iter().cloned().collect())
-            .unwrap_or_default();
-        let mut machines = self.list(Some(&pool.name)).await?;
-        let is_cp_pool = self.cluster.spec.kubernetes.mode == KubernetesMode::Provision
-            && self
-                .cluster
-                .spec
-                .kubernetes
-                .control_plane
-                .as_ref()
-                .and_then(|c| c.pool.as_deref())
-                == Some(pool.name.as_str());
-        // Prefer the type the pool already runs, so a pool does not flip between types.
-        let mut ordered = candidates.clone();
-        if let Some(current) = machines
-            .iter()
-            .find(|m| matches!(m.state, MachineState::Pending | MachineState::Running))
-            .map(|m| m.instance_type.clone())
-            && let Some(pos) = ordered.iter().position(|t| t.name == current)
-        {
-            let t = ordered.remove(pos);
-            ordered.insert(0, t);
+        for d in &actions.deletes {
+            let (reason, why) = (d.reason.event_reason(), d.reason.why());
+            self.delete_machines(&pool.name, &d.ids, reason, &why)
+                .await?;
         }
-        if let Some(join) = join.filter(|_| !candidates.is_empty()) {
-            // The k3s server of a single-machine style cluster is the pool's first machine.
-            let mut agents_desired = desired;
-            if is_cp_pool && desired > 0 {
-                agents_desired -= 1;
-                let servers: Vec<Machine> = machines
-                    .iter()
-                    .filter(|m| m.tags.get(ROLE_TAG).map(String::as_str) == Some("server"))
-                    .cloned()
-                    .collect();
-                let server_pool = format!("{}-server", pool.name);
-                let splan = plan::plan_pool_with(
-                    1,
-                    &servers,
-                    self.in_flight(&server_pool, &servers),
-                    self.settled(&server_pool),
-                );
-                if splan.held > 0 {
-                    self.unsettled.push(Unsettled::HeldExtras {
-                        pool: server_pool.clone(),
-                    });
-                }
-                self.delete_machines(
-                    &pool.name,
-                    &splan.failed,
-                    "MachineFailed",
-                    "replacing the failed server machine",
-                )
-                .await?;
-                self.delete_machines(
-                    &pool.name,
-                    &splan.scale_down,
-                    "MachinesDeleted",
-                    "removing an extra server machine",
-                )
-                .await?;
-                if splan.create > 0
-                    && let Some(ud) =
-                        self.node_user_data(Some(pool), kelp_recipes::NodeRole::Server, join)?
-                {
-                    let mut tags = plan::ownership_tags(&self.uid, Some(&pool.name));
-                    tags.insert(ROLE_TAG.into(), "server".into());
-                    if let Some((_, created)) = self
-                        .create_batch(
-                            &server_pool,
-                            &ordered,
-                            1,
-                            0,
-                            ud,
-                            tags,
-                            pool.image.clone(),
-                            req.disk_gb,
-                        )
-                        .await?
-                    {
-                        machines.extend(created);
-                    }
-                }
-            }
-            // Machines of a type that no longer meets the pool's requirements are replaced:
-            // new ones first, the old ones go once enough new ones run.
-            let fits: std::collections::HashSet<&str> =
-                candidates.iter().map(|t| t.name.as_str()).collect();
-            let (agents, outdated): (Vec<Machine>, Vec<Machine>) = machines
-                .iter()
-                .filter(|m| m.tags.get(ROLE_TAG).map(String::as_str) != Some("server"))
-                .cloned()
-                .partition(|m| {
-                    fits.contains(m.instance_type.as_str()) || m.state == MachineState::Terminating
-                });
-            let outdated: Vec<Machine> = outdated
-                .into_iter()
-                .filter(|m| m.state != MachineState::Terminating)
-                .collect();
-            let in_flight = self.in_flight(&pool.name, &agents);
-            let mut plan =
-                plan::plan_pool_with(agents_desired, &agents, in_flight, self.settled(&pool.name));
-            if plan.held > 0 {
-                // Extra machines younger than the grace period: the cloud may still be
-                // catching up; they go (newest first) once it has passed.
-                self.unsettled.push(Unsettled::HeldExtras {
-                    pool: pool.name.clone(),
-                });
-            }
-            if !outdated.is_empty() {
-                // A roll, in steps of at most maxSurge extra machines: new ones first, an
-                // old one goes for each new one that runs.
-                let surge = plan::max_surge(&pool.max_surge(), agents_desired);
-                let step = plan::roll_step(
-                    agents_desired,
-                    surge,
-                    &agents,
-                    &outdated,
-                    in_flight,
-                    plan.create,
-                );
-                plan.create = step.create;
-                self.rolling.push(format!(
-                    "pool {}: replacing {} machine(s) whose type no longer fits, at most {surge} extra at a time (maxSurge)",
-                    pool.name,
-                    outdated.len()
-                ));
-                if !step.delete.is_empty() {
-                    self.delete_machines(
-                        &pool.name,
-                        &step.delete,
-                        "MachinesReplaced",
-                        "their instance type no longer meets the pool's requirements",
-                    )
-                    .await?;
-                    machines.retain(|m| !step.delete.contains(&m.id));
-                }
-            }
-            self.delete_machines(
-                &pool.name,
-                &plan.failed,
-                "MachineFailed",
-                "the cloud reports these machines failed; replacing them",
-            )
-            .await?;
-            self.delete_machines(
-                &pool.name,
-                &plan.scale_down,
-                "MachinesDeleted",
-                &format!("scaling down to {desired}"),
-            )
-            .await?;
-            let gone: Vec<&String> = plan.failed.iter().chain(plan.scale_down.iter()).collect();
-            machines.retain(|m| !gone.contains(&&m.id));
-            if plan.create > 0
-                && let Some(ud) =
-                    self.node_user_data(Some(pool), kelp_recipes::NodeRole::Agent, join)?
-            {
-                let tags = plan::ownership_tags(&self.uid, Some(&pool.name));
+        let gone: std::collections::HashSet<&String> = actions.deleted().collect();
+        machines.retain(|m| !gone.contains(&m.id));
+        for p in &actions.held {
+            // Extra machines younger than the grace period: the cloud may still be
+            // catching up; they go (newest first) once it has passed.
+            self.unsettled
+                .push(Unsettled::HeldExtras { pool: p.clone() });
+        }
+        self.rolling.extend(actions.rolling.clone());
+        if let Some(join) = join {
+            for c in &actions.creates {
+                let role = match c.role {
+                    Role::Server => kelp_recipes::NodeRole::Server,
+                    Role::Agent => kelp_recipes::NodeRole::Agent,
+                };
+                let Some(ud) = self.node_user_data(Some(pool), role, join)? else {
+                    continue;
+                };
+                let owner = Owner {
+                    role: c.role,
+                    ..plan::owner(&self.uid, Some(&pool.name))
+                };
                 if let Some((_, created)) = self
                     .create_batch(
-                        &pool.name,
-                        &ordered,
-                        plan.create,
-                        plan.alive,
+                        &c.batch_pool,
+                        &actions.candidates,
+                        c.count,
+                        c.alive,
                         ud,
-                        tags,
+                        owner,
                         pool.image.clone(),
-                        req.disk_gb,
+                        plan::requirements(pool).disk_gb,
                     )
                     .await?
                 {
@@ -1097,40 +988,7 @@ impl Run<'_> {
                 }
             }
         }
-        let alive: Vec<&Machine> = machines
-            .iter()
-            .filter(|m| m.state != MachineState::Terminating)
-            .collect();
-        let type_name = alive
-            .iter()
-            .find(|m| m.state == MachineState::Running)
-            .or(alive.first())
-            .map(|m| m.instance_type.clone())
-            .or_else(|| ordered.first().map(|t| t.name.clone()));
-        st.price_per_hour = type_name
-            .as_ref()
-            .and_then(|n| self.types.iter().find(|t| &t.name == n))
-            .and_then(|t| t.price_per_hour);
-        st.instance_type = type_name;
-        let mut listed: Vec<&Machine> = machines.iter().collect();
-        listed.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
-        st.machines = listed
-            .iter()
-            .map(|m| MachineStatus {
-                name: m.name.clone(),
-                provider_id: Some(m.provider_id.clone()),
-                state: Some(m.state.as_str().to_string()),
-                addresses: m
-                    .addresses
-                    .iter()
-                    .map(|a| MachineAddress {
-                        r#type: a.kind.clone(),
-                        address: a.address.clone(),
-                    })
-                    .collect(),
-                created_at: Some(m.created_at.clone()),
-            })
-            .collect();
+        let st = status::pool(pool, &actions, &machines, &self.types);
         if machines.iter().any(|m| m.state != MachineState::Running) {
             self.unsettled.push(Unsettled::NotRunning {
                 pool: pool.name.clone(),
@@ -1162,19 +1020,15 @@ impl Run<'_> {
             }
             o.last_sweep.insert(self.uid.clone(), now);
         }
-        let mut managed = BTreeMap::new();
-        managed.insert(
-            tags::MANAGED_BY.to_string(),
-            tags::MANAGED_BY_VALUE.to_string(),
-        );
-        let machines = self.driver.list(&managed).await?;
-        let foreign: Vec<Machine> = machines
+        let machines = self
+            .driver
+            .list(&kelp_cloud_drivers::kelp_selector())
+            .await?;
+        // Each with the UID of the Cluster it was made for.
+        let foreign: Vec<(String, Machine)> = machines
             .into_iter()
-            .filter(|m| {
-                m.tags
-                    .get(tags::CLUSTER_UID)
-                    .is_some_and(|u| *u != self.uid)
-            })
+            .filter_map(|m| Some((m.owner()?.cluster_uid, m)))
+            .filter(|(uid, _)| *uid != self.uid)
             .collect();
         if foreign.is_empty() {
             self.ctx.orphans.lock().unwrap().waiting.remove(&self.uid);
@@ -1193,8 +1047,7 @@ impl Run<'_> {
         let mut orphans = 0;
         {
             let mut o = self.ctx.orphans.lock().unwrap();
-            for m in &foreign {
-                let owner = &m.tags[tags::CLUSTER_UID];
+            for (owner, m) in &foreign {
                 if live.contains(owner) {
                     o.first_seen.remove(&m.id);
                     continue;
@@ -1202,7 +1055,7 @@ impl Run<'_> {
                 orphans += 1;
                 let seen = *o.first_seen.entry(m.id.clone()).or_insert(now);
                 if now.duration_since(seen) >= cfg.orphan_grace {
-                    due.push(m.clone());
+                    due.push((owner.clone(), m.clone()));
                 }
             }
         }
@@ -1222,13 +1075,11 @@ impl Run<'_> {
         if due.is_empty() {
             return Ok(());
         }
-        let ids: Vec<String> = due.iter().map(|m| m.id.clone()).collect();
+        let ids: Vec<String> = due.iter().map(|(_, m)| m.id.clone()).collect();
         self.driver.delete(&ids).await?;
         self.ctx.metrics.orphans_deleted(ids.len() as u64);
-        let owners: std::collections::BTreeSet<&str> = due
-            .iter()
-            .map(|m| m.tags[tags::CLUSTER_UID].as_str())
-            .collect();
+        let owners: std::collections::BTreeSet<&str> =
+            due.iter().map(|(uid, _)| uid.as_str()).collect();
         self.ctx
             .event(
                 self.cluster,
@@ -1420,7 +1271,7 @@ async fn write_status(ctx: &Ctx, cluster: &Cluster, mut status: ClusterStatus) -
 /// lists none. `deletionPolicy: Retain` leaves them, with an Event.
 async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
     let uid = cluster.uid().unwrap_or_default();
-    let tags = plan::ownership_tags(&uid, None);
+    let tags = plan::owner(&uid, None).tags();
     if cluster.spec.deletion_policy == kelp_crds::DeletionPolicy::Retain {
         let count = match ctx.drivers.for_cluster(&ctx.client, &cluster).await {
             Ok(d) => d.list(&tags).await.map(|m| m.len()).unwrap_or(0),
@@ -1486,6 +1337,7 @@ async fn cleanup(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
 fn never_created(cluster: &Cluster) -> bool {
     cluster.status.as_ref().is_none_or(|s| {
         s.node_pools.iter().all(|p| p.machines.is_empty())
+            && s.control_plane_machines.is_empty()
             && s.pending_creates.is_empty()
             && s.api_endpoint.is_none()
     })
@@ -1521,4 +1373,32 @@ async fn finish_cleanup(cluster: &Cluster, ctx: &Ctx) -> Result<Action> {
     ctx.remember_pending(&uid, &[]);
     ctx.metrics.cluster_footprint(&uid, None);
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_status(status: &str) -> Cluster {
+        let mut c: Cluster = serde_yaml_ng::from_str(
+            "apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Cluster\nmetadata: {name: c, namespace: ns, uid: u}\nspec: {cloud: {sim: {}}, nodePools: []}",
+        )
+        .unwrap();
+        c.status = serde_yaml_ng::from_str(status).unwrap();
+        c
+    }
+
+    #[test]
+    fn a_cluster_with_any_machine_on_record_is_not_deleted_without_the_cloud() {
+        assert!(never_created(&with_status("null")));
+        assert!(never_created(&with_status("{nodePools: [{name: gpu}]}")));
+        for made in [
+            "{nodePools: [{name: gpu, machines: [{name: a}]}]}",
+            "{controlPlaneMachines: [{name: cp, state: pending}]}",
+            "{pendingCreates: [{key: k, pool: gpu, count: 1, instanceType: t, requestedAt: x}]}",
+            "{apiEndpoint: 'https://192.0.2.1:6443'}",
+        ] {
+            assert!(!never_created(&with_status(made)), "{made}");
+        }
+    }
 }

@@ -10,8 +10,12 @@
 //! - `Failed`: Stalled, a change of the spec or a Secret is needed;
 //! - `Deleting` is set by the cleanup, not here.
 
+use kelp_cloud_drivers::{InstanceType, Machine, MachineState};
 use kelp_crds::condition_types as ct;
-use kelp_crds::{Cluster, ClusterPhase, ClusterStatus, NodePoolStatus, PendingCreate};
+use kelp_crds::{
+    Cluster, ClusterPhase, ClusterStatus, MachineAddress, MachineStatus, NodePool, NodePoolStatus,
+    PendingCreate,
+};
 use serde::Deserialize;
 
 use crate::conditions::{self, Finding};
@@ -40,8 +44,9 @@ pub struct Outcome {
     pub nodes_read: bool,
     /// ControlPlaneReady as found this time; None leaves the condition as it was.
     pub control_plane: Option<Finding>,
-    /// Machines of the separate control plane (pool `control-plane`) the cloud lists.
-    pub control_plane_machines: u32,
+    /// Machines of the separate control plane (pool `control-plane`) the cloud lists;
+    /// None when they were not listed this time (the status keeps what it had).
+    pub control_plane_machines: Option<Vec<MachineStatus>>,
     /// What needs a user's change, first one first.
     pub stalled: Vec<Finding>,
     /// What the Cluster waits for (capacity), shown in the Ready condition.
@@ -54,6 +59,58 @@ pub struct Outcome {
     pub unsettled: Vec<Unsettled>,
 }
 
+/// One pool's status from the machines it has after its plan ran: its instance type (the
+/// one its machines run, or the first candidate), price and machines, oldest first.
+/// Ready-Node counts are filled in once the Nodes are read.
+pub fn pool(
+    pool: &NodePool,
+    actions: &crate::cluster::plan::PoolActions,
+    machines: &[Machine],
+    types: &[InstanceType],
+) -> NodePoolStatus {
+    let alive: Vec<&Machine> = machines
+        .iter()
+        .filter(|m| m.state != MachineState::Terminating)
+        .collect();
+    let type_name = alive
+        .iter()
+        .find(|m| m.state == MachineState::Running)
+        .or(alive.first())
+        .map(|m| m.instance_type.clone())
+        .or_else(|| actions.candidates.first().map(|t| t.name.clone()));
+    let mut listed: Vec<&Machine> = machines.iter().collect();
+    listed.sort_by(|a, b| a.created_at.cmp(&b.created_at).then(a.name.cmp(&b.name)));
+    NodePoolStatus {
+        name: pool.name.clone(),
+        desired: actions.desired as i32,
+        price_per_hour: type_name
+            .as_ref()
+            .and_then(|n| types.iter().find(|t| &t.name == n))
+            .and_then(|t| t.price_per_hour),
+        instance_type: type_name,
+        machines: listed.into_iter().map(machine).collect(),
+        ..Default::default()
+    }
+}
+
+/// A machine as the status shows it.
+pub fn machine(m: &Machine) -> MachineStatus {
+    MachineStatus {
+        name: m.name.clone(),
+        provider_id: Some(m.provider_id.clone()),
+        state: Some(m.state.as_str().to_string()),
+        addresses: m
+            .addresses
+            .iter()
+            .map(|a| MachineAddress {
+                r#type: a.kind.clone(),
+                address: a.address.clone(),
+            })
+            .collect(),
+        created_at: Some(m.created_at.clone()),
+    }
+}
+
 /// The Cluster's status: `base` (the previous status with what this reconcile wrote
 /// directly: observed generation, cloud, endpoint, kubeconfig Secret, CloudReachable)
 /// completed from `outcome`. The phase before this reconcile is read from `cluster`.
@@ -64,6 +121,9 @@ pub fn compute(cluster: &Cluster, mut base: ClusterStatus, outcome: &Outcome) ->
     let ready: i32 = outcome.pools.iter().map(|p| p.ready).sum();
     base.node_pools = outcome.pools.clone();
     base.pending_creates = outcome.pending_creates.clone();
+    if let Some(cp) = &outcome.control_plane_machines {
+        base.control_plane_machines = cp.clone();
+    }
     base.ready = Some(format!("{ready}/{desired}"));
     let c = &mut base.conditions;
     if let Some(cp) = &outcome.control_plane {
@@ -136,7 +196,11 @@ fn phase(cluster: &Cluster, generation: i64, outcome: &Outcome, all: bool) -> Cl
         matches!(s.phase, Some(ClusterPhase::Ready | ClusterPhase::Degraded))
             && s.observed_generation == Some(generation)
     });
-    let nothing_made = outcome.control_plane_machines == 0
+    let no_cp_machine = outcome.control_plane_machines.as_ref().map_or_else(
+        || before.is_none_or(|s| s.control_plane_machines.is_empty()),
+        Vec::is_empty,
+    );
+    let nothing_made = no_cp_machine
         && outcome.pools.iter().all(|p| p.machines.is_empty())
         && outcome.pending_creates.is_empty()
         && !outcome.control_plane.as_ref().is_some_and(|c| c.status);
@@ -163,12 +227,22 @@ fn stalled_message(outcome: &Outcome) -> String {
         .join("; ")
 }
 
-/// When to look again: a stalled Cluster waits for a change; a Ready one with nothing
-/// on its way waits for the resync; anything else looks again soon.
+/// When to look again: soon while anything is on its way (a batch, a machine that does
+/// not run yet, a running machine whose Node is not Ready, held extras); otherwise a
+/// Ready Cluster, or a stalled one (it waits for a change), at the resync, and anything
+/// else soon. A stalled pool does not stop the others' progress from being followed.
 pub fn requeue(status: &ClusterStatus, outcome: &Outcome) -> Requeue {
     let ready = conditions::is_true(&status.conditions, ct::READY);
-    let settled = ready && status.pending_creates.is_empty() && outcome.unsettled.is_empty();
-    if !outcome.stalled.is_empty() || settled {
+    let joining = outcome.pools.iter().any(|p| {
+        let running = p
+            .machines
+            .iter()
+            .filter(|m| m.state.as_deref() == Some("running"))
+            .count() as i32;
+        p.ready < running
+    });
+    let moving = !status.pending_creates.is_empty() || !outcome.unsettled.is_empty() || joining;
+    if !moving && (ready || !outcome.stalled.is_empty()) {
         Requeue::Resync
     } else {
         Requeue::Poll
@@ -364,7 +438,7 @@ spec:
         // Its machine listed and booting: on its way.
         let s = run(
             &c,
-            "controlPlane: {status: false, reason: Provisioning, message: booting}\ncontrolPlaneMachines: 1\nnodesRead: true\npools: [{name: gpu, desired: 2}]",
+            "controlPlane: {status: false, reason: Provisioning, message: booting}\ncontrolPlaneMachines: [{name: cp}]\nnodesRead: true\npools: [{name: gpu, desired: 2}]",
         );
         assert_eq!(s.phase, Some(ClusterPhase::Provisioning));
     }
@@ -404,5 +478,37 @@ spec:
         let mut pending = s.clone();
         pending.pending_creates.push(PendingCreate::default());
         assert_eq!(requeue(&pending, &outcome("{}")), Requeue::Poll);
+    }
+
+    #[test]
+    fn a_listed_control_plane_machine_is_recorded_and_kept_while_unlisted() {
+        let c = cluster(1, "");
+        let o = "controlPlane: {status: false, reason: Provisioning, message: booting}\ncontrolPlaneMachines: [{name: cp, state: pending}]\nnodesRead: true\npools: [{name: gpu, desired: 2}]";
+        let s = run(&c, o);
+        assert_eq!(s.control_plane_machines.len(), 1);
+        assert_eq!(s.phase, Some(ClusterPhase::Provisioning));
+        // A reconcile that did not list it (a pool became unfit) keeps the record.
+        let mut again = cluster(1, "");
+        again.status = Some(s);
+        let s = run(&again, "nodesRead: true\npools: [{name: gpu, desired: 2}]");
+        assert_eq!(s.control_plane_machines[0].name, "cp");
+        assert_ne!(s.phase, Some(ClusterPhase::Pending));
+    }
+
+    #[test]
+    fn a_stalled_cluster_follows_its_other_pools_and_then_waits_for_a_change() {
+        let c = cluster(1, "");
+        let stalled = "stalled: [{status: true, reason: RecipeError, message: 'pool gpu: bad input'}]\nnodesRead: true";
+        let booting = format!(
+            "{stalled}\npools: [{{name: cpu, desired: 1, ready: 0, machines: [{{name: a, state: running}}]}}]"
+        );
+        let s = run(&c, &booting);
+        assert_eq!(s.phase, Some(ClusterPhase::Failed));
+        assert_eq!(requeue(&s, &outcome(&booting)), Requeue::Poll);
+        let joined = format!(
+            "{stalled}\npools: [{{name: cpu, desired: 1, ready: 1, machines: [{{name: a, state: running}}]}}]"
+        );
+        let s = run(&c, &joined);
+        assert_eq!(requeue(&s, &outcome(&joined)), Requeue::Resync);
     }
 }

@@ -75,19 +75,16 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
-        .watches(
-            Api::<Cluster>::all(ctx.client.clone()),
-            watcher::Config::default(),
-            move |c: Cluster| {
-                let (ns, name) = (c.namespace(), c.name_any());
-                by_cluster
-                    .state()
-                    .into_iter()
-                    .filter(|d| d.namespace() == ns && d.spec.cluster_ref.name == name)
-                    .map(|d| ObjectRef::from_obj(d.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+        // A Cluster's change that a Deployment reads; not each machine's progress.
+        .reconcile_on(cluster_changes(&ctx).flat_map(move |(ns, name)| {
+            let refs: Vec<ObjectRef<Deployment>> = by_cluster
+                .state()
+                .into_iter()
+                .filter(|d| d.namespace() == ns && d.spec.cluster_ref.name == name)
+                .map(|d| ObjectRef::from_obj(d.as_ref()))
+                .collect();
+            futures::stream::iter(refs)
+        }))
         // Credentials created or rotated after the Deployment.
         .reconcile_on(ctx.secrets.subscribe().flat_map(move |(ns, name)| {
             let refs: Vec<ObjectRef<Deployment>> = by_secret
@@ -108,6 +105,64 @@ pub async fn run(
             }
         })
         .await;
+}
+
+/// What of a Cluster its Deployments read: its spec, whether it is being deleted, its
+/// control plane's readiness, endpoint and kubeconfig Secret, and how many machines of
+/// each pool run (room for workloads). A change of anything else (a machine's address
+/// or state, the cloud's condition) wakes no Deployment.
+fn cluster_fingerprint(c: &Cluster) -> String {
+    let s = c.status.clone().unwrap_or_default();
+    let pools: Vec<(String, i32)> = s
+        .node_pools
+        .iter()
+        .map(|p| (p.name.clone(), p.ready))
+        .collect();
+    format!(
+        "{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}",
+        c.metadata.generation,
+        c.metadata.deletion_timestamp.is_some(),
+        conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY),
+        s.api_endpoint,
+        s.kubeconfig_secret_ref.map(|r| r.name),
+        s.ready,
+        pools
+    )
+}
+
+/// `(namespace, name)` of each Cluster whose [fingerprint](cluster_fingerprint) changed,
+/// was created or was deleted.
+fn cluster_changes(
+    ctx: &Ctx,
+) -> impl futures::Stream<Item = (Option<String>, String)> + Send + 'static {
+    use kube::runtime::WatchStreamExt;
+    let api = Api::<Cluster>::all(ctx.client.clone());
+    let mut seen: std::collections::HashMap<(Option<String>, String), String> = Default::default();
+    watcher(api, watcher::Config::default())
+        .default_backoff()
+        .filter_map(move |event| {
+            let changed = match event {
+                Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
+                    let key = (c.namespace(), c.name_any());
+                    let print = cluster_fingerprint(&c);
+                    (seen.get(&key) != Some(&print)).then(|| {
+                        seen.insert(key.clone(), print);
+                        key
+                    })
+                }
+                Ok(watcher::Event::Delete(c)) => {
+                    let key = (c.namespace(), c.name_any());
+                    seen.remove(&key);
+                    Some(key)
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(e) => {
+                    tracing::debug!(error = %e, "Cluster watch for Deployments");
+                    None
+                }
+            };
+            std::future::ready(changed)
+        })
 }
 
 /// Whether the Deployment reads the Secret `name` (storage credentials or env).

@@ -3,15 +3,13 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
-use kelp_cloud_drivers::{InstanceType, Machine, MachineState, Requirements, select, tags};
+use kelp_cloud_drivers::{InstanceType, Machine, MachineState, Owner, Requirements, Role, select};
 use kelp_crds::{Cluster, KubernetesMode, NodePool, PendingCreate};
 use kelp_recipes::{NodeRole, RecipeUse};
 use sha2::{Digest, Sha256};
 
 /// The pool name that tags a separate control-plane machine.
 pub const CONTROL_PLANE_POOL: &str = "control-plane";
-/// Tag marking the machine that runs the k3s server.
-pub const ROLE_TAG: &str = kelp_cloud_drivers::tags::ROLE;
 
 /// A pool's `machine` block as driver requirements.
 pub fn requirements(pool: &NodePool) -> Requirements {
@@ -29,18 +27,12 @@ pub fn requirements(pool: &NodePool) -> Requirements {
     }
 }
 
-/// Ownership tags of a Cluster's machines (pool None: every machine of the Cluster).
-pub fn ownership_tags(uid: &str, pool: Option<&str>) -> BTreeMap<String, String> {
-    let mut t = BTreeMap::new();
-    t.insert(
-        tags::MANAGED_BY.to_string(),
-        tags::MANAGED_BY_VALUE.to_string(),
-    );
-    t.insert(tags::CLUSTER_UID.to_string(), uid.to_string());
-    if let Some(pool) = pool {
-        t.insert(tags::POOL.to_string(), pool.to_string());
+/// The owner of a Cluster's machines (pool None: every machine of the Cluster).
+pub fn owner(uid: &str, pool: Option<&str>) -> Owner {
+    match pool {
+        Some(p) => Owner::pool(uid, p),
+        None => Owner::cluster(uid),
     }
-    t
 }
 
 /// What to do with one pool's machines.
@@ -168,7 +160,7 @@ pub fn still_pending(
 fn visible(p: &PendingCreate, listed: &[Machine]) -> u32 {
     listed
         .iter()
-        .filter(|m| m.tags.get(tags::BATCH) == Some(&p.key))
+        .filter(|m| m.batch() == Some(p.key.as_str()))
         .count() as u32
 }
 
@@ -420,6 +412,252 @@ pub fn user_data(
     catalog.render_node(&uses, &node_context(cluster, pool, role, join))
 }
 
+/// What the reconcile read before planning the pools: the cloud's types and machines,
+/// and the batches asked for but not yet listed.
+pub struct Observed<'a> {
+    /// The instance types the Cluster's cloud offers.
+    pub types: &'a [InstanceType],
+    /// Each pool's machines as listed, in the order of `spec.nodePools`.
+    pub machines: &'a [Vec<Machine>],
+    /// Batches asked for and not yet listed (from the status and this process's memory).
+    pub pending: &'a [PendingCreate],
+    /// Whether the control plane takes joins: without it, nothing is created.
+    pub can_join: bool,
+    /// When the reconcile started.
+    pub now: Timestamp,
+    /// How long a batch, or a new machine, may take to show in the cloud's list.
+    pub grace: std::time::Duration,
+}
+
+/// Why machines are deleted: the Event and its wording.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeleteReason {
+    /// The cloud reports the machines failed; they are replaced.
+    Failed,
+    /// The server machine failed; it is replaced.
+    ServerFailed,
+    /// A second server machine (pool with the k3s server).
+    ExtraServer,
+    /// More machines than the pool's `replicas`.
+    ScaleDown { to: u32 },
+    /// Their type no longer meets the pool's requirements (a roll).
+    Replaced,
+}
+
+impl DeleteReason {
+    /// The Event's reason.
+    pub fn event_reason(&self) -> &'static str {
+        match self {
+            DeleteReason::Failed | DeleteReason::ServerFailed => "MachineFailed",
+            DeleteReason::ExtraServer | DeleteReason::ScaleDown { .. } => "MachinesDeleted",
+            DeleteReason::Replaced => "MachinesReplaced",
+        }
+    }
+
+    /// What the Event says of the machines.
+    pub fn why(&self) -> String {
+        match self {
+            DeleteReason::Failed => {
+                "the cloud reports these machines failed; replacing them".into()
+            }
+            DeleteReason::ServerFailed => "replacing the failed server machine".into(),
+            DeleteReason::ExtraServer => "removing an extra server machine".into(),
+            DeleteReason::ScaleDown { to } => format!("scaling down to {to}"),
+            DeleteReason::Replaced => {
+                "their instance type no longer meets the pool's requirements".into()
+            }
+        }
+    }
+}
+
+/// Machines to delete, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delete {
+    pub ids: Vec<String>,
+    pub reason: DeleteReason,
+}
+
+/// One batch to create.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Create {
+    /// The pool the batch counts for: the pool, or `<pool>-server` for its server.
+    pub batch_pool: String,
+    pub role: Role,
+    pub count: u32,
+    /// Machines of the batch pool alive before it (part of the idempotency key).
+    pub alive: u32,
+}
+
+/// What to do with one pool, in order: deletes, then creates.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PoolActions {
+    /// The machines the pool should have (`replicas`).
+    pub desired: u32,
+    /// The types that fit, best first, the type the pool already runs ahead of the rest:
+    /// a batch tries them in this order when the cloud has no capacity.
+    pub candidates: Vec<InstanceType>,
+    pub deletes: Vec<Delete>,
+    pub creates: Vec<Create>,
+    /// Batch pools with extra machines kept until they are older than the grace period.
+    pub held: Vec<String>,
+    /// Set while machines of a type that no longer fits are being replaced.
+    pub rolling: Option<String>,
+}
+
+/// The plan for every pool of the Cluster.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Plan {
+    /// One entry per `spec.nodePools`, in that order.
+    pub pools: Vec<PoolActions>,
+}
+
+/// Plans every pool of the Cluster from what was observed. Pure: the rules for how a
+/// pool scales live here (the server-machine rule, the roll of outdated types within
+/// `maxSurge`, the order types are tried in, and which machines go on scale-down).
+pub fn plan(cluster: &Cluster, observed: &Observed) -> Plan {
+    let pools = cluster
+        .spec
+        .node_pools
+        .iter()
+        .enumerate()
+        .map(|(i, pool)| {
+            let machines = observed.machines.get(i).map_or(&[][..], Vec::as_slice);
+            plan_one(cluster, pool, machines, observed)
+        })
+        .collect();
+    Plan { pools }
+}
+
+/// Whether `pool` also runs the k3s server (a provisioned cluster without a separate
+/// control-plane machine).
+pub fn runs_server(cluster: &Cluster, pool: &NodePool) -> bool {
+    let k = &cluster.spec.kubernetes;
+    k.mode == KubernetesMode::Provision
+        && k.control_plane.as_ref().and_then(|c| c.pool.as_deref()) == Some(pool.name.as_str())
+}
+
+fn plan_one(cluster: &Cluster, pool: &NodePool, machines: &[Machine], o: &Observed) -> PoolActions {
+    let desired = pool.replicas.max(0) as u32;
+    // An unfit pool is Stalled by `unsatisfiable`: nothing to create, but the machines
+    // already there are still reported.
+    let mut candidates: Vec<InstanceType> = select::candidates(o.types, &requirements(pool))
+        .map(|c| c.into_iter().cloned().collect())
+        .unwrap_or_default();
+    let fits: std::collections::HashSet<String> =
+        candidates.iter().map(|t| t.name.clone()).collect();
+    // Prefer the type the pool already runs, so a pool does not flip between types.
+    if let Some(current) = machines
+        .iter()
+        .find(|m| matches!(m.state, MachineState::Pending | MachineState::Running))
+        && let Some(pos) = candidates
+            .iter()
+            .position(|t| t.name == current.instance_type)
+    {
+        let t = candidates.remove(pos);
+        candidates.insert(0, t);
+    }
+    let mut out = PoolActions {
+        desired,
+        candidates,
+        ..Default::default()
+    };
+    if !o.can_join || out.candidates.is_empty() {
+        return out;
+    }
+    let in_flight = |batch_pool: &str, listed: &[Machine]| {
+        in_flight(o.pending, batch_pool, listed, o.now, o.grace)
+    };
+    // Extras of a batch pool go only once older than the grace period while one of its
+    // batches is pending: the cloud's list is not to be trusted until then.
+    let settled = |batch_pool: &str| {
+        let unsure = o.pending.iter().any(|p| p.pool == batch_pool);
+        let (now, grace) = (o.now, o.grace);
+        move |m: &Machine| !unsure || !young(&m.created_at, now, grace)
+    };
+    let (servers, rest): (Vec<Machine>, Vec<Machine>) =
+        machines.iter().cloned().partition(Machine::is_server);
+
+    // The k3s server of a single-machine style cluster is the pool's first machine.
+    let mut agents_desired = desired;
+    if runs_server(cluster, pool) && desired > 0 {
+        agents_desired -= 1;
+        let server_pool = format!("{}-server", pool.name);
+        let s = plan_pool_with(
+            1,
+            &servers,
+            in_flight(&server_pool, &servers),
+            settled(&server_pool),
+        );
+        if s.held > 0 {
+            out.held.push(server_pool.clone());
+        }
+        out.push_delete(s.failed, DeleteReason::ServerFailed);
+        out.push_delete(s.scale_down, DeleteReason::ExtraServer);
+        if s.create > 0 {
+            out.creates.push(Create {
+                batch_pool: server_pool,
+                role: Role::Server,
+                count: 1,
+                alive: 0,
+            });
+        }
+    }
+
+    // Machines of a type that no longer meets the pool's requirements are replaced: new
+    // ones first, the old ones go once enough new ones run.
+    let (agents, outdated): (Vec<Machine>, Vec<Machine>) = rest
+        .into_iter()
+        .partition(|m| fits.contains(&m.instance_type) || m.state == MachineState::Terminating);
+    let outdated: Vec<Machine> = outdated
+        .into_iter()
+        .filter(|m| m.state != MachineState::Terminating)
+        .collect();
+    let flying = in_flight(&pool.name, &agents);
+    let mut p = plan_pool_with(agents_desired, &agents, flying, settled(&pool.name));
+    if p.held > 0 {
+        out.held.push(pool.name.clone());
+    }
+    if !outdated.is_empty() {
+        // A roll, in steps of at most maxSurge extra machines.
+        let surge = max_surge(&pool.max_surge(), agents_desired);
+        let step = roll_step(agents_desired, surge, &agents, &outdated, flying, p.create);
+        p.create = step.create;
+        out.rolling = Some(format!(
+            "pool {}: replacing {} machine(s) whose type no longer fits, at most {surge} extra at a time (maxSurge)",
+            pool.name,
+            outdated.len()
+        ));
+        out.push_delete(step.delete, DeleteReason::Replaced);
+    }
+    out.push_delete(p.failed, DeleteReason::Failed);
+    out.push_delete(p.scale_down, DeleteReason::ScaleDown { to: desired });
+    if p.create > 0 {
+        out.creates.push(Create {
+            batch_pool: pool.name.clone(),
+            role: Role::Agent,
+            count: p.create,
+            alive: p.alive,
+        });
+    }
+    out
+}
+
+impl PoolActions {
+    fn push_delete(&mut self, ids: Vec<String>, reason: DeleteReason) {
+        if !ids.is_empty() {
+            self.deletes.push(Delete { ids, reason });
+        }
+    }
+
+    /// Every machine the plan deletes.
+    pub fn deleted(&self) -> impl Iterator<Item = &String> {
+        self.deletes.iter().flat_map(|d| d.ids.iter())
+    }
+}
+
+#[cfg(test)]
+mod fixtures;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,7 +756,8 @@ mod tests {
         for id in ["v", "w"] {
             let mut m = listed[0].clone();
             m.id = id.into();
-            m.tags.insert(tags::BATCH.into(), "k2".into());
+            m.tags
+                .insert(kelp_cloud_drivers::tags::BATCH.into(), "k2".into());
             listed.push(m);
         }
         assert_eq!(keys(still_pending(&p, &listed, now(), GRACE)), ["k3"]);
