@@ -506,6 +506,7 @@ where
     let own = ctx.clone();
     let stream = watcher(api, config)
         .default_backoff()
+        .modify(trim)
         .inspect(move |event| {
             if let Ok(watcher::Event::InitDone) = event {
                 health.synced(controller);
@@ -518,6 +519,20 @@ where
             std::future::ready(!skip)
         });
     (reader, stream)
+}
+
+/// Drops what kelp never reads from an object before it is cached: its managedFields
+/// (one JSON tree per field manager, the largest part of a cached object with a long
+/// status) and kubectl's last-applied-configuration copy of the spec.
+pub fn trim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(a) = meta.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+        if a.is_empty() {
+            meta.annotations = None;
+        }
+    }
 }
 
 /// How many objects of one kind reconcile at once: bounds memory and the load on the API

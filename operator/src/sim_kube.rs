@@ -178,10 +178,12 @@ fn node_object(uid: &str, node: &SimNode) -> Value {
     })
 }
 
-/// Recomputes placement whenever a Deployment or a Node changes.
+/// Recomputes placement whenever a Deployment or a Node changes. The watches are of
+/// metadata alone: they only say that something changed.
 async fn kubelet(client: Client) {
-    let deployments: Api<AppsDeployment> = Api::all(client.clone());
-    let nodes: Api<Node> = Api::all(client.clone());
+    use kube::core::PartialObjectMeta;
+    let deployments: Api<PartialObjectMeta<AppsDeployment>> = Api::all(client.clone());
+    let nodes: Api<PartialObjectMeta<Node>> = Api::all(client.clone());
     let d = watcher(deployments, watcher::Config::default())
         .map(|_| ())
         .boxed();
@@ -211,43 +213,23 @@ struct Res {
     gpu: f64,
 }
 
-/// One placement pass over every Deployment, oldest first; writes status where it changed.
-pub async fn schedule(client: &Client) -> Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let deployments: Api<AppsDeployment> = Api::all(client.clone());
-    let nodes = nodes.list(&ListParams::default()).await?.items;
-    let mut deps = deployments.list(&ListParams::default()).await?.items;
-    deps.sort_by(|a, b| {
-        (a.metadata.creation_timestamp.clone(), a.name_any())
-            .cmp(&(b.metadata.creation_timestamp.clone(), b.name_any()))
-    });
-    let mut free: Vec<(Node, Res)> = nodes
-        .into_iter()
-        .filter(|n| {
-            n.status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-        })
-        .map(|n| {
-            let alloc = n
-                .status
-                .as_ref()
-                .and_then(|s| s.allocatable.clone())
-                .unwrap_or_default();
-            let get = |k: &str| alloc.get(k).map(|q| parse_quantity(&q.0)).unwrap_or(0.0);
-            let r = Res {
-                cpu: get("cpu"),
-                memory: get("memory"),
-                gpu: get("nvidia.com/gpu"),
-            };
-            (n, r)
-        })
-        .collect();
-    for dep in deps {
-        let spec = &dep.spec;
-        let want = spec.replicas.unwrap_or(1).max(0);
-        let pod = spec.template.spec.clone().unwrap_or_default();
+/// What a placement pass needs of an apps/v1 Deployment, without the rest of it.
+struct Workload {
+    namespace: String,
+    name: String,
+    created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    generation: Option<i64>,
+    want: i32,
+    need: Res,
+    selector: std::collections::BTreeMap<String, String>,
+    tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    /// readyReplicas, observedGeneration and the Available message as they are now.
+    current: (Option<i32>, Option<i64>, Option<String>),
+}
+
+impl Workload {
+    fn of(dep: AppsDeployment) -> Self {
+        let pod = dep.spec.template.spec.clone().unwrap_or_default();
         let mut need = Res::default();
         for c in &pod.containers {
             let r = c.resources.clone().unwrap_or_default();
@@ -263,8 +245,78 @@ pub async fn schedule(client: &Client) -> Result<()> {
             need.memory += q("memory");
             need.gpu += q("nvidia.com/gpu");
         }
-        let selector = pod.node_selector.clone().unwrap_or_default();
-        let tolerations = pod.tolerations.clone().unwrap_or_default();
+        let status = dep.status.as_ref();
+        Workload {
+            namespace: dep.namespace().unwrap_or_default(),
+            name: dep.name_any(),
+            created: dep.metadata.creation_timestamp.clone(),
+            generation: dep.metadata.generation,
+            want: dep.spec.replicas.unwrap_or(1).max(0),
+            need,
+            selector: pod.node_selector.unwrap_or_default(),
+            tolerations: pod.tolerations.unwrap_or_default(),
+            current: (
+                status.and_then(|s| s.ready_replicas),
+                status.and_then(|s| s.observed_generation),
+                status
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|c| c.first())
+                    .and_then(|c| c.message.clone()),
+            ),
+        }
+    }
+}
+
+/// Every object of a kind, a page at a time, each turned into what the pass keeps.
+async fn list_compact<K, T>(api: &Api<K>, keep: impl Fn(K) -> T) -> Result<Vec<T>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut out = Vec::new();
+    let mut lp = ListParams::default().limit(200);
+    loop {
+        let page = api.list(&lp).await?;
+        out.extend(page.items.into_iter().map(&keep));
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(token) => lp = lp.continue_token(&token),
+            None => return Ok(out),
+        }
+    }
+}
+
+/// One placement pass over every Deployment, oldest first; writes status where it changed.
+/// Reads a page at a time and keeps only what placement needs, so a pass over thousands
+/// of workloads holds a few hundred whole objects at most.
+pub async fn schedule(client: &Client) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deployments: Api<AppsDeployment> = Api::all(client.clone());
+    let mut free: Vec<(Node, Res)> = list_compact(&nodes, |mut n: Node| {
+        crate::context::trim(&mut n);
+        n
+    })
+    .await?
+    .into_iter()
+    .filter(crate::cluster::node_ready)
+    .map(|n| {
+        let alloc = n
+            .status
+            .as_ref()
+            .and_then(|s| s.allocatable.clone())
+            .unwrap_or_default();
+        let get = |k: &str| alloc.get(k).map(|q| parse_quantity(&q.0)).unwrap_or(0.0);
+        let r = Res {
+            cpu: get("cpu"),
+            memory: get("memory"),
+            gpu: get("nvidia.com/gpu"),
+        };
+        (n, r)
+    })
+    .collect();
+    let mut deps = list_compact(&deployments, Workload::of).await?;
+    deps.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
+    for dep in deps {
+        let (want, need) = (dep.want, &dep.need);
+        let (selector, tolerations) = (&dep.selector, &dep.tolerations);
         let mut placed = 0;
         for _ in 0..want {
             let slot = free.iter_mut().find(|(node, f)| {
@@ -324,7 +376,7 @@ pub async fn schedule(client: &Client) -> Result<()> {
             )
         };
         let status = json!({
-            "observedGeneration": dep.metadata.generation,
+            "observedGeneration": dep.generation,
             "replicas": placed,
             "updatedReplicas": placed,
             "readyReplicas": placed,
@@ -339,17 +391,13 @@ pub async fn schedule(client: &Client) -> Result<()> {
                 "lastTransitionTime": "1970-01-01T00:00:00Z",
             }],
         });
-        let current = serde_json::to_value(&dep.status).unwrap_or_default();
-        if current.get("readyReplicas") == status.get("readyReplicas")
-            && current.get("observedGeneration") == status.get("observedGeneration")
-            && current["conditions"][0]["message"] == status["conditions"][0]["message"]
-        {
+        let now = (Some(placed), dep.generation, Some(message));
+        if dep.current == now {
             continue;
         }
-        let api: Api<AppsDeployment> =
-            Api::namespaced(client.clone(), &dep.namespace().unwrap_or_default());
+        let api: Api<AppsDeployment> = Api::namespaced(client.clone(), &dep.namespace);
         api.patch_status(
-            &dep.name_any(),
+            &dep.name,
             &PatchParams::default(),
             &Patch::Merge(json!({"status": status})),
         )

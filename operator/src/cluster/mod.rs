@@ -1167,15 +1167,8 @@ impl Run<'_> {
                 return Ok(false);
             }
         };
-        let ready: Vec<&k8s_openapi::api::core::v1::Node> = list
-            .iter()
-            .filter(|n| {
-                n.status
-                    .as_ref()
-                    .and_then(|s| s.conditions.as_ref())
-                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
-            })
-            .collect();
+        let ready: Vec<&k8s_openapi::api::core::v1::Node> =
+            list.iter().filter(|n| node_ready(n)).collect();
         let ready_ids: std::collections::HashSet<String> = ready
             .iter()
             .filter_map(|n| n.spec.as_ref().and_then(|s| s.provider_id.clone()))
@@ -1203,6 +1196,14 @@ impl Run<'_> {
         }
         Ok(true)
     }
+}
+
+/// Whether a Node's Ready condition is True.
+pub fn node_ready(n: &k8s_openapi::api::core::v1::Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn address(m: &Machine, kind: &str) -> Option<String> {
