@@ -769,13 +769,9 @@ impl Run<'_> {
         )
     }
 
-    /// Whether an extra machine of `pool` may go now: while a batch of the pool is
-    /// pending, the cloud's list is not to be trusted, and extras younger than the grace
-    /// period are kept until they are older.
+    /// [`plan::settled`] for this reconcile's pending batches.
     fn settled(&self, pool: &str) -> impl Fn(&Machine) -> bool + use<> {
-        let (now, grace) = (self.now, self.ctx.config.create_grace);
-        let unsure = self.pending.iter().any(|p| p.pool == pool);
-        move |m: &Machine| !unsure || !plan::young(&m.created_at, now, grace)
+        plan::settled(&self.pending, pool, self.now, self.ctx.config.create_grace)
     }
 
     /// Records a batch in the status before the cloud is asked for it: a follow-up

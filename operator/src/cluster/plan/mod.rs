@@ -164,6 +164,19 @@ fn visible(p: &PendingCreate, listed: &[Machine]) -> u32 {
         .count() as u32
 }
 
+/// Whether an extra machine of `pool` may go now: while a batch of the pool is pending,
+/// the cloud's list is not to be trusted, and extras younger than the grace period are
+/// kept until they are older.
+pub fn settled(
+    pending: &[PendingCreate],
+    pool: &str,
+    now: Timestamp,
+    grace: std::time::Duration,
+) -> impl Fn(&Machine) -> bool + use<> {
+    let unsure = pending.iter().any(|p| p.pool == pool);
+    move |m: &Machine| !unsure || !young(&m.created_at, now, grace)
+}
+
 /// Whether an RFC 3339 time lies less than `grace` before `now`; an unreadable time
 /// counts as old.
 pub fn young(at: &str, now: Timestamp, grace: std::time::Duration) -> bool {
@@ -567,13 +580,7 @@ fn plan_one(cluster: &Cluster, pool: &NodePool, machines: &[Machine], o: &Observ
     let in_flight = |batch_pool: &str, listed: &[Machine]| {
         in_flight(o.pending, batch_pool, listed, o.now, o.grace)
     };
-    // Extras of a batch pool go only once older than the grace period while one of its
-    // batches is pending: the cloud's list is not to be trusted until then.
-    let settled = |batch_pool: &str| {
-        let unsure = o.pending.iter().any(|p| p.pool == batch_pool);
-        let (now, grace) = (o.now, o.grace);
-        move |m: &Machine| !unsure || !young(&m.created_at, now, grace)
-    };
+    let settled = |batch_pool: &str| settled(o.pending, batch_pool, o.now, o.grace);
     let (servers, rest): (Vec<Machine>, Vec<Machine>) =
         machines.iter().cloned().partition(Machine::is_server);
 
