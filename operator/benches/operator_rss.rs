@@ -1,7 +1,8 @@
 //! Operator memory benchmark (prints figures, asserts nothing): `kelp run` as its own
 //! process against kelp's test API server (in this process), so the figure is the
 //! operator's alone. The N sim Clusters use `kubernetes: Existing` pointing at that same
-//! API server, so no sim control plane lives in the operator process; M Deployments are
+//! API server, so no sim control plane lives in the operator process, and that server's
+//! simulated kubelet runs in this process, beside it; M Deployments are
 //! spread over them. The baseline is the same operator process idle, before any object.
 //! The last line sums it up for scripts: `BENCH operator_rss clusters=N deployments=M
 //! idle_mib=... loaded_mib=...`.
@@ -68,6 +69,9 @@ async fn main() {
         .await
         .unwrap();
     kelp_operator::dev::install_crds(&client).await.unwrap();
+    // The simulated kubelet of that API server runs here, beside it, as a real cluster's
+    // scheduler runs beside its API server: the operator process runs none.
+    kelp_operator::sim_kube::spawn_kubelet(client.clone());
     let dir = std::env::temp_dir().join(format!("kelp-rss-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let kc = dir.join("kubeconfig");

@@ -106,8 +106,8 @@ pub struct Context {
     backoff: Mutex<HashMap<String, u32>>,
     /// Consecutive polls per object, for the poll backoff.
     polls: Mutex<HashMap<String, u32>>,
-    /// The resourceVersion of each object's last status write by this process.
-    written: Mutex<HashMap<String, u64>>,
+    /// The resourceVersions of this process's own writes of each object.
+    written: Mutex<HashMap<String, Written>>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What `/readyz` reports.
     pub health: Arc<crate::health::Health>,
@@ -372,9 +372,73 @@ pub fn from_finalizer(e: kube::runtime::finalizer::Error<Error>) -> Error {
     }
 }
 
-/// The shape of every kelp reconcile: count it, run `apply` or `cleanup` under the
-/// finalizer `finalizer_name` (kube-runtime's helper adds it first and removes it only
-/// after `cleanup` succeeded), and forget the object's backoff after a success.
+/// The resourceVersions of kelp's own writes of one object, whose watch events wake no
+/// reconcile: the reconcile that wrote them has already acted on what they hold.
+#[derive(Clone, Copy, Debug, Default)]
+struct Written {
+    /// The newest (a status write or the finalizer's addition).
+    last: u64,
+    /// The addition of kelp's finalizer, by the reconcile that went on to `apply`.
+    finalizer: Option<u64>,
+}
+
+/// Adds `finalizer_name` to `obj` (a JSON patch that tests the list it read first, as
+/// kube-runtime's finalizer helper does) and returns the object as written. The
+/// reconcile goes on with it, so the finalizer costs no reconcile of its own, and its
+/// watch event is known as kelp's own.
+async fn add_finalizer<K>(
+    ctx: &Context,
+    api: &kube::Api<K>,
+    obj: &K,
+    finalizer_name: &str,
+) -> Result<K>
+where
+    K: Resource<DynamicType = ()> + Clone + std::fmt::Debug + serde::de::DeserializeOwned,
+{
+    let finalizers = obj.meta().finalizers.clone().unwrap_or_default();
+    let patch = if finalizers.is_empty() {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": [finalizer_name]},
+        ])
+    } else {
+        serde_json::json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": finalizers},
+            {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer_name},
+        ])
+    };
+    let patch: json_patch::Patch =
+        serde_json::from_value(patch).map_err(|e| Error::Finalizer(e.to_string()))?;
+    let name = obj.meta().name.clone().unwrap_or_default();
+    let mut written = match api
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::<()>::Json(patch),
+        )
+        .await
+    {
+        Ok(o) => o,
+        // The `test` against a cached copy that is behind the API server: look again
+        // shortly, once the watch has caught up (no backoff, it is not a failure).
+        Err(kube::Error::Api(s)) if s.code == 422 || s.code == 409 => {
+            return Err(Error::Stale(s.message));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    trim(&mut written);
+    if let Some(rv) = resource_version(&written) {
+        let mut all = ctx.written.lock().unwrap();
+        let w = all.entry(key(obj)).or_default();
+        w.last = w.last.max(rv);
+        w.finalizer = Some(rv);
+    }
+    Ok(written)
+}
+
+/// The shape of every kelp reconcile: count it, add the finalizer `finalizer_name` and go
+/// on, run `apply` or `cleanup` under it (kube-runtime's helper removes it only after
+/// `cleanup` succeeded), and forget the object's backoff after a success.
 pub async fn reconcile_with_finalizer<K, A, FA, C, FC>(
     obj: Arc<K>,
     ctx: Ctx,
@@ -405,6 +469,16 @@ where
             "{k}: the watch has not delivered kelp's last status write yet"
         )));
     }
+    let has = obj
+        .meta()
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == finalizer_name));
+    let obj = if !has && obj.meta().deletion_timestamp.is_none() {
+        Arc::new(add_finalizer(&ctx, &api, obj.as_ref(), finalizer_name).await?)
+    } else {
+        obj
+    };
     let action = finalizer(&api, finalizer_name, obj, |event| async {
         match event {
             Finalizer::Apply(o) => apply(o, ctx.clone()).await,
@@ -600,7 +674,9 @@ where
         )
         .await?;
     if let Some(rv) = resource_version(&written) {
-        ctx.written.lock().unwrap().insert(key(obj), rv);
+        let mut all = ctx.written.lock().unwrap();
+        let w = all.entry(key(obj)).or_default();
+        w.last = w.last.max(rv);
     }
     Ok(())
 }
@@ -614,7 +690,7 @@ fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
 /// Whether `obj` is exactly what this process's last status write of it returned.
 pub fn is_own_write<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K) -> bool {
     let written = ctx.written.lock().unwrap().get(&key(obj)).copied();
-    matches!((resource_version(obj), written), (Some(seen), Some(w)) if seen == w)
+    matches!((resource_version(obj), written), (Some(seen), Some(w)) if seen == w.last || Some(seen) == w.finalizer)
 }
 
 /// Whether `obj` (from the watch cache) is older than this process's last status write
@@ -622,7 +698,7 @@ pub fn is_own_write<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K) -> bo
 /// one thing, miss that Ready had turned False in between.
 pub fn is_stale<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K) -> bool {
     let written = ctx.written.lock().unwrap().get(&key(obj)).copied();
-    matches!((resource_version(obj), written), (Some(seen), Some(w)) if seen < w)
+    matches!((resource_version(obj), written), (Some(seen), Some(w)) if seen < w.last)
 }
 
 #[cfg(test)]

@@ -102,6 +102,8 @@ pub async fn start(port: u16, kubeconfig: &Path) -> anyhow::Result<(TestApiServe
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     install_crds(&client).await?;
+    // kelp dev's own Kubernetes schedules the workloads of sim Clusters that join it.
+    crate::sim_kube::spawn_kubelet(client.clone());
     // Where users' recipe ConfigMaps go.
     let ns = crate::context::Config::default().namespace;
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());

@@ -10,7 +10,6 @@
 //!   otherwise. No container ever runs.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -27,11 +26,17 @@ use crate::context::{Error, Result};
 use crate::simulated::SimKubernetes;
 pub use crate::simulated::{NODE_CLUSTER_LABEL, NODE_POOL_LABEL, SimNode};
 
-/// In-process control planes and simulated kubelets, shared across operator restarts in tests.
+/// In-process control planes, each with its simulated kubelet, shared across operator
+/// restarts in tests.
 #[derive(Default)]
 pub struct SimKube {
-    planes: tokio::sync::Mutex<HashMap<String, TestApiServer>>,
-    kubelets: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    planes: tokio::sync::Mutex<HashMap<String, Plane>>,
+}
+
+/// A sim Cluster's control plane and the kubelet that schedules its workloads.
+struct Plane {
+    server: TestApiServer,
+    kubelet: tokio::task::JoinHandle<()>,
 }
 
 #[async_trait::async_trait]
@@ -44,10 +49,12 @@ impl SimKubernetes for SimKube {
             let server = TestApiServer::start().await.map_err(|e| {
                 Error::Target(format!("could not start the sim control plane: {e}"))
             })?;
+            let client = crate::targets::client_from_kubeconfig(&server.kubeconfig()).await?;
             tracing::info!(cluster = cluster_name, url = %server.url(), "sim control plane started");
-            planes.insert(uid.to_string(), server);
+            let kubelet = spawn_kubelet(client);
+            planes.insert(uid.to_string(), Plane { server, kubelet });
         }
-        let server = &planes[uid];
+        let server = &planes[uid].server;
         // The sim's stand-in for the admin client certificate: the server's admin token.
         let kubeconfig = crate::pki::kubeconfig(
             cluster_name,
@@ -60,29 +67,16 @@ impl SimKubernetes for SimKube {
 
     /// Stops the control plane of `uid` (the Cluster is gone).
     async fn stop_control_plane(&self, uid: &str) {
-        let server = self.planes.lock().await.remove(uid);
-        if let Some(server) = server {
-            let url = server.url();
-            if let Some(task) = self.kubelets.lock().unwrap().remove(&url) {
-                task.abort();
-            }
-            server.shutdown().await;
+        let plane = self.planes.lock().await.remove(uid);
+        if let Some(plane) = plane {
+            plane.kubelet.abort();
+            plane.server.shutdown().await;
         }
     }
 
     /// Number of control planes running (for tests and benchmarks).
     async fn control_planes(&self) -> usize {
         self.planes.lock().await.len()
-    }
-
-    /// Makes sure a simulated kubelet schedules the Deployments of the API server at `url`.
-    fn ensure_kubelet(&self, url: &str, client: &Client) {
-        let mut kubelets = self.kubelets.lock().unwrap();
-        if kubelets.get(url).is_some_and(|t| !t.is_finished()) {
-            return;
-        }
-        let client = client.clone();
-        kubelets.insert(url.to_string(), tokio::spawn(kubelet(client)));
     }
 
     /// Registers `nodes` for the Cluster `uid` on `client`'s API server and removes the
@@ -176,6 +170,15 @@ fn node_object(uid: &str, node: &SimNode) -> Value {
             "nodeInfo": {"kubeletVersion": "v1.31.4+k3s1 (kelp sim)"},
         },
     })
+}
+
+/// Starts a simulated kubelet for the API server `client` talks to: it marks apps/v1
+/// Deployments ready when Nodes with room for them exist. Every sim control plane gets
+/// one; whatever hosts an API server that sim Clusters join as `kubernetes: Existing`
+/// (`kelp dev`, a test harness, a benchmark) starts one beside it, as a real cluster
+/// has its own scheduler and kubelets. The operator never runs one itself.
+pub fn spawn_kubelet(client: Client) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(kubelet(client))
 }
 
 /// Recomputes placement whenever a Deployment or a Node changes. The watches are of

@@ -4,9 +4,15 @@
 //! on the control-plane machine, a Node per agent that joins. The sim cloud's machines
 //! run nothing, so something must stand in for k3s. The controllers ask for that
 //! through [`SimKubernetes`] and know nothing of what is behind it. kelp's `dev` build
-//! (the default features) provides in-process test API servers and a simulated kubelet
+//! (the default features) provides in-process test API servers and Node registration
 //! (`sim_kube`); a build without it (the release image) has none, and a sim Cluster is
 //! then Stalled with a message saying so.
+//!
+//! Scheduling is not the operator's part, as it is not on a real cloud: the simulated
+//! kubelet that makes workloads Ready runs beside the API server it serves
+//! (`sim_kube::spawn_kubelet`), started with every sim control plane and by whatever
+//! hosts an API server that sim Clusters join as `Existing` (`kelp dev`, test harnesses,
+//! benchmarks). The operator process runs none.
 
 use std::collections::BTreeMap;
 
@@ -47,8 +53,6 @@ pub trait SimKubernetes: Send + Sync {
     /// Registers `nodes` for the Cluster `uid` on `client`'s API server and removes the
     /// Nodes of machines that are gone.
     async fn sync_nodes(&self, client: &Client, uid: &str, nodes: &[SimNode]) -> Result<()>;
-    /// Makes sure something schedules the workloads of the API server at `url`.
-    fn ensure_kubelet(&self, url: &str, client: &Client);
     /// Control planes running (for tests and benchmarks).
     async fn control_planes(&self) -> usize;
 }

@@ -1146,9 +1146,6 @@ impl Run<'_> {
                 })
                 .collect();
             sim.sync_nodes(&target, &self.uid, &nodes).await?;
-            if let Some(url) = &self.status.api_endpoint {
-                sim.ensure_kubelet(url, &target);
-            }
         }
         let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(target);
         // Only this Cluster's Nodes: an existing cluster may have many others.

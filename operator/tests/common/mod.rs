@@ -40,6 +40,8 @@ impl Harness {
             .await
             .unwrap();
         kelp_operator::dev::install_crds(&client).await.unwrap();
+        // Schedules the workloads of sim Clusters that join this server as `Existing`.
+        kelp_operator::sim_kube::spawn_kubelet(client.clone());
         let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kelp-system"}});
         Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
             .patch(

@@ -170,6 +170,8 @@ pub async fn api_server(namespaces: &[&str]) -> (kelp_testapi::TestApiServer, ku
         .await
         .unwrap();
     kelp_operator::dev::install_crds(&admin).await.unwrap();
+    // Schedules the workloads of sim Clusters that join this server as `Existing`.
+    kelp_operator::sim_kube::spawn_kubelet(admin.clone());
     for ns in namespaces {
         apply(
             &admin,
