@@ -1,13 +1,18 @@
 //! The Deployment controller: a Module running on a Cluster.
 //!
-//! fetch (Module, Cluster, Secrets) -> validate (pool, image) -> build (recipe objects,
-//! rclone and env Secrets) -> apply (server-side apply to the Cluster's Kubernetes, prune)
-//! -> status (readiness and endpoint from that cluster).
+//! Each reconcile is four steps:
+//! - dereference: the Module, the Cluster, the Secrets and ConfigMaps the spec names, and
+//!   what kelp left on the Cluster's Kubernetes, in one [`Observed`];
+//! - plan (pure, [`plan::plan`]): the pool, the image, the objects to apply (recipe
+//!   objects, rclone and env Secrets), or why it cannot go on;
+//! - apply: the ownership check, server-side apply to the Cluster's Kubernetes, prune;
+//! - status (pure, [`status::compute`]): readiness and endpoint from that cluster.
 
 pub mod build;
+pub mod plan;
 pub mod status;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -22,12 +27,14 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::conditions;
 use crate::context::{Ctx, Error, Result, reconcile_with_finalizer};
 use build::{DEPLOYMENT_LABEL, NAMESPACE_LABEL};
-use status::{Outcome, Rollout};
+pub use plan::{Blocked, Kind};
+use plan::{Observed, Plan, Work};
+use status::Outcome;
 
 /// The finalizer kelp puts on Deployments: the workload is removed from the target first.
 pub const FINALIZER: &str = "kelp.imagine-ai.eu/deployment";
@@ -190,46 +197,6 @@ async fn reconcile(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
     .await
 }
 
-/// What kind of wait a [`Blocked`] Deployment is in.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize)]
-pub enum Kind {
-    /// Waiting for another object (a Module resolving, a Cluster booting): normal.
-    Waiting,
-    /// Needs a change from the user (Stalled).
-    Stalled,
-    /// The workload no longer runs anywhere (its Cluster is gone or going).
-    Gone,
-}
-
-/// A reason the Deployment cannot go on yet, shown in its conditions.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Deserialize)]
-pub struct Blocked {
-    pub reason: String,
-    pub message: String,
-    pub kind: Kind,
-}
-
-fn blocked(reason: &str, message: impl Into<String>, kind: Kind) -> Blocked {
-    Blocked {
-        reason: reason.to_string(),
-        message: message.into(),
-        kind,
-    }
-}
-
-fn waiting(reason: &str, message: impl Into<String>) -> Blocked {
-    blocked(reason, message, Kind::Waiting)
-}
-
-fn stalled(reason: &str, message: impl Into<String>) -> Blocked {
-    blocked(reason, message, Kind::Stalled)
-}
-
-/// The Deployment's Cluster is gone or being deleted, and the workload with it.
-fn cluster_gone(reason: &str, message: String) -> Blocked {
-    blocked(reason, message, Kind::Gone)
-}
-
 /// Why `deploy` stopped before the end: a condition to show, or an error to retry.
 enum Stop {
     Blocked(Blocked),
@@ -254,16 +221,39 @@ impl From<kube::Error> for Stop {
     }
 }
 
+/// The reconcile: dereference -> plan (pure) -> apply -> status (pure).
 async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
-    let mut status = dep.status.clone().unwrap_or_default();
-    status.observed_generation = dep.metadata.generation;
-    let outcome = match deploy(&dep, &ctx, &mut status).await {
-        Ok(rollout) => Outcome::Rolled(rollout),
-        Err(Stop::Blocked(b)) => Outcome::Blocked(b),
-        // Retried with per-object backoff; a status write would wake the controller at once.
-        Err(Stop::Failed(e)) => return Err(e),
+    let (observed, target) = dereference(&dep, &ctx).await?;
+    let plan = plan::plan(&dep, &observed, &ctx.recipes);
+    let mut rolled = None;
+    let outcome = match (&plan.step, target) {
+        (Err(b), _) => Outcome::Blocked(b.clone()),
+        (Ok(work), Some(target)) => {
+            let owned = observed
+                .target
+                .as_ref()
+                .map(|t| &t.owned)
+                .cloned()
+                .unwrap_or_default();
+            match apply_work(&target, &dep, &owned, work).await {
+                Ok(workload) => {
+                    let (ready_replicas, rollout) = plan::rollout(&dep, workload.as_ref());
+                    rolled = Some((ready_replicas, work.endpoint.clone()));
+                    Outcome::Rolled(rollout)
+                }
+                Err(Stop::Blocked(b)) => Outcome::Blocked(b),
+                // Retried with per-object backoff; a status write would wake the controller at once.
+                Err(Stop::Failed(e)) => return Err(e),
+            }
+        }
+        (Ok(_), None) => {
+            return Err(Error::Target(
+                "the target cluster was not read before applying".into(),
+            ));
+        }
     };
-    let status = status::compute(&dep, status, &outcome);
+    let base = status::base(&dep, &plan, rolled);
+    let status = status::compute(&dep, base, &outcome);
     if let Outcome::Blocked(b) = &outcome
         && dep
             .status
@@ -290,355 +280,114 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
     ))
 }
 
-/// Deploys: the workload's state, or why it cannot go on ([`Stop`]).
-async fn deploy(
-    dep: &Deployment,
-    ctx: &Ctx,
-    status: &mut DeploymentStatus,
-) -> Result<Rollout, Stop> {
+/// Reads everything the plan decides from: the Module, the Cluster, the Secrets and
+/// ConfigMaps the spec names, and, once the Cluster's control plane is ready, what kelp
+/// left on its Kubernetes (its labelled objects, the rclone passwords it obscured), with
+/// a client for it.
+async fn dereference(dep: &Deployment, ctx: &Ctx) -> Result<(Observed, Option<Client>)> {
     let ns = dep.namespace().unwrap_or_default();
-    let name = dep.name_any();
-    let g = dep.metadata.generation;
     let module = Api::<Module>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&dep.spec.module_ref.name)
-        .await?
-        .ok_or_else(|| {
-            waiting(
-                "ModuleNotFound",
-                format!(
-                    "spec.moduleRef: Module {ns}/{} not found",
-                    dep.spec.module_ref.name
-                ),
-            )
-        })?;
+        .await?;
     let cluster = Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&dep.spec.cluster_ref.name)
-        .await?
-        .ok_or_else(|| {
-            cluster_gone(
-                "ClusterNotFound",
-                format!(
-                    "spec.clusterRef: Cluster {ns}/{} not found; the workload runs nowhere",
-                    dep.spec.cluster_ref.name
-                ),
-            )
-        })?;
-    if cluster.metadata.deletion_timestamp.is_some() {
-        return Err(cluster_gone(
-            "ClusterDeleting",
-            format!(
-                "Cluster {} is being deleted, and the workload with it",
-                cluster.name_any()
-            ),
-        )
-        .into());
-    }
-    let need = build::need(dep, &module);
-    let pool = build::choose_pool(&cluster, dep.spec.node_pool.as_deref(), need)
-        .map_err(|m| {
-            blocked(
-                "NoPoolFits",
-                m,
-                if dep.spec.node_pool.is_some() {
-                    Kind::Stalled
-                } else {
-                    Kind::Waiting
-                },
-            )
-        })?
-        .clone();
-    status.node_pool = Some(pool.name.clone());
-    conditions::set(
-        &mut status.conditions,
-        ct::SCHEDULED,
-        true,
-        "PoolChosen",
-        format!("node pool {}", pool.name),
-        g,
-    );
-    let image = build::image(dep, &module, need).ok_or_else(|| {
-        let why = module
-            .status
-            .as_ref()
-            .and_then(|s| conditions::get(&s.conditions, ct::READY))
-            .map(|c| c.message.clone())
-            .unwrap_or_else(|| "not resolved yet".into());
-        waiting(
-            "ModuleNotReady",
-            format!("Module {}: {why}", module.name_any()),
-        )
-    })?;
-    status.image = Some(image.clone());
-    let cp_ready = cluster
-        .status
-        .as_ref()
-        .is_some_and(|s| conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY));
-    if !cp_ready {
-        return Err(waiting(
-            "ClusterNotReady",
-            format!(
-                "Cluster {}: waiting for its control plane",
-                cluster.name_any()
-            ),
-        )
-        .into());
-    }
-    let target = ctx.targets.client(&ctx.client, &cluster).await?;
-
-    // Secrets first: copied credentials, then the objects that use them.
-    let mut secrets: Vec<Value> = Vec::new();
-    for s in dep.spec.storage.iter() {
-        let Some(webdav) = &s.webdav else { continue };
-        let field = format!("spec.storage[{}].webdav.credentialsSecretRef", s.name);
-        let creds = read_secret(ctx, &ns, &webdav.credentials_secret_ref.name, &field).await?;
-        let get = |k: &str| {
-            creds.get(k).cloned().ok_or_else(|| {
-                stalled(
-                    "SecretKeyMissing",
-                    format!(
-                        "{field}: Secret {} has no key {k:?}",
-                        webdav.credentials_secret_ref.name
-                    ),
-                )
-            })
-        };
-        let (user, password) = (get("user")?, get("password")?);
-        let secret_name = build::rclone_secret_name(&name, &s.name);
-        let remote = s.name.to_uppercase().replace(['-', '.'], "_");
-        let prefix = format!("RCLONE_CONFIG_{remote}_");
-        // rclone obscure uses a random IV: keep the stored value while it still reveals to the password.
-        let existing = Api::<Secret>::namespaced(target.clone(), &ns)
-            .get_opt(&secret_name)
-            .await
-            .ok()
-            .flatten();
-        let pass_key = format!("{prefix}PASS");
-        let obscured = existing
-            .and_then(|s| s.data)
-            .and_then(|d| {
-                d.get(&pass_key)
-                    .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-            })
-            .filter(|old| {
-                kelp_recipes::rclone::reveal(old).ok().as_deref() == Some(password.as_str())
-            })
-            .unwrap_or_else(|| kelp_recipes::rclone::obscure(&password));
-        let vendor = match webdav.vendor {
-            kelp_crds::WebdavVendor::Nextcloud => "nextcloud",
-            kelp_crds::WebdavVendor::Owncloud => "owncloud",
-            kelp_crds::WebdavVendor::Other => "other",
-        };
-        secrets.push(secret(
-            &secret_name,
-            "Opaque",
-            Some(
-                [
-                    (format!("{prefix}TYPE"), "webdav".to_string()),
-                    (format!("{prefix}URL"), webdav.url.clone()),
-                    (format!("{prefix}VENDOR"), vendor.to_string()),
-                    (format!("{prefix}USER"), user),
-                    (pass_key, obscured),
-                ]
-                .into(),
-            ),
-            None,
-        ));
-    }
-    let mut env_values = BTreeMap::new();
-    for (i, e) in dep.spec.env.iter().enumerate() {
-        let Some(from) = &e.value_from else { continue };
-        if let Some(r) = &from.secret_key_ref {
-            let field = format!("spec.env[{i}].valueFrom.secretKeyRef");
-            let data = read_secret(ctx, &ns, &r.name, &field).await?;
-            let v = data.get(&r.key).cloned().ok_or_else(|| {
-                stalled(
-                    "SecretKeyMissing",
-                    format!("{field}: Secret {} has no key {:?}", r.name, r.key),
-                )
-            })?;
-            env_values.insert(build::env_key(&r.name, &r.key), v);
-        } else if let Some(r) = &from.config_map_key_ref {
-            let field = format!("spec.env[{i}].valueFrom.configMapKeyRef");
-            let cm = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
-                .get_opt(&r.name)
-                .await?
-                .ok_or_else(|| {
-                    stalled(
-                        "ConfigMapNotFound",
-                        format!("{field}: ConfigMap {} not found", r.name),
-                    )
-                })?;
-            let v = cm
-                .data
-                .unwrap_or_default()
-                .get(&r.key)
-                .cloned()
-                .ok_or_else(|| {
-                    stalled(
-                        "ConfigMapKeyMissing",
-                        format!("{field}: ConfigMap {} has no key {:?}", r.name, r.key),
-                    )
-                })?;
-            env_values.insert(build::env_key(&r.name, &r.key), v);
-        }
-    }
-    if !env_values.is_empty() {
-        secrets.push(secret(
-            &build::env_secret_name(&name),
-            "Opaque",
-            Some(env_values),
-            None,
-        ));
-    }
-    let mut pull = None;
-    if let Some(r) = &module.spec.image.pull_secret_ref {
-        let src = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&r.name)
-            .await?
-            .ok_or_else(|| {
-                stalled(
-                    "SecretNotFound",
-                    format!(
-                        "Module {} spec.image.pullSecretRef: Secret {} not found",
-                        module.name_any(),
-                        r.name
-                    ),
-                )
-            })?;
-        let pull_name = format!("{name}-pull");
-        secrets.push(secret(
-            &pull_name,
-            src.type_.as_deref().unwrap_or("Opaque"),
-            None,
-            src.data,
-        ));
-        pull = Some(pull_name);
-    }
-
-    let mut wctx = build::workload_context(dep, &module, &pool, need, image, pull);
-    // Pool names repeat across Clusters that share one Kubernetes: pin this Cluster's Nodes.
-    wctx.node_selector.insert(
-        crate::simulated::NODE_CLUSTER_LABEL.to_string(),
-        cluster.uid().unwrap_or_default(),
-    );
-    let recipe = kelp_recipes::RecipeUse {
-        name: dep.spec.recipe.clone(),
-        inputs: BTreeMap::new(),
-    };
-    let objects = ctx
-        .recipes
-        .check([recipe.name.as_str()])
-        .and_then(|()| ctx.recipes.catalog().render_workload(&recipe, &wctx))
-        .map_err(|e| {
-            stalled(
-                "RecipeError",
-                format!("spec.recipe {}: {e}", dep.spec.recipe),
-            )
-        })?;
-
-    let objects: Vec<Value> = secrets
-        .into_iter()
-        .chain(objects)
-        .map(|mut obj| {
-            obj["metadata"]["namespace"] = json!(ns);
-            let mut labels = obj["metadata"]["labels"]
-                .as_object()
-                .cloned()
-                .unwrap_or_default();
-            labels.insert(DEPLOYMENT_LABEL.into(), json!(name));
-            labels.insert(NAMESPACE_LABEL.into(), json!(ns));
-            labels.insert("app.kubernetes.io/managed-by".into(), json!("kelp"));
-            obj["metadata"]["labels"] = Value::Object(labels);
-            obj
-        })
-        .collect();
-    // Never take over what kelp did not create: every object is checked before any is
-    // applied, and only objects carrying this Deployment's labels are ever pruned.
-    let owned = owned(&target, &ns, &name).await?;
-    for obj in &objects {
-        if !owned.contains(&object_id(obj))
-            && let Some(what) = foreign(&target, obj).await?
-        {
-            return Err(stalled("ObjectNotOwned", format!(
-                    "{what} already exists in Cluster {} and kelp did not create it (it lacks the label {DEPLOYMENT_LABEL}={name}): kelp neither changes nor deletes it; rename the Deployment or remove that object",
-                    cluster.name_any()
-                )).into());
-        }
-    }
-    ensure_namespace(&target, &ns).await?;
-    let mut applied = BTreeSet::new();
-    for obj in &objects {
-        applied.insert(server_side_apply(&target, obj).await?);
-    }
-    prune(&target, &ns, &owned, &applied).await?;
-
-    // Readiness and endpoint from the target cluster.
-    let workload = Api::<AppsDeployment>::namespaced(target.clone(), &ns)
-        .get_opt(&name)
         .await?;
-    let st = workload
-        .as_ref()
-        .and_then(|w| w.status.clone())
-        .unwrap_or_default();
-    let observed = workload
-        .as_ref()
-        .is_some_and(|w| st.observed_generation >= w.metadata.generation);
-    status.replicas = dep.spec.replicas.max(0);
-    status.ready_replicas = if observed {
-        st.ready_replicas.unwrap_or(0)
-    } else {
-        0
-    };
-    status.endpoint = build::endpoint(&cluster, &wctx);
-    let unavailable = st
-        .conditions
-        .unwrap_or_default()
-        .into_iter()
-        .find(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("False"))
-        .and_then(|c| c.message);
-    let ready = observed && status.ready_replicas >= status.replicas;
-    Ok(Rollout {
-        ready,
-        why_not: if ready { None } else { unavailable },
-    })
-}
-
-/// A Secret kelp copies to the target cluster, as the JSON the recipes' objects are.
-fn secret(
-    name: &str,
-    type_: &str,
-    string_data: Option<BTreeMap<String, String>>,
-    data: Option<BTreeMap<String, k8s_openapi::ByteString>>,
-) -> Value {
-    let s = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.to_string()),
-            ..Default::default()
-        },
-        type_: Some(type_.to_string()),
-        string_data,
-        data,
+    let (secret_names, config_map_names) = plan::sources(dep, module.as_ref());
+    let mut obs = Observed {
+        module,
+        cluster,
         ..Default::default()
     };
-    serde_json::to_value(s).expect("a Secret serializes")
+    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+    for name in secret_names {
+        let s = secrets.get_opt(&name).await?;
+        obs.secrets.insert(name, s);
+    }
+    let config_maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns);
+    for name in config_map_names {
+        let c = config_maps.get_opt(&name).await?;
+        obs.config_maps.insert(name, c);
+    }
+    let cp_ready = obs.cluster.as_ref().is_some_and(|c| {
+        c.metadata.deletion_timestamp.is_none()
+            && c.status
+                .as_ref()
+                .is_some_and(|s| conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY))
+    });
+    let target = match (&obs.cluster, cp_ready) {
+        (Some(cluster), true) => Some(ctx.targets.client(&ctx.client, cluster).await?),
+        _ => None,
+    };
+    if let Some(target) = &target {
+        let name = dep.name_any();
+        let mut state = plan::TargetState {
+            owned: owned(target, &ns, &name).await?,
+            ..Default::default()
+        };
+        let on_target = Api::<Secret>::namespaced(target.clone(), &ns);
+        for s in dep.spec.storage.iter().filter(|s| s.webdav.is_some()) {
+            let secret_name = build::rclone_secret_name(&name, &s.name);
+            let pass = on_target
+                .get_opt(&secret_name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|s| s.data)
+                .and_then(|d| {
+                    d.get(&plan::rclone_pass_key(&s.name))
+                        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+                });
+            if let Some(pass) = pass {
+                state.rclone_pass.insert(secret_name, pass);
+            }
+        }
+        obs.target = Some(state);
+    }
+    Ok((obs, target))
 }
 
-async fn read_secret(
-    ctx: &Ctx,
-    ns: &str,
-    name: &str,
-    field: &str,
-) -> Result<BTreeMap<String, String>, Stop> {
-    let secret = Api::<Secret>::namespaced(ctx.client.clone(), ns)
-        .get_opt(name)
-        .await?
-        .ok_or_else(|| {
-            stalled(
-                "SecretNotFound",
-                format!("{field}: Secret {ns}/{name} not found"),
-            )
-        })?;
-    Ok(crate::targets::secret_data(&secret))
+/// Applies the plan's objects to the target: refuses any that exists without being
+/// kelp's (before applying any), then server-side applies them in order and prunes what
+/// kelp applied earlier and the recipe no longer renders. Returns the workload as the
+/// API server returned it.
+async fn apply_work(
+    target: &Client,
+    dep: &Deployment,
+    owned: &BTreeSet<String>,
+    work: &Work,
+) -> Result<Option<AppsDeployment>, Stop> {
+    let ns = dep.namespace().unwrap_or_default();
+    let name = dep.name_any();
+    // Never take over what kelp did not create: every object is checked before any is
+    // applied, and only objects carrying this Deployment's labels are ever pruned.
+    for obj in &work.objects {
+        if !owned.contains(&object_id(obj))
+            && let Some(what) = foreign(target, obj).await?
+        {
+            return Err(Stop::Blocked(Blocked {
+                reason: "ObjectNotOwned".into(),
+                message: format!(
+                    "{what} already exists in Cluster {} and kelp did not create it (it lacks the label {DEPLOYMENT_LABEL}={name}): kelp neither changes nor deletes it; rename the Deployment or remove that object",
+                    dep.spec.cluster_ref.name
+                ),
+                kind: Kind::Stalled,
+            }));
+        }
+    }
+    ensure_namespace(target, &ns).await?;
+    let mut applied = BTreeSet::new();
+    let mut workload = None;
+    for obj in &work.objects {
+        let (id, written) = server_side_apply(target, obj).await?;
+        if id == format!("apps/v1/Deployment/{name}") {
+            workload = serde_json::to_value(written)
+                .ok()
+                .and_then(|v| serde_json::from_value::<AppsDeployment>(v).ok());
+        }
+        applied.insert(id);
+    }
+    prune(target, &ns, owned, &applied).await?;
+    Ok(workload)
 }
 
 async fn ensure_namespace(target: &Client, ns: &str) -> Result<()> {
@@ -691,19 +440,21 @@ fn api_for_id(target: &Client, ns: &str, id: &str) -> (Api<DynamicObject>, Strin
     (Api::namespaced_with(target.clone(), ns, &ar), name)
 }
 
-/// Server-side applies `obj` with field manager `kelp`; returns `apiVersion/kind/name`.
-async fn server_side_apply(target: &Client, obj: &Value) -> Result<String> {
+/// Server-side applies `obj` with field manager `kelp`; returns `apiVersion/kind/name`
+/// and the object as the API server wrote it.
+async fn server_side_apply(target: &Client, obj: &Value) -> Result<(String, DynamicObject)> {
     let id = object_id(obj);
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
     let (api, name) = api_for_id(target, ns, &id);
-    api.patch(
-        &name,
-        &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(obj),
-    )
-    .await?;
+    let written = api
+        .patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(obj),
+        )
+        .await?;
     tracing::debug!(%id, ns, "applied");
-    Ok(id)
+    Ok((id, written))
 }
 
 /// `Kind namespace/name` when `obj` exists on the target without being kelp's.

@@ -40,6 +40,39 @@ pub enum Outcome {
     Blocked(Blocked),
 }
 
+/// The status before [`compute`] completes it: the previous one with what this reconcile
+/// found: the observed generation, the pool chosen (Scheduled), the image, and, when
+/// the workload was applied (`rolled`: its ready replicas and endpoint), the counts.
+pub fn base(
+    dep: &Deployment,
+    plan: &super::Plan,
+    rolled: Option<(i32, Option<String>)>,
+) -> DeploymentStatus {
+    let g = dep.metadata.generation;
+    let mut status = dep.status.clone().unwrap_or_default();
+    status.observed_generation = g;
+    if let Some(pool) = &plan.pool {
+        status.node_pool = Some(pool.clone());
+        conditions::set(
+            &mut status.conditions,
+            ct::SCHEDULED,
+            true,
+            "PoolChosen",
+            format!("node pool {pool}"),
+            g,
+        );
+    }
+    if let Some(image) = &plan.image {
+        status.image = Some(image.clone());
+    }
+    if let Some((ready_replicas, endpoint)) = rolled {
+        status.replicas = dep.spec.replicas.max(0);
+        status.ready_replicas = ready_replicas;
+        status.endpoint = endpoint;
+    }
+    status
+}
+
 /// The Deployment's status: `base` (the previous status with what this reconcile found:
 /// observed generation, pool, image, replica counts, endpoint) completed from `outcome`.
 /// The phase before this reconcile is read from `dep`.
