@@ -12,7 +12,7 @@ pub mod build;
 pub mod plan;
 pub mod status;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -82,12 +82,15 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
-        // A Cluster's change that a Deployment reads; not each machine's progress.
-        .reconcile_on(cluster_changes(&ctx).flat_map(move |(ns, name)| {
+        // A Cluster's change that a Deployment reads (its own pool's Ready machines, not
+        // the other pools'); not each machine's progress.
+        .reconcile_on(cluster_changes(&ctx).flat_map(move |(ns, name, woken)| {
             let refs: Vec<ObjectRef<Deployment>> = by_cluster
                 .state()
                 .into_iter()
-                .filter(|d| d.namespace() == ns && d.spec.cluster_ref.name == name)
+                .filter(|d| {
+                    d.namespace() == ns && d.spec.cluster_ref.name == name && concerns(d, &woken)
+                })
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
                 .collect();
             futures::stream::iter(refs)
@@ -115,52 +118,97 @@ pub async fn run(
 }
 
 /// What of a Cluster its Deployments read: its spec, whether it is being deleted, its
-/// control plane's readiness, endpoint and kubeconfig Secret, and how many machines of
-/// each pool run (room for workloads). A change of anything else (a machine's address
-/// or state, the cloud's condition) wakes no Deployment.
-fn cluster_fingerprint(c: &Cluster) -> String {
-    let s = c.status.clone().unwrap_or_default();
-    let pools: Vec<(String, i32)> = s
-        .node_pools
-        .iter()
-        .map(|p| (p.name.clone(), p.ready))
-        .collect();
-    format!(
-        "{:?}|{}|{}|{:?}|{:?}|{:?}|{:?}",
-        c.metadata.generation,
-        c.metadata.deletion_timestamp.is_some(),
-        conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY),
-        s.api_endpoint,
-        s.kubeconfig_secret_ref.map(|r| r.name),
-        s.ready,
-        pools
-    )
+/// control plane's readiness, endpoint and kubeconfig Secret (`common`), and how many
+/// machines of each pool are Ready (room for workloads). A change of anything else (a
+/// machine's address or state, the cloud's condition) wakes no Deployment.
+#[derive(Clone, Debug, PartialEq)]
+struct ClusterView {
+    common: String,
+    pools: BTreeMap<String, i32>,
 }
 
-/// `(namespace, name)` of each Cluster whose [fingerprint](cluster_fingerprint) changed,
-/// was created or was deleted.
+fn cluster_view(c: &Cluster) -> ClusterView {
+    let s = c.status.clone().unwrap_or_default();
+    ClusterView {
+        common: format!(
+            "{:?}|{}|{}|{:?}|{:?}",
+            c.metadata.generation,
+            c.metadata.deletion_timestamp.is_some(),
+            conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY),
+            s.api_endpoint,
+            s.kubeconfig_secret_ref.map(|r| r.name),
+        ),
+        pools: s
+            .node_pools
+            .iter()
+            .map(|p| (p.name.clone(), p.ready))
+            .collect(),
+    }
+}
+
+/// Which of a Cluster's Deployments a change concerns.
+#[derive(Clone, Debug, PartialEq)]
+enum Woken {
+    /// All of them: the Cluster appeared, went, or changed in `common`.
+    All,
+    /// Those on these pools (and those without a pool yet): only Ready counts changed.
+    Pools(BTreeSet<String>),
+}
+
+fn woken(old: Option<&ClusterView>, new: Option<&ClusterView>) -> Option<Woken> {
+    match (old, new) {
+        (Some(o), Some(n)) if o == n => None,
+        (Some(o), Some(n)) if o.common == n.common => {
+            let names: BTreeSet<&String> = o.pools.keys().chain(n.pools.keys()).collect();
+            Some(Woken::Pools(
+                names
+                    .into_iter()
+                    .filter(|p| o.pools.get(*p) != n.pools.get(*p))
+                    .cloned()
+                    .collect(),
+            ))
+        }
+        _ => Some(Woken::All),
+    }
+}
+
+/// Whether `dep` is among the Deployments a change of its Cluster concerns.
+fn concerns(dep: &Deployment, w: &Woken) -> bool {
+    let pool = dep
+        .status
+        .as_ref()
+        .and_then(|s| s.node_pool.as_deref())
+        .or(dep.spec.node_pool.as_deref());
+    match (w, pool) {
+        (Woken::All, _) | (Woken::Pools(_), None) => true,
+        (Woken::Pools(changed), Some(p)) => changed.contains(p),
+    }
+}
+
+/// `(namespace, name, what)` of each Cluster whose [view](cluster_view) changed, was
+/// created or was deleted.
 fn cluster_changes(
     ctx: &Ctx,
-) -> impl futures::Stream<Item = (Option<String>, String)> + Send + 'static {
+) -> impl futures::Stream<Item = (Option<String>, String, Woken)> + Send + 'static {
     use kube::runtime::WatchStreamExt;
     let api = Api::<Cluster>::all(ctx.client.clone());
-    let mut seen: std::collections::HashMap<(Option<String>, String), String> = Default::default();
+    let mut seen: std::collections::HashMap<(Option<String>, String), ClusterView> =
+        Default::default();
     watcher(api, watcher::Config::default())
         .default_backoff()
         .filter_map(move |event| {
             let changed = match event {
                 Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
                     let key = (c.namespace(), c.name_any());
-                    let print = cluster_fingerprint(&c);
-                    (seen.get(&key) != Some(&print)).then(|| {
-                        seen.insert(key.clone(), print);
-                        key
-                    })
+                    let view = cluster_view(&c);
+                    let w = woken(seen.get(&key), Some(&view));
+                    seen.insert(key.clone(), view);
+                    w.map(|w| (key.0, key.1, w))
                 }
                 Ok(watcher::Event::Delete(c)) => {
                     let key = (c.namespace(), c.name_any());
                     seen.remove(&key);
-                    Some(key)
+                    Some((key.0, key.1, Woken::All))
                 }
                 Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
                 Err(e) => {
@@ -237,7 +285,12 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
                 .unwrap_or_default();
             match apply_work(&target, &dep, &owned, work).await {
                 Ok(workload) => {
-                    let (ready_replicas, rollout) = plan::rollout(&dep, workload.as_ref());
+                    let (ready_replicas, rollout) = plan::rollout(
+                        &dep,
+                        observed.cluster.as_ref(),
+                        plan.pool.as_deref(),
+                        workload.as_ref(),
+                    );
                     rolled = Some((ready_replicas, work.endpoint.clone()));
                     Outcome::Rolled(rollout)
                 }
@@ -292,28 +345,32 @@ async fn dereference(dep: &Deployment, ctx: &Ctx) -> Result<(Observed, Option<Cl
     let cluster = Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
         .get_opt(&dep.spec.cluster_ref.name)
         .await?;
-    let (secret_names, config_map_names) = plan::sources(dep, module.as_ref());
     let mut obs = Observed {
         module,
         cluster,
         ..Default::default()
     };
-    let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
-    for name in secret_names {
-        let s = secrets.get_opt(&name).await?;
-        obs.secrets.insert(name, s);
-    }
-    let config_maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns);
-    for name in config_map_names {
-        let c = config_maps.get_opt(&name).await?;
-        obs.config_maps.insert(name, c);
-    }
+    // What the workload's objects are built from is read only once they can be applied:
+    // until the control plane is ready the plan waits for it first.
     let cp_ready = obs.cluster.as_ref().is_some_and(|c| {
         c.metadata.deletion_timestamp.is_none()
             && c.status
                 .as_ref()
                 .is_some_and(|s| conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY))
     });
+    if cp_ready {
+        let (secret_names, config_map_names) = plan::sources(dep, obs.module.as_ref());
+        let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);
+        for name in secret_names {
+            let s = secrets.get_opt(&name).await?;
+            obs.secrets.insert(name, s);
+        }
+        let config_maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns);
+        for name in config_map_names {
+            let c = config_maps.get_opt(&name).await?;
+            obs.config_maps.insert(name, c);
+        }
+    }
     let target = match (&obs.cluster, cp_ready) {
         (Some(cluster), true) => Some(ctx.targets.client(&ctx.client, cluster).await?),
         _ => None,
@@ -588,4 +645,55 @@ async fn cleanup(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
         }
     }
     Ok(Action::await_change())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(cp_ready: bool, pools: &str) -> Cluster {
+        serde_yaml_ng::from_str(&format!(
+            "apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Cluster\nmetadata: {{name: c, namespace: ns, generation: 1}}\nspec: {{cloud: {{sim: {{}}}}, nodePools: []}}\nstatus:\n  conditions: [{{type: ControlPlaneReady, status: \"{}\", reason: r, message: m, lastTransitionTime: \"2026-01-01T00:00:00Z\"}}]\n  nodePools: {pools}\n",
+            if cp_ready { "True" } else { "False" }
+        ))
+        .unwrap()
+    }
+
+    fn dep_on(pool: Option<&str>) -> Deployment {
+        let mut d: Deployment = serde_yaml_ng::from_str(
+            "apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Deployment\nmetadata: {name: d, namespace: ns}\nspec: {moduleRef: {name: m}, clusterRef: {name: c}}\n",
+        )
+        .unwrap();
+        d.status = pool.map(|p| DeploymentStatus {
+            node_pool: Some(p.into()),
+            ..Default::default()
+        });
+        d
+    }
+
+    #[test]
+    fn a_pool_coming_up_wakes_only_the_deployments_on_it() {
+        let booting = cluster_view(&cluster(
+            false,
+            "[{name: cpu, desired: 2, ready: 0}, {name: gpu, desired: 1, ready: 0}]",
+        ));
+        let up = cluster_view(&cluster(
+            true,
+            "[{name: cpu, desired: 2, ready: 0}, {name: gpu, desired: 1, ready: 0}]",
+        ));
+        let cpu = cluster_view(&cluster(
+            true,
+            "[{name: cpu, desired: 2, ready: 2}, {name: gpu, desired: 1, ready: 0}]",
+        ));
+        assert_eq!(woken(None, Some(&booting)), Some(Woken::All));
+        assert_eq!(woken(Some(&booting), Some(&booting)), None);
+        assert_eq!(woken(Some(&booting), Some(&up)), Some(Woken::All));
+        let w = woken(Some(&up), Some(&cpu)).unwrap();
+        assert_eq!(w, Woken::Pools(BTreeSet::from(["cpu".to_string()])));
+        assert!(concerns(&dep_on(Some("cpu")), &w));
+        assert!(!concerns(&dep_on(Some("gpu")), &w));
+        // One that has not chosen a pool yet may choose this one.
+        assert!(concerns(&dep_on(None), &w));
+        assert!(concerns(&dep_on(Some("gpu")), &Woken::All));
+    }
 }

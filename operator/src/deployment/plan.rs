@@ -455,9 +455,14 @@ fn secret(
 }
 
 /// The workload's rollout as the target reports it (`workload`, as the apply returned
-/// it): its ready replicas for `dep`, and whether every one is ready for its current
-/// generation.
-pub fn rollout(dep: &Deployment, workload: Option<&AppsDeployment>) -> (i32, Rollout) {
+/// it): its ready replicas for `dep`, whether every one is ready for its current
+/// generation, and whether the pool (`plan.pool` of `cluster`) has no Ready machine.
+pub fn rollout(
+    dep: &Deployment,
+    cluster: Option<&Cluster>,
+    pool: Option<&str>,
+    workload: Option<&AppsDeployment>,
+) -> (i32, Rollout) {
     let st = workload.and_then(|w| w.status.clone()).unwrap_or_default();
     let observed = workload.is_some_and(|w| st.observed_generation >= w.metadata.generation);
     let ready_replicas = if observed {
@@ -472,11 +477,16 @@ pub fn rollout(dep: &Deployment, workload: Option<&AppsDeployment>) -> (i32, Rol
         .find(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("False"))
         .and_then(|c| c.message);
     let ready = observed && ready_replicas >= dep.spec.replicas.max(0);
+    let pool_ready = cluster
+        .and_then(|c| c.status.as_ref())
+        .and_then(|s| s.node_pools.iter().find(|p| Some(p.name.as_str()) == pool))
+        .map_or(0, |p| p.ready);
     (
         ready_replicas,
         Rollout {
             ready,
             why_not: if ready { None } else { unavailable },
+            pool_empty: !ready && pool_ready == 0,
         },
     )
 }
@@ -686,15 +696,25 @@ status:
             ))
             .unwrap()
         };
-        assert_eq!(rollout(&d, None).0, 0);
-        let (n, r) = rollout(&d, Some(&w(2, 1, 2)));
-        assert_eq!((n, r.ready), (0, false));
-        let (n, r) = rollout(&d, Some(&w(2, 2, 1)));
+        let c: Cluster = serde_yaml_ng::from_str(&CLUSTER.replace(
+            "status:\n",
+            "status:\n  nodePools: [{name: gpu, desired: 1, ready: 1}]\n",
+        ))
+        .unwrap();
+        let on = |w: Option<&AppsDeployment>| rollout(&d, Some(&c), Some("gpu"), w);
+        assert_eq!(on(None).0, 0);
+        let (n, r) = on(Some(&w(2, 1, 2)));
+        assert_eq!((n, r.ready, r.pool_empty), (0, false, false));
+        let (n, r) = on(Some(&w(2, 2, 1)));
         assert_eq!(
             (n, r.ready, r.why_not.as_deref()),
             (1, false, Some("no room"))
         );
-        let (n, r) = rollout(&d, Some(&w(2, 2, 2)));
+        // A pool with no Ready machine yet: waiting on the Cluster, not polling.
+        let booting: Cluster = serde_yaml_ng::from_str(CLUSTER).unwrap();
+        let (_, r) = rollout(&d, Some(&booting), Some("gpu"), Some(&w(2, 2, 0)));
+        assert!(r.pool_empty && !r.ready);
+        let (n, r) = on(Some(&w(2, 2, 2)));
         assert_eq!((n, r.ready, r.why_not), (2, true, None));
     }
 }

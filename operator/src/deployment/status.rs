@@ -28,6 +28,9 @@ pub struct Rollout {
     pub ready: bool,
     /// The workload's own reason when it is not available (e.g. no node with a free GPU).
     pub why_not: Option<String>,
+    /// No machine of its node pool is Ready yet: nothing can change before one is, and
+    /// the Cluster's status saying so wakes the Deployment.
+    pub pool_empty: bool,
 }
 
 /// How one reconcile ended.
@@ -85,7 +88,7 @@ pub fn compute(
     let desired = dep.spec.replicas.max(0);
     let c = &mut status.conditions;
     match outcome {
-        Outcome::Rolled(Rollout { ready, why_not }) => {
+        Outcome::Rolled(Rollout { ready, why_not, .. }) => {
             let ready = *ready;
             let counts = format!("{}/{desired} replicas ready", status.ready_replicas);
             let message = match why_not {
@@ -178,11 +181,12 @@ pub fn compute(
     status
 }
 
-/// When to look again: replicas on their way soon; Ready, Stalled and waiting for
-/// another object at the resync (Module and Cluster changes wake the Deployment).
+/// When to look again: replicas on their way soon; Ready, Stalled, waiting for another
+/// object, and replicas waiting for their pool's first Ready machine at the resync
+/// (Module and Cluster changes wake the Deployment).
 pub fn requeue(outcome: &Outcome) -> Requeue {
     match outcome {
-        Outcome::Rolled(r) if !r.ready => Requeue::Poll,
+        Outcome::Rolled(r) if !r.ready && !r.pool_empty => Requeue::Poll,
         _ => Requeue::Resync,
     }
 }
@@ -240,7 +244,7 @@ spec: {{moduleRef: {{name: m}}, clusterRef: {{name: c}}, replicas: 3}}
         assert_eq!(
             requeue(&Outcome::Rolled(Rollout {
                 ready: true,
-                why_not: None
+                ..Default::default()
             })),
             Requeue::Resync
         );
@@ -258,6 +262,12 @@ spec: {{moduleRef: {{name: m}}, clusterRef: {{name: c}}, replicas: 3}}
         assert_eq!(r.reason, "Deploying");
         assert_eq!(r.message, "1/3 replicas ready: no node with 1 GPU free");
         assert_eq!(requeue(&Outcome::Rolled(Rollout::default())), Requeue::Poll);
+        // Before the pool has a Ready machine, the Cluster's change wakes it instead.
+        let empty = Rollout {
+            pool_empty: true,
+            ..Default::default()
+        };
+        assert_eq!(requeue(&Outcome::Rolled(empty)), Requeue::Resync);
     }
 
     #[test]
