@@ -704,3 +704,61 @@ async fn user_recipes_from_configmaps_render_and_broken_ones_are_reported() {
     assert_eq!(motd["content"], "welcome: it's kelp");
     h.stop().await;
 }
+
+/// Objects kelp applied that the Deployment no longer renders are deleted from the
+/// target: when the spec changes, and, after a restart, when an earlier process left
+/// one behind (this process has applied nothing there yet, so it lists what is there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_the_deployment_no_longer_renders_are_pruned_also_after_a_restart() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&cluster("c1", 1, 1)).await;
+    h.apply_yaml(&deployment("fish", "c1", 1)).await;
+    h.deployment_ready("fish").await;
+    let target = h.target("c1").await;
+    let secrets: Api<Secret> = Api::namespaced(target.clone(), "default");
+    let rclone = "fish-rclone-rshare";
+    assert!(secrets.get_opt(rclone).await.unwrap().is_some());
+    let gone = |name: &'static str| {
+        let secrets = secrets.clone();
+        async move {
+            for _ in 0..100 {
+                if secrets.get_opt(name).await.unwrap().is_none() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        }
+    };
+    h.patch_spec::<Deployment>("fish", serde_json::json!({"storage": []}))
+        .await;
+    assert!(
+        gone(rclone).await,
+        "the rclone Secret stayed after its storage went"
+    );
+
+    // A labelled leftover of an earlier operator process, found after a restart.
+    h.stop().await;
+    let leftover = serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "fish-leftover", "namespace": "default", "labels": {
+            "kelp.imagine-ai.eu/deployment": "fish", "kelp.imagine-ai.eu/namespace": "default"}},
+        "stringData": {"k": "v"}});
+    secrets
+        .patch(
+            "fish-leftover",
+            &kube::api::PatchParams::apply("test"),
+            &kube::api::Patch::Apply(&leftover),
+        )
+        .await
+        .unwrap();
+    h.start();
+    assert!(
+        gone("fish-leftover").await,
+        "the leftover was not pruned after a restart"
+    );
+    h.stop().await;
+}

@@ -277,13 +277,12 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
     let outcome = match (&plan.step, target) {
         (Err(b), _) => Outcome::Blocked(b.clone()),
         (Ok(work), Some(target)) => {
-            let owned = observed
-                .target
+            let uid = observed
+                .cluster
                 .as_ref()
-                .map(|t| &t.owned)
-                .cloned()
+                .and_then(|c| c.uid())
                 .unwrap_or_default();
-            match apply_work(&target, &dep, &owned, work).await {
+            match apply_work(&ctx, &target, &dep, &uid, work).await {
                 Ok(workload) => {
                     let (ready_replicas, rollout) = plan::rollout(
                         &dep,
@@ -377,10 +376,7 @@ async fn dereference(dep: &Deployment, ctx: &Ctx) -> Result<(Observed, Option<Cl
     };
     if let Some(target) = &target {
         let name = dep.name_any();
-        let mut state = plan::TargetState {
-            owned: owned(target, &ns, &name).await?,
-            ..Default::default()
-        };
+        let mut state = plan::TargetState::default();
         let on_target = Api::<Secret>::namespaced(target.clone(), &ns);
         for s in dep.spec.storage.iter().filter(|s| s.webdav.is_some()) {
             let secret_name = build::rclone_secret_name(&name, &s.name);
@@ -403,24 +399,26 @@ async fn dereference(dep: &Deployment, ctx: &Ctx) -> Result<(Observed, Option<Cl
     Ok((obs, target))
 }
 
-/// Applies the plan's objects to the target: refuses any that exists without being
-/// kelp's (before applying any), then server-side applies them in order and prunes what
-/// kelp applied earlier and the recipe no longer renders. Returns the workload as the
-/// API server returned it.
+/// Applies the plan's objects to the target: refuses any that exists without this
+/// Deployment's labels (before applying any), then server-side applies them in order
+/// and prunes what kelp applied earlier that the recipe no longer renders. The target's
+/// objects are listed for pruning only when the rendered set differs from what this
+/// process last applied there (always after a restart). Returns the workload as the API
+/// server returned it.
 async fn apply_work(
+    ctx: &Ctx,
     target: &Client,
     dep: &Deployment,
-    owned: &BTreeSet<String>,
+    cluster_uid: &str,
     work: &Work,
 ) -> Result<Option<AppsDeployment>, Stop> {
     let ns = dep.namespace().unwrap_or_default();
     let name = dep.name_any();
+    let key = crate::context::key(dep);
     // Never take over what kelp did not create: every object is checked before any is
     // applied, and only objects carrying this Deployment's labels are ever pruned.
     for obj in &work.objects {
-        if !owned.contains(&object_id(obj))
-            && let Some(what) = foreign(target, obj).await?
-        {
+        if let Some(what) = foreign(target, obj, &ns, &name).await? {
             return Err(Stop::Blocked(Blocked {
                 reason: "ObjectNotOwned".into(),
                 message: format!(
@@ -443,7 +441,20 @@ async fn apply_work(
         }
         applied.insert(id);
     }
-    prune(target, &ns, owned, &applied).await?;
+    let same = ctx
+        .applied
+        .lock()
+        .unwrap()
+        .get(&key)
+        .is_some_and(|(uid, ids)| uid == cluster_uid && *ids == applied);
+    if !same {
+        let owned = owned(target, &ns, &name).await?;
+        prune(target, &ns, &owned, &applied).await?;
+        ctx.applied
+            .lock()
+            .unwrap()
+            .insert(key, (cluster_uid.to_string(), applied));
+    }
     Ok(workload)
 }
 
@@ -514,14 +525,17 @@ async fn server_side_apply(target: &Client, obj: &Value) -> Result<(String, Dyna
     Ok((id, written))
 }
 
-/// `Kind namespace/name` when `obj` exists on the target without being kelp's.
-async fn foreign(target: &Client, obj: &Value) -> Result<Option<String>> {
+/// `Kind namespace/name` when `obj` exists on the target without the labels of the
+/// Deployment `dep_ns/dep`.
+async fn foreign(target: &Client, obj: &Value, dep_ns: &str, dep: &str) -> Result<Option<String>> {
     let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
     let (api, name) = api_for_id(target, ns, &object_id(obj));
-    Ok(api
-        .get_opt(&name)
-        .await?
-        .map(|_| format!("{} {ns}/{name}", obj["kind"].as_str().unwrap_or_default())))
+    Ok(api.get_opt(&name).await?.and_then(|existing| {
+        let labels = existing.labels();
+        let ours = labels.get(DEPLOYMENT_LABEL).map(String::as_str) == Some(dep)
+            && labels.get(NAMESPACE_LABEL).map(String::as_str) == Some(dep_ns);
+        (!ours).then(|| format!("{} {ns}/{name}", obj["kind"].as_str().unwrap_or_default()))
+    }))
 }
 
 /// What kelp applied for this Deployment, found by its labels: `apiVersion/kind/name`.
@@ -610,6 +624,10 @@ async fn write_status(ctx: &Ctx, dep: &Deployment, mut status: DeploymentStatus)
 /// Kubernetes yet) has nothing left to remove.
 async fn cleanup(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
     let ns = dep.namespace().unwrap_or_default();
+    ctx.applied
+        .lock()
+        .unwrap()
+        .remove(&crate::context::key(dep.as_ref()));
     // Deleting, for as long as the workload takes to go (or its Cluster to answer).
     let mut status = dep.status.clone().unwrap_or_default();
     status.phase = Some(DeploymentPhase::Deleting);

@@ -75,8 +75,6 @@ pub struct Observed {
 /// What kelp finds on the target cluster before it applies.
 #[derive(Clone, Debug, Default)]
 pub struct TargetState {
-    /// `apiVersion/kind/name` of every object there with this Deployment's labels.
-    pub owned: BTreeSet<String>,
     /// The obscured rclone password of each storage Secret kelp wrote there, by Secret
     /// name: kept while it still reveals to the password (rclone obscures with a random
     /// IV, so a new one every time would rewrite the Secret on every reconcile).
