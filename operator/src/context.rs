@@ -432,12 +432,7 @@ where
         Err(e) => return Err(e.into()),
     };
     trim(&mut written);
-    if let Some(rv) = resource_version(&written) {
-        let mut all = ctx.written.lock().unwrap();
-        let w = all.entry(key(obj)).or_default();
-        w.last = w.last.max(rv);
-        w.finalizer = Some(rv);
-    }
+    record_write(ctx, obj, &written, true);
     Ok(written)
 }
 
@@ -678,11 +673,7 @@ where
             &kube::api::Patch::Apply(&patch),
         )
         .await?;
-    if let Some(rv) = resource_version(&written) {
-        let mut all = ctx.written.lock().unwrap();
-        let w = all.entry(key(obj)).or_default();
-        w.last = w.last.max(rv);
-    }
+    record_write(ctx, obj, &written, false);
     Ok(())
 }
 
@@ -692,7 +683,26 @@ fn resource_version<K: Resource>(obj: &K) -> Option<u64> {
     obj.meta().resource_version.as_deref()?.parse().ok()
 }
 
-/// Whether `obj` is exactly what this process's last status write of it returned.
+/// Remembers `written` (what the API server returned for a write of `obj`) as kelp's
+/// own: the newest write, and, for the `finalizer`'s addition, that one too.
+fn record_write<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    written: &K,
+    finalizer: bool,
+) {
+    if let Some(rv) = resource_version(written) {
+        let mut all = ctx.written.lock().unwrap();
+        let w = all.entry(key(obj)).or_default();
+        w.last = w.last.max(rv);
+        if finalizer {
+            w.finalizer = Some(rv);
+        }
+    }
+}
+
+/// Whether `obj` is exactly what one of this process's own writes of it returned: its
+/// last status write, or the finalizer's addition by a reconcile that went on.
 pub fn is_own_write<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K) -> bool {
     let written = ctx.written.lock().unwrap().get(&key(obj)).copied();
     matches!((resource_version(obj), written), (Some(seen), Some(w)) if seen == w.last || Some(seen) == w.finalizer)

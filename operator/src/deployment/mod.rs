@@ -351,12 +351,10 @@ async fn dereference(dep: &Deployment, ctx: &Ctx) -> Result<(Observed, Option<Cl
     };
     // What the workload's objects are built from is read only once they can be applied:
     // until the control plane is ready the plan waits for it first.
-    let cp_ready = obs.cluster.as_ref().is_some_and(|c| {
-        c.metadata.deletion_timestamp.is_none()
-            && c.status
-                .as_ref()
-                .is_some_and(|s| conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY))
-    });
+    let cp_ready = obs
+        .cluster
+        .as_ref()
+        .is_some_and(|c| c.metadata.deletion_timestamp.is_none() && plan::control_plane_ready(c));
     if cp_ready {
         let (secret_names, config_map_names) = plan::sources(dep, obs.module.as_ref());
         let secrets = Api::<Secret>::namespaced(ctx.client.clone(), &ns);

@@ -135,6 +135,15 @@ pub fn sources(dep: &Deployment, module: Option<&Module>) -> (BTreeSet<String>, 
     (secrets, config_maps)
 }
 
+/// Whether the Cluster's control plane is ready: only then are the workload's objects
+/// built and applied.
+pub fn control_plane_ready(cluster: &Cluster) -> bool {
+    cluster
+        .status
+        .as_ref()
+        .is_some_and(|s| conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY))
+}
+
 /// Decides what to apply for `dep` from `obs`, with the loaded `recipes`.
 pub fn plan(dep: &Deployment, obs: &Observed, recipes: &crate::recipes::Recipes) -> Plan {
     let ns = dep.namespace().unwrap_or_default();
@@ -206,10 +215,7 @@ pub fn plan(dep: &Deployment, obs: &Observed, recipes: &crate::recipes::Recipes)
             ),
         );
     };
-    let cp_ready = cluster
-        .status
-        .as_ref()
-        .is_some_and(|s| conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY));
+    let cp_ready = control_plane_ready(cluster);
     if !cp_ready {
         return Plan::blocked(
             chosen,
