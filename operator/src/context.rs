@@ -108,6 +108,10 @@ pub struct Context {
     polls: Mutex<HashMap<String, u32>>,
     /// The resourceVersions of this process's own writes of each object.
     written: Mutex<HashMap<String, Written>>,
+    /// The objects this process is writing right now (sent, not answered yet), and the
+    /// signal of each answer: a watch event can arrive before its write's answer.
+    writing: Mutex<HashMap<String, usize>>,
+    answered: tokio::sync::Notify,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// What `/readyz` reports.
     pub health: Arc<crate::health::Health>,
@@ -150,6 +154,8 @@ impl Context {
             backoff: Mutex::default(),
             polls: Mutex::default(),
             written: Mutex::default(),
+            writing: Mutex::default(),
+            answered: tokio::sync::Notify::new(),
             metrics: Arc::default(),
             health: Arc::default(),
             orphans: Mutex::default(),
@@ -415,6 +421,7 @@ where
     let patch: json_patch::Patch =
         serde_json::from_value(patch).map_err(|e| Error::Finalizer(e.to_string()))?;
     let name = obj.meta().name.clone().unwrap_or_default();
+    let _writing = ctx.writing(key(obj));
     let mut written = match api
         .patch(
             &name,
@@ -464,11 +471,20 @@ where
     let ns = obj.meta().namespace.clone().unwrap_or_default();
     let api: kube::Api<K> = kube::Api::namespaced(ctx.client.clone(), &ns);
     let k = key(obj.as_ref());
-    if is_stale(&ctx, obj.as_ref()) {
-        return Err(Error::Stale(format!(
-            "{k}: the watch has not delivered kelp's last status write yet"
-        )));
-    }
+    // The cache is behind kelp's own last write of it (the watch has not delivered it
+    // yet): read the object itself rather than start from a status already replaced.
+    let obj = if is_stale(&ctx, obj.as_ref()) {
+        let name = obj.meta().name.clone().unwrap_or_default();
+        match api.get_opt(&name).await? {
+            Some(mut fresh) => {
+                trim(&mut fresh);
+                Arc::new(fresh)
+            }
+            None => return Ok(Action::await_change()),
+        }
+    } else {
+        obj
+    };
     let has = obj
         .meta()
         .finalizers
@@ -589,8 +605,17 @@ where
         .reflect(writer)
         .applied_objects()
         .filter(move |obj| {
-            let skip = obj.as_ref().is_ok_and(|o| is_own_write(&own, o));
-            std::future::ready(!skip)
+            let probe = obj.as_ref().ok().map(|o| (key(o), resource_version(o)));
+            let own = own.clone();
+            async move {
+                match probe {
+                    Some((k, rv)) => {
+                        own.answered(&k).await;
+                        !own.is_own_write(&k, rv)
+                    }
+                    None => true,
+                }
+            }
         });
     (reader, stream)
 }
@@ -666,6 +691,7 @@ where
         "metadata": {"name": name, "namespace": ns},
         "status": status,
     });
+    let _writing = ctx.writing(key(obj));
     let written = kube::Api::<K>::namespaced(ctx.client.clone(), &ns)
         .patch_status(
             &name,
@@ -701,11 +727,62 @@ fn record_write<K: Resource<DynamicType = ()>>(
     }
 }
 
-/// Whether `obj` is exactly what one of this process's own writes of it returned: its
-/// last status write, or the finalizer's addition by a reconcile that went on.
-pub fn is_own_write<K: Resource<DynamicType = ()>>(ctx: &Context, obj: &K) -> bool {
-    let written = ctx.written.lock().unwrap().get(&key(obj)).copied();
-    matches!((resource_version(obj), written), (Some(seen), Some(w)) if seen == w.last || Some(seen) == w.finalizer)
+/// A write of one object under way ([`Context::writing`]); its drop says it was answered.
+struct Writing<'a> {
+    ctx: &'a Context,
+    key: String,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut writing = self.ctx.writing.lock().unwrap();
+        if let Some(n) = writing.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                writing.remove(&self.key);
+            }
+        }
+        drop(writing);
+        self.ctx.answered.notify_waiters();
+    }
+}
+
+/// How long the main watch holds an object's event back for a write of it that has not
+/// been answered: past it, the event goes on (a reconcile too many, never one too few).
+const ANSWER_WAIT: Duration = Duration::from_secs(2);
+
+impl Context {
+    /// Marks a write of the object `key` as under way until the guard drops (after its
+    /// answer is recorded).
+    fn writing(&self, key: String) -> Writing<'_> {
+        *self.writing.lock().unwrap().entry(key.clone()).or_default() += 1;
+        Writing { ctx: self, key }
+    }
+
+    /// Waits until no write of `key` is under way: a watch event can arrive before the
+    /// answer of the write that caused it, and only the answer tells it is kelp's own.
+    async fn answered(&self, key: &str) {
+        let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
+        loop {
+            let notified = self.answered.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if !self.writing.lock().unwrap().contains_key(key) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Whether the object `key` at resourceVersion `rv` is exactly what one of this
+    /// process's own writes of it returned: its last status write, or the finalizer's
+    /// addition by a reconcile that went on.
+    fn is_own_write(&self, key: &str, rv: Option<u64>) -> bool {
+        let written = self.written.lock().unwrap().get(key).copied();
+        matches!((rv, written), (Some(seen), Some(w)) if seen == w.last || Some(seen) == w.finalizer)
+    }
 }
 
 /// Whether `obj` (from the watch cache) is older than this process's last status write

@@ -100,6 +100,9 @@ pub struct Metrics {
     footprints: Mutex<HashMap<String, ClusterFootprint>>,
     /// Reconciles of every controller (tests and benchmarks).
     pub reconcile_count: AtomicU64,
+    /// Reconciles by controller, and the seconds they took together (tests and
+    /// benchmarks).
+    pub reconciles_by_controller: Mutex<HashMap<String, (u64, f64)>>,
     /// Failed reconciles by error label (tests and benchmarks).
     pub failures: Mutex<HashMap<&'static str, u64>>,
     /// Machines deleted because their Cluster no longer exists.
@@ -185,6 +188,7 @@ impl Default for Metrics {
             leader,
             footprints: Mutex::default(),
             reconcile_count: AtomicU64::new(0),
+            reconciles_by_controller: Mutex::default(),
             failures: Mutex::default(),
             orphans_deleted: AtomicU64::new(0),
         }
@@ -196,6 +200,12 @@ impl Metrics {
     /// error's label.
     pub fn reconciled(&self, controller: &str, took: Duration, error: Option<&'static str>) {
         self.reconcile_count.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut by = self.reconciles_by_controller.lock().unwrap();
+            let (n, secs) = by.entry(controller.to_string()).or_default();
+            *n += 1;
+            *secs += took.as_secs_f64();
+        }
         let result = if error.is_some() { "error" } else { "success" };
         self.reconciles
             .get_or_create(&ResultLabels {

@@ -11,6 +11,7 @@
 pub mod build;
 pub mod plan;
 pub mod status;
+mod workloads;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -24,8 +25,8 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams,
 };
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::Value;
 
@@ -65,36 +66,65 @@ pub async fn run(
     );
     let controller = Controller::for_stream(deployments, store.clone())
         .with_config(crate::context::controller_config());
+    // The Module and Cluster caches the reconcile reads: each is written by the watch
+    // that wakes the Deployments, before the wake, so a woken reconcile reads what woke
+    // it.
+    let (modules, module_cache) = reflector::store();
+    let (clusters, cluster_cache) = reflector::store();
+    let (workloads, workload_wakes) = workloads::Workloads::new();
+    let views = Views {
+        modules,
+        clusters,
+        workloads: workloads.clone(),
+    };
+    let module_changes = watcher(
+        Api::<Module>::all(ctx.client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(crate::context::trim)
+    .reflect(module_cache)
+    .applied_objects();
     let by_module = store.clone();
     let by_cluster = store.clone();
     let by_secret = store;
     controller
-        .watches(
-            Api::<Module>::all(ctx.client.clone()),
-            watcher::Config::default(),
-            move |m: Module| {
-                let (ns, name) = (m.namespace(), m.name_any());
-                by_module
-                    .state()
-                    .into_iter()
-                    .filter(|d| d.namespace() == ns && d.spec.module_ref.name == name)
-                    .map(|d| ObjectRef::from_obj(d.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
-        // A Cluster's change that a Deployment reads (its own pool's Ready machines, not
-        // the other pools'); not each machine's progress.
-        .reconcile_on(cluster_changes(&ctx).flat_map(move |(ns, name, woken)| {
-            let refs: Vec<ObjectRef<Deployment>> = by_cluster
+        .watches_stream(module_changes, move |m: Module| {
+            let (ns, name) = (m.namespace(), m.name_any());
+            by_module
                 .state()
                 .into_iter()
-                .filter(|d| {
-                    d.namespace() == ns && d.spec.cluster_ref.name == name && concerns(d, &woken)
-                })
+                .filter(|d| d.namespace() == ns && d.spec.module_ref.name == name)
                 .map(|d| ObjectRef::from_obj(d.as_ref()))
-                .collect();
-            futures::stream::iter(refs)
-        }))
+                .collect::<Vec<_>>()
+        })
+        // A Cluster's change that a Deployment reads (its own pool's Ready machines, not
+        // the other pools'); not each machine's progress. A workload already applied
+        // and watched on the target learns of new machines from the target itself (its
+        // status changes once they take it).
+        .reconcile_on(
+            cluster_changes(&ctx, cluster_cache, workloads.clone()).flat_map(
+                move |(ns, name, uid, woken)| {
+                    let refs: Vec<ObjectRef<Deployment>> = by_cluster
+                        .state()
+                        .into_iter()
+                        .filter(|d| {
+                            d.namespace() == ns
+                                && d.spec.cluster_ref.name == name
+                                && concerns(d, &woken)
+                        })
+                        .map(|d| ObjectRef::from_obj(d.as_ref()))
+                        .filter(|d| woken == Woken::All || !workloads.follows(&uid, d))
+                        .collect();
+                    futures::stream::iter(refs)
+                },
+            ),
+        )
+        // Its workload's readiness changed on the target.
+        .reconcile_on(futures::stream::unfold(
+            workload_wakes,
+            |mut rx| async move { rx.recv().await.map(|dep| (dep, rx)) },
+        ))
         // Credentials created or rotated after the Deployment.
         .reconcile_on(ctx.secrets.subscribe().flat_map(move |(ns, name)| {
             let refs: Vec<ObjectRef<Deployment>> = by_secret
@@ -108,7 +138,11 @@ pub async fn run(
         // A user recipe loaded, fixed or broken: everything may render differently.
         .reconcile_all_on(crate::recipes::changes(&ctx))
         .graceful_shutdown_on(shutdown)
-        .run(reconcile, crate::context::error_policy, ctx)
+        .run(
+            move |dep, ctx| reconcile(dep, ctx, views.clone()),
+            crate::context::error_policy,
+            ctx,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 crate::context::log_controller_error("deployment", &e);
@@ -128,15 +162,16 @@ struct ClusterView {
 }
 
 fn cluster_view(c: &Cluster) -> ClusterView {
+    let cp_ready = plan::control_plane_ready(c);
     let s = c.status.clone().unwrap_or_default();
+    // The endpoint and kubeconfig are read only once the control plane is ready: their
+    // arrival while it boots changes nothing for a Deployment.
+    let target = cp_ready.then(|| (s.api_endpoint, s.kubeconfig_secret_ref.map(|r| r.name)));
     ClusterView {
         common: format!(
-            "{:?}|{}|{}|{:?}|{:?}",
+            "{:?}|{}|{cp_ready}|{target:?}",
             c.metadata.generation,
             c.metadata.deletion_timestamp.is_some(),
-            conditions::is_true(&s.conditions, ct::CONTROL_PLANE_READY),
-            s.api_endpoint,
-            s.kubeconfig_secret_ref.map(|r| r.name),
         ),
         pools: s
             .node_pools
@@ -185,17 +220,21 @@ fn concerns(dep: &Deployment, w: &Woken) -> bool {
     }
 }
 
-/// `(namespace, name, what)` of each Cluster whose [view](cluster_view) changed, was
+/// `(namespace, name, uid, what)` of each Cluster whose [view](cluster_view) changed, was
 /// created or was deleted.
+/// Writes every Cluster into `cache` first, and stops the workload watch of a deleted one.
 fn cluster_changes(
     ctx: &Ctx,
-) -> impl futures::Stream<Item = (Option<String>, String, Woken)> + Send + 'static {
-    use kube::runtime::WatchStreamExt;
+    cache: reflector::store::Writer<Cluster>,
+    workloads: Arc<workloads::Workloads>,
+) -> impl futures::Stream<Item = (Option<String>, String, String, Woken)> + Send + 'static {
     let api = Api::<Cluster>::all(ctx.client.clone());
     let mut seen: std::collections::HashMap<(Option<String>, String), ClusterView> =
         Default::default();
     watcher(api, watcher::Config::default())
         .default_backoff()
+        .modify(crate::context::trim)
+        .reflect(cache)
         .filter_map(move |event| {
             let changed = match event {
                 Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
@@ -203,12 +242,14 @@ fn cluster_changes(
                     let view = cluster_view(&c);
                     let w = woken(seen.get(&key), Some(&view));
                     seen.insert(key.clone(), view);
-                    w.map(|w| (key.0, key.1, w))
+                    w.map(|w| (key.0, key.1, c.uid().unwrap_or_default(), w))
                 }
                 Ok(watcher::Event::Delete(c)) => {
                     let key = (c.namespace(), c.name_any());
                     seen.remove(&key);
-                    Some((key.0, key.1, Woken::All))
+                    let uid = c.uid().unwrap_or_default();
+                    workloads.stop(&uid);
+                    Some((key.0, key.1, uid, Woken::All))
                 }
                 Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
                 Err(e) => {
@@ -234,13 +275,29 @@ fn uses_secret(dep: &Deployment, name: &str) -> bool {
     })
 }
 
+/// What the reconcile reads besides the API server: the Module and Cluster caches, and
+/// the watches of the workloads on the target clusters.
+#[derive(Clone)]
+struct Views {
+    modules: Store<Module>,
+    clusters: Store<Cluster>,
+    workloads: Arc<workloads::Workloads>,
+}
+
 #[tracing::instrument(skip_all, fields(namespace = dep.namespace(), name = %dep.name_any(), generation = dep.metadata.generation))]
-async fn reconcile(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
+async fn reconcile(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
     let c = ctx.clone();
+    let gone = views.clone();
     crate::context::measured(
         &c,
         "deployment",
-        reconcile_with_finalizer(dep, ctx, FINALIZER, apply, cleanup),
+        reconcile_with_finalizer(
+            dep,
+            ctx,
+            FINALIZER,
+            |dep, ctx| apply(dep, ctx, views),
+            |dep, ctx| cleanup(dep, ctx, gone),
+        ),
     )
     .await
 }
@@ -270,20 +327,24 @@ impl From<kube::Error> for Stop {
 }
 
 /// The reconcile: dereference -> plan (pure) -> apply -> status (pure).
-async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
-    let (observed, target) = dereference(&dep, &ctx).await?;
+async fn apply(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
+    let (observed, target) = dereference(&dep, &ctx, &views).await?;
     let plan = plan::plan(&dep, &observed, &ctx.recipes);
     let mut rolled = None;
+    let uid = observed
+        .cluster
+        .as_ref()
+        .and_then(|c| c.uid())
+        .unwrap_or_default();
     let outcome = match (&plan.step, target) {
         (Err(b), _) => Outcome::Blocked(b.clone()),
         (Ok(work), Some(target)) => {
-            let uid = observed
-                .cluster
-                .as_ref()
-                .and_then(|c| c.uid())
-                .unwrap_or_default();
+            views.workloads.ensure(&uid, &target);
             match apply_work(&ctx, &target, &dep, &uid, work).await {
                 Ok(workload) => {
+                    views
+                        .workloads
+                        .saw(ObjectRef::from_obj(dep.as_ref()), workload.as_ref());
                     let (ready_replicas, rollout) = plan::rollout(
                         &dep,
                         observed.cluster.as_ref(),
@@ -328,7 +389,7 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
     write_status(&ctx, &dep, status).await?;
     Ok(ctx.requeue(
         &crate::context::key(dep.as_ref()),
-        status::requeue(&outcome),
+        status::requeue(&outcome, views.workloads.watched(&uid)),
     ))
 }
 
@@ -336,14 +397,23 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
 /// ConfigMaps the spec names, and, once the Cluster's control plane is ready, what kelp
 /// left on its Kubernetes (its labelled objects, the rclone passwords it obscured), with
 /// a client for it.
-async fn dereference(dep: &Deployment, ctx: &Ctx) -> Result<(Observed, Option<Client>)> {
+async fn dereference(
+    dep: &Deployment,
+    ctx: &Ctx,
+    views: &Views,
+) -> Result<(Observed, Option<Client>)> {
     let ns = dep.namespace().unwrap_or_default();
-    let module = Api::<Module>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&dep.spec.module_ref.name)
-        .await?;
-    let cluster = Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&dep.spec.cluster_ref.name)
-        .await?;
+    let cached = |e: reflector::store::WriterDropped| Error::Stale(format!("cache: {e}"));
+    views.modules.wait_until_ready().await.map_err(cached)?;
+    views.clusters.wait_until_ready().await.map_err(cached)?;
+    let module = views
+        .modules
+        .get(&ObjectRef::new(&dep.spec.module_ref.name).within(&ns))
+        .map(|m| (*m).clone());
+    let cluster = views
+        .clusters
+        .get(&ObjectRef::new(&dep.spec.cluster_ref.name).within(&ns))
+        .map(|c| (*c).clone());
     let mut obs = Observed {
         module,
         cluster,
@@ -399,10 +469,14 @@ async fn dereference(dep: &Deployment, ctx: &Ctx) -> Result<(Observed, Option<Cl
 
 /// Applies the plan's objects to the target: refuses any that exists without this
 /// Deployment's labels (before applying any), then server-side applies them in order
-/// and prunes what kelp applied earlier that the recipe no longer renders. The target's
-/// objects are listed for pruning only when the rendered set differs from what this
-/// process last applied there (always after a restart). Returns the workload as the API
-/// server returned it.
+/// and prunes what kelp applied earlier that the recipe no longer renders. Returns the
+/// workload as the API server returned it.
+///
+/// What this process last applied there without an error (always nothing after a
+/// restart) is neither checked for ownership again nor listed for pruning while the
+/// plan renders the same set, and its namespace is known to exist: a steady reconcile
+/// sends only the applies. An apply that fails forgets it, so the next attempt checks
+/// everything again.
 async fn apply_work(
     ctx: &Ctx,
     target: &Client,
@@ -413,9 +487,23 @@ async fn apply_work(
     let ns = dep.namespace().unwrap_or_default();
     let name = dep.name_any();
     let key = crate::context::key(dep);
+    // What this process applied there last time (and found or made with this
+    // Deployment's labels): checked again only when it stops applying cleanly.
+    let known: BTreeSet<String> = ctx
+        .applied
+        .lock()
+        .unwrap()
+        .get(&key)
+        .filter(|(uid, _)| uid == cluster_uid)
+        .map(|(_, ids)| ids.clone())
+        .unwrap_or_default();
     // Never take over what kelp did not create: every object is checked before any is
     // applied, and only objects carrying this Deployment's labels are ever pruned.
-    for obj in &work.objects {
+    for obj in work
+        .objects
+        .iter()
+        .filter(|o| !known.contains(&object_id(o)))
+    {
         if let Some(what) = foreign(target, obj, &ns, &name).await? {
             return Err(Stop::Blocked(Blocked {
                 reason: "ObjectNotOwned".into(),
@@ -427,11 +515,17 @@ async fn apply_work(
             }));
         }
     }
-    ensure_namespace(target, &ns).await?;
+    let forget = |e| {
+        ctx.applied.lock().unwrap().remove(&key);
+        e
+    };
+    if known.is_empty() {
+        ensure_namespace(target, &ns).await?;
+    }
     let mut applied = BTreeSet::new();
     let mut workload = None;
     for obj in &work.objects {
-        let (id, written) = server_side_apply(target, obj).await?;
+        let (id, written) = server_side_apply(target, obj).await.map_err(forget)?;
         if id == format!("apps/v1/Deployment/{name}") {
             workload = serde_json::to_value(written)
                 .ok()
@@ -439,13 +533,7 @@ async fn apply_work(
         }
         applied.insert(id);
     }
-    let same = ctx
-        .applied
-        .lock()
-        .unwrap()
-        .get(&key)
-        .is_some_and(|(uid, ids)| uid == cluster_uid && *ids == applied);
-    if !same {
+    if known.is_empty() || known != applied {
         let owned = owned(target, &ns, &name).await?;
         prune(target, &ns, &owned, &applied).await?;
         ctx.applied
@@ -620,12 +708,13 @@ async fn write_status(ctx: &Ctx, dep: &Deployment, mut status: DeploymentStatus)
 
 /// Removes the workload from the target cluster. A Cluster that is gone (or has no
 /// Kubernetes yet) has nothing left to remove.
-async fn cleanup(dep: Arc<Deployment>, ctx: Ctx) -> Result<Action> {
+async fn cleanup(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
     let ns = dep.namespace().unwrap_or_default();
     ctx.applied
         .lock()
         .unwrap()
         .remove(&crate::context::key(dep.as_ref()));
+    views.workloads.forget(&ObjectRef::from_obj(dep.as_ref()));
     // Deleting, for as long as the workload takes to go (or its Cluster to answer).
     let mut status = dep.status.clone().unwrap_or_default();
     status.phase = Some(DeploymentPhase::Deleting);

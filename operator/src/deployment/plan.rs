@@ -467,19 +467,10 @@ pub fn rollout(
     pool: Option<&str>,
     workload: Option<&AppsDeployment>,
 ) -> (i32, Rollout) {
-    let st = workload.and_then(|w| w.status.clone()).unwrap_or_default();
-    let observed = workload.is_some_and(|w| st.observed_generation >= w.metadata.generation);
-    let ready_replicas = if observed {
-        st.ready_replicas.unwrap_or(0)
-    } else {
-        0
-    };
-    let unavailable = st
-        .conditions
-        .unwrap_or_default()
-        .into_iter()
-        .find(|c| c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("False"))
-        .and_then(|c| c.message);
+    let now = workload.map(Readiness::of).unwrap_or_default();
+    let observed = now.ready_replicas.is_some();
+    let ready_replicas = now.ready_replicas.unwrap_or(0);
+    let unavailable = now.unavailable;
     let ready = observed && ready_replicas >= dep.spec.replicas.max(0);
     let pool_ready = cluster
         .and_then(|c| c.status.as_ref())
@@ -493,6 +484,33 @@ pub fn rollout(
             pool_empty: !ready && pool_ready == 0,
         },
     )
+}
+
+/// What of a workload's status the Deployment's readiness is computed from
+/// ([`rollout`]): the ready replicas once the status is of the current
+/// generation, and the Available=False message.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Readiness {
+    pub ready_replicas: Option<i32>,
+    pub unavailable: Option<String>,
+}
+
+impl Readiness {
+    pub fn of(w: &AppsDeployment) -> Self {
+        let st = w.status.clone().unwrap_or_default();
+        let observed = st.observed_generation >= w.metadata.generation;
+        Readiness {
+            ready_replicas: observed.then(|| st.ready_replicas.unwrap_or(0)),
+            unavailable: st
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| {
+                    c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("False")
+                })
+                .and_then(|c| c.message),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -181,12 +181,13 @@ pub fn compute(
     status
 }
 
-/// When to look again: replicas on their way soon; Ready, Stalled, waiting for another
-/// object, and replicas waiting for their pool's first Ready machine at the resync
-/// (Module and Cluster changes wake the Deployment).
-pub fn requeue(outcome: &Outcome) -> Requeue {
+/// When to look again: replicas on their way soon, unless the workloads on the target
+/// are `watched` (their status change wakes the Deployment); Ready, Stalled, waiting
+/// for another object, and replicas waiting for their pool's first Ready machine at the
+/// resync (Module and Cluster changes wake the Deployment).
+pub fn requeue(outcome: &Outcome, watched: bool) -> Requeue {
     match outcome {
-        Outcome::Rolled(r) if !r.ready && !r.pool_empty => Requeue::Poll,
+        Outcome::Rolled(r) if !r.ready && !r.pool_empty && !watched => Requeue::Poll,
         _ => Requeue::Resync,
     }
 }
@@ -242,10 +243,13 @@ spec: {{moduleRef: {{name: m}}, clusterRef: {{name: c}}, replicas: 3}}
         );
         assert!(cond(&s, ct::RECONCILING).is_none());
         assert_eq!(
-            requeue(&Outcome::Rolled(Rollout {
-                ready: true,
-                ..Default::default()
-            })),
+            requeue(
+                &Outcome::Rolled(Rollout {
+                    ready: true,
+                    ..Default::default()
+                }),
+                false
+            ),
             Requeue::Resync
         );
     }
@@ -261,13 +265,21 @@ spec: {{moduleRef: {{name: m}}, clusterRef: {{name: c}}, replicas: 3}}
         let r = cond(&s, ct::READY).unwrap();
         assert_eq!(r.reason, "Deploying");
         assert_eq!(r.message, "1/3 replicas ready: no node with 1 GPU free");
-        assert_eq!(requeue(&Outcome::Rolled(Rollout::default())), Requeue::Poll);
+        assert_eq!(
+            requeue(&Outcome::Rolled(Rollout::default()), false),
+            Requeue::Poll
+        );
+        // A watch of the target's workloads says when they change.
+        assert_eq!(
+            requeue(&Outcome::Rolled(Rollout::default()), true),
+            Requeue::Resync
+        );
         // Before the pool has a Ready machine, the Cluster's change wakes it instead.
         let empty = Rollout {
             pool_empty: true,
             ..Default::default()
         };
-        assert_eq!(requeue(&Outcome::Rolled(empty)), Requeue::Resync);
+        assert_eq!(requeue(&Outcome::Rolled(empty), false), Requeue::Resync);
     }
 
     #[test]

@@ -1,0 +1,277 @@
+//! One watch per target cluster of the workloads kelp applied there, so that a
+//! Deployment learns that its workload became ready (or stopped being ready) when the
+//! target's Deployment status changes, instead of polling for it.
+//!
+//! A watch event wakes a Deployment only when the workload's readiness differs from
+//! what that Deployment's last reconcile saw; the events of kelp's own applies carry
+//! what the apply's answer already showed, and wake nothing. A reconcile that saw less
+//! than the watch had already delivered (the target's status changed between the apply
+//! and the reconcile's record of it) is woken again at once. While a cluster's watch
+//! is not listing (its API refuses the watch, or it is down), the Deployments on it
+//! poll, as they would without it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
+use kelp_crds::Deployment;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::mpsc;
+
+use super::build::{DEPLOYMENT_LABEL, NAMESPACE_LABEL};
+use super::plan::Readiness;
+
+/// A workload's readiness as the last reconcile saw it and as its watch last delivered it.
+#[derive(Clone, Debug, Default)]
+struct Seen {
+    reconciled: Option<Readiness>,
+    watched: Option<Readiness>,
+}
+
+struct Watch {
+    task: tokio::task::JoinHandle<()>,
+    /// Listed and watching: the Deployments on this cluster need not poll.
+    live: Arc<AtomicBool>,
+}
+
+/// The workload watches of every target cluster (by Cluster UID), and what each
+/// Deployment's last reconcile saw of its workload.
+pub struct Workloads {
+    watches: Mutex<HashMap<String, Watch>>,
+    seen: Arc<Mutex<HashMap<ObjectRef<Deployment>, Seen>>>,
+    wake: mpsc::UnboundedSender<ObjectRef<Deployment>>,
+}
+
+impl Workloads {
+    /// The watches, and the stream of Deployments they wake.
+    pub fn new() -> (Arc<Self>, mpsc::UnboundedReceiver<ObjectRef<Deployment>>) {
+        let (wake, rx) = mpsc::unbounded_channel();
+        let w = Workloads {
+            watches: Mutex::default(),
+            seen: Arc::default(),
+            wake,
+        };
+        (Arc::new(w), rx)
+    }
+
+    /// Records what a reconcile of `dep` saw of its workload (None: no workload), and
+    /// wakes it again when the watch had already delivered something else.
+    pub fn saw(&self, dep: ObjectRef<Deployment>, workload: Option<&AppsDeployment>) {
+        if reconciled(&self.seen, &dep, workload.map(Readiness::of)) {
+            let _ = self.wake.send(dep);
+        }
+    }
+
+    /// Forgets `dep` (deleted).
+    pub fn forget(&self, dep: &ObjectRef<Deployment>) {
+        self.seen.lock().unwrap().remove(dep);
+    }
+
+    /// Whether the workloads on the Cluster `uid` are watched (listed and watching).
+    pub fn watched(&self, uid: &str) -> bool {
+        self.watches
+            .lock()
+            .unwrap()
+            .get(uid)
+            .is_some_and(|w| !w.task.is_finished() && w.live.load(Ordering::Relaxed))
+    }
+
+    /// Whether `dep`'s workload on the Cluster `uid` is applied and watched: a change of
+    /// its status wakes `dep`.
+    pub fn follows(&self, uid: &str, dep: &ObjectRef<Deployment>) -> bool {
+        self.watched(uid)
+            && self
+                .seen
+                .lock()
+                .unwrap()
+                .get(dep)
+                .is_some_and(|s| s.reconciled.is_some())
+    }
+
+    /// Starts watching the workloads on the Cluster `uid` through `target`, unless a
+    /// watch of it runs already.
+    pub fn ensure(&self, uid: &str, target: &Client) {
+        let mut watches = self.watches.lock().unwrap();
+        if watches.get(uid).is_some_and(|w| !w.task.is_finished()) {
+            return;
+        }
+        let live = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn(watch(
+            target.clone(),
+            live.clone(),
+            self.seen.clone(),
+            self.wake.clone(),
+        ));
+        watches.insert(uid.to_string(), Watch { task, live });
+    }
+
+    /// Stops the watch of the Cluster `uid` (deleted, or its client replaced).
+    pub fn stop(&self, uid: &str) {
+        if let Some(w) = self.watches.lock().unwrap().remove(uid) {
+            w.task.abort();
+        }
+    }
+}
+
+impl Drop for Workloads {
+    fn drop(&mut self) {
+        for (_, w) in self.watches.lock().unwrap().drain() {
+            w.task.abort();
+        }
+    }
+}
+
+async fn watch(
+    target: Client,
+    live: Arc<AtomicBool>,
+    seen: Arc<Mutex<HashMap<ObjectRef<Deployment>, Seen>>>,
+    wake: mpsc::UnboundedSender<ObjectRef<Deployment>>,
+) {
+    let api: Api<AppsDeployment> = Api::all(target);
+    let config = watcher::Config::default().labels(DEPLOYMENT_LABEL);
+    let mut events = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        let w = match event {
+            Ok(watcher::Event::InitDone) => {
+                live.store(true, Ordering::Relaxed);
+                continue;
+            }
+            Ok(watcher::Event::Apply(w) | watcher::Event::InitApply(w)) => w,
+            // A workload deleted under kelp: its Deployment re-applies it.
+            Ok(watcher::Event::Delete(w)) => {
+                if let Some(dep) = owner(&w)
+                    && seen
+                        .lock()
+                        .unwrap()
+                        .remove(&dep)
+                        .is_some_and(|s| s.reconciled.is_some())
+                {
+                    let _ = wake.send(dep);
+                }
+                continue;
+            }
+            Ok(watcher::Event::Init) => continue,
+            Err(e) => {
+                live.store(false, Ordering::Relaxed);
+                tracing::debug!(error = %e, "watching workloads on a target cluster");
+                continue;
+            }
+        };
+        let Some(dep) = owner(&w) else { continue };
+        let changed = watched(&seen, &dep, Readiness::of(&w));
+        if changed && wake.send(dep).is_err() {
+            return;
+        }
+    }
+}
+
+/// Records what the watch delivered of `dep`'s workload; whether it differs from what
+/// `dep`'s last reconcile saw. A Deployment not reconciled with a workload by this
+/// process yet is not woken: its own reconcile is still to come.
+fn watched(
+    seen: &Mutex<HashMap<ObjectRef<Deployment>, Seen>>,
+    dep: &ObjectRef<Deployment>,
+    now: Readiness,
+) -> bool {
+    let mut seen = seen.lock().unwrap();
+    let s = seen.entry(dep.clone()).or_default();
+    let differs = s.reconciled.as_ref().is_some_and(|r| *r != now);
+    s.watched = Some(now);
+    differs
+}
+
+/// Records what a reconcile saw of `dep`'s workload; whether the watch has delivered
+/// something else (the reconcile read an older state, or the watch lags behind it: one
+/// more reconcile either way, never a missed change).
+fn reconciled(
+    seen: &Mutex<HashMap<ObjectRef<Deployment>, Seen>>,
+    dep: &ObjectRef<Deployment>,
+    now: Option<Readiness>,
+) -> bool {
+    let mut seen = seen.lock().unwrap();
+    let s = seen.entry(dep.clone()).or_default();
+    let differs = match (&now, &s.watched) {
+        (Some(now), Some(w)) => w != now,
+        _ => false,
+    };
+    s.reconciled = now;
+    differs
+}
+
+/// The kelp Deployment a workload was applied for, from its labels.
+fn owner(w: &AppsDeployment) -> Option<ObjectRef<Deployment>> {
+    let labels = w.labels();
+    let name = labels.get(DEPLOYMENT_LABEL)?;
+    let ns = labels.get(NAMESPACE_LABEL)?;
+    Some(ObjectRef::new(name).within(ns))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn workload(
+        generation: i64,
+        observed: i64,
+        ready: i32,
+        unavailable: Option<&str>,
+    ) -> AppsDeployment {
+        let conditions = match unavailable {
+            Some(m) => format!("[{{type: Available, status: \"False\", message: \"{m}\"}}]"),
+            None => "[{type: Available, status: \"True\"}]".into(),
+        };
+        serde_yaml_ng::from_str(&format!(
+            "metadata: {{name: fish, namespace: ns, generation: {generation}, labels: {{{DEPLOYMENT_LABEL}: fish, {NAMESPACE_LABEL}: ns}}}}\nstatus: {{observedGeneration: {observed}, readyReplicas: {ready}, conditions: {conditions}}}\n"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn readiness_counts_ready_replicas_of_the_current_generation_only() {
+        assert_eq!(Readiness::of(&workload(2, 1, 3, None)).ready_replicas, None);
+        assert_eq!(
+            Readiness::of(&workload(2, 2, 3, None)).ready_replicas,
+            Some(3)
+        );
+        assert_eq!(
+            Readiness::of(&workload(1, 1, 0, Some("no node")))
+                .unavailable
+                .as_deref(),
+            Some("no node")
+        );
+        assert_eq!(
+            owner(&workload(1, 1, 0, None)),
+            Some(ObjectRef::new("fish").within("ns"))
+        );
+    }
+
+    #[test]
+    fn only_a_readiness_the_last_reconcile_did_not_see_wakes_the_deployment() {
+        let (w, _rx) = Workloads::new();
+        let dep = ObjectRef::<Deployment>::new("fish").within("ns");
+        let applied = workload(1, 1, 0, Some("0/1 scheduled"));
+        let ready = workload(1, 1, 1, None);
+        let event = |e: &AppsDeployment| watched(&w.seen, &dep, Readiness::of(e));
+        let reconcile = |e: &AppsDeployment| reconciled(&w.seen, &dep, Some(Readiness::of(e)));
+        // Not reconciled yet: nothing to wake.
+        assert!(!event(&applied));
+        // The reconcile saw what the watch delivered (its own apply).
+        assert!(!reconcile(&applied));
+        assert!(!event(&applied));
+        // The kubelet's status write.
+        assert!(event(&ready));
+        assert!(!reconcile(&ready));
+        assert!(!event(&ready));
+        // The status changed between an apply and the reconcile's record of it.
+        w.forget(&dep);
+        assert!(!reconcile(&applied));
+        assert!(event(&ready));
+        // A reconcile that read the older state after the watch delivered Ready.
+        assert!(reconcile(&applied), "woken again");
+        assert!(!reconcile(&ready));
+    }
+}
