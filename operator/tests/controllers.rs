@@ -526,6 +526,51 @@ async fn an_existing_cluster_can_be_the_api_server_kelp_runs_against() {
     h.stop().await;
 }
 
+/// A Ready Deployment is looked at again only at the resync (5 min here), so only the
+/// watch of its workload on the target can tell it, within the test's wait, that the
+/// workload lost its replicas: here every Node goes, and the kubelet marks the workload
+/// unavailable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workload_that_loses_its_replicas_on_the_target_turns_the_deployment_not_ready_at_once() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
+        serde_json::to_string(&h.server.kubeconfig()).unwrap()
+    ))
+    .await;
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&cluster("here", 1, 1).replace(
+        "  cloud:",
+        "  kubernetes: {mode: Existing, kubeconfigSecretRef: {name: self-kubeconfig}}\n  cloud:",
+    ))
+    .await;
+    h.apply_yaml(&deployment("fish", "here", 1)).await;
+    h.cluster_ready("here").await;
+    h.deployment_ready("fish").await;
+    let nodes = Api::<Node>::all(h.client.clone());
+    for n in nodes.list(&ListParams::default()).await.unwrap().items {
+        nodes
+            .delete(&n.name_any(), &Default::default())
+            .await
+            .unwrap();
+    }
+    let d = h
+        .wait::<Deployment>("fish", "not Ready", |d| {
+            d.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| !conditions::is_true(&s.conditions, "Ready"))
+        })
+        .await
+        .unwrap();
+    let st = d.status.unwrap();
+    assert_eq!(st.ready.as_deref(), Some("0/1"));
+    assert_eq!(st.phase, Some(DeploymentPhase::Degraded));
+    let ready = conditions::get(&st.conditions, "Ready").unwrap();
+    assert!(ready.message.contains("no node with"), "{}", ready.message);
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_mistyped_recipe_input_stalls_the_pool_naming_the_input() {
     let mut h = Harness::new().await;
