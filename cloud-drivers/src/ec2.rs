@@ -212,7 +212,16 @@ impl Ec2Settings {
     }
 }
 
+/// The image cache's key: what the spec names, trimmed; None for the default image.
+fn image_key(image: Option<&str>) -> Option<String> {
+    image
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
 /// An image and its root device (where the root volume size goes).
+#[derive(Clone)]
 struct Resolved {
     image: Image,
     root_device: Option<String>,
@@ -236,6 +245,9 @@ pub struct Ec2Driver {
     client: aws_sdk_ec2::Client,
     settings: Ec2Settings,
     types: Mutex<Option<(Instant, Vec<InstanceType>)>>,
+    /// Images resolved by what the spec names (None: the default Ubuntu), cached as
+    /// long as the catalogue: every create of the same image asks EC2 once.
+    images: std::sync::Mutex<std::collections::HashMap<Option<String>, (Instant, Resolved)>>,
 }
 
 impl fmt::Debug for Ec2Driver {
@@ -313,6 +325,7 @@ impl Ec2Driver {
             client: aws_sdk_ec2::Client::from_conf(config.build()),
             settings,
             types: Mutex::new(None),
+            images: std::sync::Mutex::default(),
         })
     }
 
@@ -508,8 +521,23 @@ impl Ec2Driver {
             .ok_or_else(missing)
     }
 
-    /// See [`CloudDriver::resolve_image`].
+    /// See [`CloudDriver::resolve_image`]; from the cache while it is fresh.
     async fn resolve(&self, image: Option<&str>) -> Result<Resolved, CloudError> {
+        let key = image_key(image);
+        if let Some((at, r)) = self.images.lock().unwrap().get(&key)
+            && at.elapsed() < self.settings.types_ttl
+        {
+            return Ok(r.clone());
+        }
+        let r = self.resolve_uncached(key.as_deref()).await?;
+        self.images
+            .lock()
+            .unwrap()
+            .insert(key, (Instant::now(), r.clone()));
+        Ok(r)
+    }
+
+    async fn resolve_uncached(&self, image: Option<&str>) -> Result<Resolved, CloudError> {
         let region = &self.settings.region;
         match image.map(str::trim).filter(|s| !s.is_empty()) {
             None => {
@@ -712,10 +740,19 @@ impl CloudDriver for Ec2Driver {
         if let (None, Some(az)) = (&self.settings.subnet_id, &self.settings.availability_zone) {
             run = run.placement(Placement::builder().availability_zone(az).build());
         }
-        let out = run
-            .send()
-            .await
-            .map_err(|e| errors::from_sdk(e, &req.instance_type))?;
+        let out = match run.send().await {
+            Ok(out) => out,
+            Err(e) => {
+                // An image deregistered since it was resolved: resolve it again next time.
+                if e.code().is_some_and(|c| c.starts_with("InvalidAMIID.")) {
+                    self.images
+                        .lock()
+                        .unwrap()
+                        .remove(&image_key(req.image.as_deref()));
+                }
+                return Err(errors::from_sdk(e, &req.instance_type));
+            }
+        };
         tracing::info!(
             driver = DRIVER_NAME,
             count = req.count,

@@ -624,11 +624,22 @@ async fn call_counts_for_fifty_machines() {
     assert_eq!(proxy.count("TerminateInstances"), 1);
     println!("delete 50: {delete_time:?}; requests {:?}", proxy.summary());
 
+    // The next create of the same image (a scale-up, a roll) resolves it from the cache.
+    proxy.reset();
+    let more = d
+        .create(&request(2, "g4dn.xlarge", mine.clone()))
+        .await
+        .unwrap();
+    assert_eq!(proxy.count("DescribeImages"), 0, "{:?}", proxy.summary());
+    assert_eq!(proxy.total(), 1, "{:?}", proxy.summary());
+    let ids: Vec<String> = more.iter().map(|m| m.id.clone()).collect();
+    d.delete(&ids).await.unwrap();
+
     let s = d.stats();
     assert_eq!(s.calls(verbs::INSTANCE_TYPES), 2);
-    assert_eq!(s.calls(verbs::CREATE), 1);
+    assert_eq!(s.calls(verbs::CREATE), 2);
     assert_eq!(s.calls(verbs::LIST), 1);
-    assert_eq!(s.calls(verbs::DELETE), 1);
+    assert_eq!(s.calls(verbs::DELETE), 2);
     assert_eq!(s.errors_labelled("Transient"), 0);
     for r in s.snapshot() {
         println!(

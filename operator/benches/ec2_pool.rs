@@ -139,7 +139,7 @@ async fn scenario(
             took = Some(start.elapsed());
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let calls = proxy.summary();
     let before = proxy.total();
