@@ -465,14 +465,14 @@ async fn bad_input_is_reported_with_the_field_named() {
     h.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_existing_cluster_can_be_the_api_server_kelp_runs_against() {
+/// The operator started, and the Cluster `here` (`kubernetes: Existing`, the API server
+/// kelp runs against) with the Deployment `fish` on it, applied.
+async fn fish_on_the_api_server_kelp_runs_against() -> Harness {
     let mut h = Harness::new().await;
     h.start();
-    let kubeconfig = h.server.kubeconfig();
     h.apply_yaml(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
-        serde_json::to_string(&kubeconfig).unwrap()
+        serde_json::to_string(&h.server.kubeconfig()).unwrap()
     ))
     .await;
     h.apply_yaml(MODULE).await;
@@ -483,6 +483,12 @@ async fn an_existing_cluster_can_be_the_api_server_kelp_runs_against() {
     ))
     .await;
     h.apply_yaml(&deployment("fish", "here", 1)).await;
+    h
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_existing_cluster_can_be_the_api_server_kelp_runs_against() {
+    let mut h = fish_on_the_api_server_kelp_runs_against().await;
     let c = h.cluster_ready("here").await;
     let st = c.status.unwrap();
     assert_eq!(st.api_endpoint.as_deref(), Some(h.server.url().as_str()));
@@ -532,21 +538,7 @@ async fn an_existing_cluster_can_be_the_api_server_kelp_runs_against() {
 /// unavailable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workload_that_loses_its_replicas_on_the_target_turns_the_deployment_not_ready_at_once() {
-    let mut h = Harness::new().await;
-    h.start();
-    h.apply_yaml(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
-        serde_json::to_string(&h.server.kubeconfig()).unwrap()
-    ))
-    .await;
-    h.apply_yaml(MODULE).await;
-    h.apply_yaml(SECRET).await;
-    h.apply_yaml(&cluster("here", 1, 1).replace(
-        "  cloud:",
-        "  kubernetes: {mode: Existing, kubeconfigSecretRef: {name: self-kubeconfig}}\n  cloud:",
-    ))
-    .await;
-    h.apply_yaml(&deployment("fish", "here", 1)).await;
+    let mut h = fish_on_the_api_server_kelp_runs_against().await;
     h.cluster_ready("here").await;
     h.deployment_ready("fish").await;
     let nodes = Api::<Node>::all(h.client.clone());
