@@ -17,7 +17,7 @@ use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
 use k8s_openapi::api::core::v1::Node;
 use kelp_testapi::TestApiServer;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -187,10 +187,14 @@ async fn kubelet(client: Client) {
     use kube::core::PartialObjectMeta;
     let deployments: Api<PartialObjectMeta<AppsDeployment>> = Api::all(client.clone());
     let nodes: Api<PartialObjectMeta<Node>> = Api::all(client.clone());
+    // With backoff: an API server that has gone (a test's end) fails every request at
+    // once, and the drain below would otherwise never yield.
     let d = watcher(deployments, watcher::Config::default())
+        .default_backoff()
         .map(|_| ())
         .boxed();
     let n = watcher(nodes, watcher::Config::default())
+        .default_backoff()
         .map(|_| ())
         .boxed();
     let mut events = futures::stream::select(d, n);
@@ -202,7 +206,14 @@ async fn kubelet(client: Client) {
         }
         // Let a burst of events settle into one pass.
         tokio::time::sleep(Duration::from_millis(20)).await;
-        while let Some(Some(_)) = futures::FutureExt::now_or_never(events.next()) {}
+        for _ in 0..10_000 {
+            if !matches!(
+                futures::FutureExt::now_or_never(events.next()),
+                Some(Some(_))
+            ) {
+                break;
+            }
+        }
         if let Err(e) = schedule(&client).await {
             tracing::debug!(error = %e, "sim kubelet pass failed");
         }
