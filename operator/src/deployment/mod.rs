@@ -222,6 +222,7 @@ fn concerns(dep: &Deployment, w: &Woken) -> bool {
 
 /// `(namespace, name, uid, what)` of each Cluster whose [view](cluster_view) changed, was
 /// created or was deleted.
+///
 /// Writes every Cluster into `cache` first, and stops the workload watch of a deleted one.
 fn cluster_changes(
     ctx: &Ctx,
@@ -395,8 +396,8 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
 
 /// Reads everything the plan decides from: the Module, the Cluster, the Secrets and
 /// ConfigMaps the spec names, and, once the Cluster's control plane is ready, what kelp
-/// left on its Kubernetes (its labelled objects, the rclone passwords it obscured), with
-/// a client for it.
+/// left on its Kubernetes (the rclone passwords it obscured), with a client for it. The
+/// Module and the Cluster come from `views`' caches.
 async fn dereference(
     dep: &Deployment,
     ctx: &Ctx,

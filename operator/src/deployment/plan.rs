@@ -497,18 +497,19 @@ pub struct Readiness {
 
 impl Readiness {
     pub fn of(w: &AppsDeployment) -> Self {
-        let st = w.status.clone().unwrap_or_default();
-        let observed = st.observed_generation >= w.metadata.generation;
+        let st = w.status.as_ref();
+        let observed = st.and_then(|s| s.observed_generation) >= w.metadata.generation;
         Readiness {
-            ready_replicas: observed.then(|| st.ready_replicas.unwrap_or(0)),
+            ready_replicas: observed.then(|| st.and_then(|s| s.ready_replicas).unwrap_or(0)),
             unavailable: st
-                .conditions
-                .unwrap_or_default()
-                .into_iter()
-                .find(|c| {
-                    c.type_.as_deref() == Some("Available") && c.status.as_deref() == Some("False")
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| {
+                    c.iter().find(|c| {
+                        c.type_.as_deref() == Some("Available")
+                            && c.status.as_deref() == Some("False")
+                    })
                 })
-                .and_then(|c| c.message),
+                .and_then(|c| c.message.clone()),
         }
     }
 }

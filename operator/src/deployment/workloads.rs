@@ -109,7 +109,7 @@ impl Workloads {
         watches.insert(uid.to_string(), Watch { task, live });
     }
 
-    /// Stops the watch of the Cluster `uid` (deleted, or its client replaced).
+    /// Stops the watch of the Cluster `uid` (deleted).
     pub fn stop(&self, uid: &str) {
         if let Some(w) = self.watches.lock().unwrap().remove(uid) {
             w.task.abort();
