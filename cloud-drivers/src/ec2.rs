@@ -14,6 +14,7 @@ mod prices;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -240,14 +241,50 @@ impl Resolved {
     }
 }
 
+/// Images resolved by what a spec names (None: the default Ubuntu), each kept as long
+/// as the catalogue ([`Ec2Settings::types_ttl`]): every create of the same image asks
+/// EC2 once. Cheap to clone; clones share the entries, so the drivers of one account
+/// and region (which see the same images) can share one cache
+/// ([`Ec2Driver::with_images`]).
+#[derive(Clone, Default)]
+pub struct ImageCache(
+    Arc<std::sync::Mutex<std::collections::HashMap<Option<String>, (Instant, Resolved)>>>,
+);
+
+impl ImageCache {
+    fn get(&self, key: &Option<String>, ttl: Duration) -> Option<Resolved> {
+        let entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (at, r) = entries.get(key)?;
+        (at.elapsed() < ttl).then(|| r.clone())
+    }
+
+    fn put(&self, key: Option<String>, r: Resolved) {
+        let mut entries = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        entries.insert(key, (Instant::now(), r));
+    }
+
+    fn forget(&self, key: &Option<String>) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+
+    /// Images held (fresh or not).
+    pub fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// The EC2 driver. Cheap to share behind an `Arc`; the catalogue cache is shared.
 pub struct Ec2Driver {
     client: aws_sdk_ec2::Client,
     settings: Ec2Settings,
     types: Mutex<Option<(Instant, Vec<InstanceType>)>>,
-    /// Images resolved by what the spec names (None: the default Ubuntu), cached as
-    /// long as the catalogue: every create of the same image asks EC2 once.
-    images: std::sync::Mutex<std::collections::HashMap<Option<String>, (Instant, Resolved)>>,
+    /// Images resolved so far: the driver's own unless [`Ec2Driver::with_images`] gave
+    /// a shared one.
+    images: ImageCache,
 }
 
 impl fmt::Debug for Ec2Driver {
@@ -325,8 +362,15 @@ impl Ec2Driver {
             client: aws_sdk_ec2::Client::from_conf(config.build()),
             settings,
             types: Mutex::new(None),
-            images: std::sync::Mutex::default(),
+            images: ImageCache::default(),
         })
+    }
+
+    /// The driver resolving images through `images`, shared with the drivers of the
+    /// same account, region and endpoint (the caller's to key).
+    pub fn with_images(mut self, images: ImageCache) -> Self {
+        self.images = images;
+        self
     }
 
     /// The SDK client, for tests and tools that check what the driver did.
@@ -524,16 +568,11 @@ impl Ec2Driver {
     /// See [`CloudDriver::resolve_image`]; from the cache while it is fresh.
     async fn resolve(&self, image: Option<&str>) -> Result<Resolved, CloudError> {
         let key = image_key(image);
-        if let Some((at, r)) = self.images.lock().unwrap().get(&key)
-            && at.elapsed() < self.settings.types_ttl
-        {
-            return Ok(r.clone());
+        if let Some(r) = self.images.get(&key, self.settings.types_ttl) {
+            return Ok(r);
         }
         let r = self.resolve_uncached(key.as_deref()).await?;
-        self.images
-            .lock()
-            .unwrap()
-            .insert(key, (Instant::now(), r.clone()));
+        self.images.put(key, r.clone());
         Ok(r)
     }
 
@@ -745,10 +784,7 @@ impl CloudDriver for Ec2Driver {
             Err(e) => {
                 // An image deregistered since it was resolved: resolve it again next time.
                 if e.code().is_some_and(|c| c.starts_with("InvalidAMIID.")) {
-                    self.images
-                        .lock()
-                        .unwrap()
-                        .remove(&image_key(req.image.as_deref()));
+                    self.images.forget(&image_key(req.image.as_deref()));
                 }
                 return Err(errors::from_sdk(e, &req.instance_type));
             }

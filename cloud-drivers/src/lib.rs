@@ -18,7 +18,7 @@ pub mod sim;
 
 pub use driver::*;
 #[cfg(feature = "ec2")]
-pub use ec2::{Ec2Credentials, Ec2Driver, Ec2Settings};
+pub use ec2::{Ec2Credentials, Ec2Driver, Ec2Settings, ImageCache};
 pub use metered::{CallRecord, CallStats, Metered};
 #[cfg(feature = "openstack")]
 pub use openstack::{OpenStackAuth, OpenStackDriver, OpenStackSettings};

@@ -572,7 +572,8 @@ async fn call_counts_for_fifty_machines() {
         return;
     };
     let proxy = Proxy::start(moto.port).await;
-    let d = Metered::new(driver(&proxy.endpoint()));
+    let images = kelp_cloud_drivers::ImageCache::default();
+    let d = Metered::new(driver(&proxy.endpoint()).with_images(images.clone()));
     let mine = owner_tags("uid-fifty", "gpu");
 
     let t0 = Instant::now();
@@ -634,6 +635,21 @@ async fn call_counts_for_fifty_machines() {
     assert_eq!(proxy.total(), 1, "{:?}", proxy.summary());
     let ids: Vec<String> = more.iter().map(|m| m.id.clone()).collect();
     d.delete(&ids).await.unwrap();
+
+    // So does another driver given the same cache (the operator shares one per account,
+    // region and endpoint); a driver with its own cache asks.
+    for (cache, asks) in [(images.clone(), 0), (Default::default(), 1)] {
+        proxy.reset();
+        let other = driver(&proxy.endpoint()).with_images(cache);
+        let made = other
+            .create(&request(1, "g4dn.xlarge", mine.clone()))
+            .await
+            .unwrap();
+        assert_eq!(proxy.count("DescribeImages"), asks, "{:?}", proxy.summary());
+        let ids: Vec<String> = made.iter().map(|m| m.id.clone()).collect();
+        other.delete(&ids).await.unwrap();
+    }
+    assert_eq!(images.len(), 1);
 
     let s = d.stats();
     assert_eq!(s.calls(verbs::INSTANCE_TYPES), 2);

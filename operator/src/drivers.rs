@@ -303,6 +303,9 @@ pub struct Drivers {
     /// Published EGI site data, and the last copy read from it (kept when a read fails).
     egi_sites_url: Option<String>,
     egi_sites: tokio::sync::Mutex<Option<(Instant, kelp_cloud_drivers::egi::SiteCatalog)>>,
+    /// Resolved EC2 images, shared as the catalogue is: by [`CatalogueKey`] (the same
+    /// account, region and endpoint see the same images).
+    ec2_images: Mutex<HashMap<CatalogueKey, kelp_cloud_drivers::ImageCache>>,
 }
 
 /// How long site data read from `KELP_EGI_SITES_URL` is used before it is read again.
@@ -328,6 +331,7 @@ impl Drivers {
             openstack_endpoints: BTreeMap::new(),
             egi_sites_url: None,
             egi_sites: tokio::sync::Mutex::default(),
+            ec2_images: Mutex::default(),
         }
     }
 
@@ -556,7 +560,14 @@ impl Drivers {
             ..kelp_cloud_drivers::Ec2Settings::new(spec.region.clone())
         };
         let catalogue = CatalogueKey::ec2(&uid, &settings);
-        let driver = kelp_cloud_drivers::Ec2Driver::new(settings)?;
+        let images = self
+            .ec2_images
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(catalogue.clone())
+            .or_default()
+            .clone();
+        let driver = kelp_cloud_drivers::Ec2Driver::new(settings)?.with_images(images);
         Ok(self.keep(&uid, fingerprint, driver, catalogue))
     }
 

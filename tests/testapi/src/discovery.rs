@@ -183,7 +183,7 @@ fn object_meta_schema() -> Value {
 
 fn kind_schema(t: &ResourceType) -> Value {
     let mut schema = match &t.schema {
-        Some(s) => s.clone(),
+        Some(s) => Value::clone(s),
         None => {
             json!({"type": "object", "description": format!("{} (stored schemaless by the test API server).", t.kind), "x-kubernetes-preserve-unknown-fields": true, "properties": {}})
         }

@@ -161,32 +161,57 @@ fn subdomain_syntax(name: &str) -> bool {
         })
 }
 
-/// Everything but metadata and status: what bumps metadata.generation.
-fn spec_part(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v.as_object_mut() {
-        m.remove("metadata");
-        m.remove("status");
-        m.remove("apiVersion");
-        m.remove("kind");
-    }
-    v
+/// Whether `a` and `b` are equal in every top-level field but those in `skip`, and
+/// `meta` says their metadata are equal. Compares in place (objects can be large).
+fn same_but(a: &Value, b: &Value, skip: &[&str], meta: impl Fn(&Value, &Value) -> bool) -> bool {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return a == b;
+    };
+    let kept = |m: &'_ serde_json::Map<String, Value>| {
+        m.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .count()
+    };
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .all(|(k, v)| b.get(k) == Some(v))
+        && meta(
+            a.get("metadata").unwrap_or(&Value::Null),
+            b.get("metadata").unwrap_or(&Value::Null),
+        )
 }
 
-/// The object without what changes on every write, to detect no-op writes.
-fn comparable(obj: &Value) -> Value {
-    let mut v = obj.clone();
-    if let Some(m) = v["metadata"].as_object_mut() {
-        m.remove("resourceVersion");
-        if let Some(Value::Array(mf)) = m.get_mut("managedFields") {
-            for entry in mf {
-                if let Some(e) = entry.as_object_mut() {
-                    e.remove("time");
-                }
-            }
+/// Whether the two have the same spec: everything but metadata and status, what
+/// bumps metadata.generation.
+fn same_spec(a: &Value, b: &Value) -> bool {
+    same_but(
+        a,
+        b,
+        &["metadata", "status", "apiVersion", "kind"],
+        |_, _| true,
+    )
+}
+
+/// Whether a write changed nothing: the objects are equal but for what changes on
+/// every write (resourceVersion, and the times in managedFields).
+fn unchanged(a: &Value, b: &Value) -> bool {
+    let managed = |a: &Value, b: &Value| match (a, b) {
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .zip(b)
+                    .all(|(a, b)| same_but(a, b, &["time"], |_, _| true))
         }
-    }
-    v
+        _ => a == b,
+    };
+    same_but(a, b, &["metadata"], |a, b| {
+        same_but(a, b, &["resourceVersion", "managedFields"], |_, _| true)
+            && managed(
+                a.get("managedFields").unwrap_or(&Value::Null),
+                b.get("managedFields").unwrap_or(&Value::Null),
+            )
+    })
 }
 
 fn random_suffix() -> String {
@@ -869,7 +894,7 @@ impl Store {
                 }
             }
             schema::apply_defaults(schema_v, &mut new);
-            let errors = schema::validate(schema_v, &new, old.as_ref());
+            let errors = schema_v.validate(&new, old.as_ref());
             if !errors.is_empty() {
                 return Err(ApiError::invalid(rt, &name, &errors));
             }
@@ -900,7 +925,7 @@ impl Store {
                     "Forbidden: no new finalizers can be added if the object is being deleted",
                 ));
             }
-            if spec_part(old) != spec_part(&new) {
+            if !same_spec(old, &new) {
                 let generation = old["metadata"]["generation"].as_i64().unwrap_or(1);
                 new["metadata"]["generation"] = json!(generation + 1);
             }
@@ -922,7 +947,7 @@ impl Store {
         }
         if let Some(old) = &old {
             new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
-            if comparable(old) == comparable(&new) {
+            if unchanged(old, &new) {
                 return Ok(Written {
                     object: with_version(old.clone(), rt),
                     created: false,
@@ -1334,5 +1359,55 @@ fn strip_nulls(v: Value) -> Value {
                 .collect(),
         ),
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_is_a_no_op_only_when_nothing_but_versions_and_times_changed() {
+        let old = json!({"apiVersion": "v1", "kind": "K", "spec": {"a": 1}, "status": {"s": 1},
+            "metadata": {"name": "n", "resourceVersion": "1", "labels": {"l": "1"},
+                "managedFields": [{"manager": "m", "time": "t1", "fieldsV1": {"f:spec": {}}}]}});
+        let mut same = old.clone();
+        same["metadata"]["resourceVersion"] = json!("2");
+        same["metadata"]["managedFields"][0]["time"] = json!("t2");
+        assert!(unchanged(&old, &same));
+        for (path, value) in [
+            ("/spec/a", json!(2)),
+            ("/status/s", json!(2)),
+            ("/metadata/labels/l", json!("2")),
+            ("/metadata/managedFields/0/manager", json!("other")),
+        ] {
+            let mut changed = old.clone();
+            *changed.pointer_mut(path).unwrap() = value;
+            assert!(!unchanged(&old, &changed), "{path}");
+        }
+        let mut added = old.clone();
+        added["metadata"]["annotations"] = json!({"a": "b"});
+        assert!(!unchanged(&old, &added));
+        let mut fewer = old.clone();
+        fewer["metadata"]["managedFields"] = json!([]);
+        assert!(!unchanged(&old, &fewer));
+    }
+
+    #[test]
+    fn only_a_change_outside_metadata_and_status_is_a_new_spec() {
+        let old = json!({"apiVersion": "v1", "kind": "K", "spec": {"a": 1}, "status": {"s": 1},
+            "metadata": {"name": "n", "labels": {"l": "1"}}});
+        let mut same = old.clone();
+        same["status"]["s"] = json!(2);
+        same["metadata"]["labels"]["l"] = json!("2");
+        same["apiVersion"] = json!("v2");
+        assert!(same_spec(&old, &same));
+        let mut changed = old.clone();
+        changed["spec"]["a"] = json!(2);
+        assert!(!same_spec(&old, &changed));
+        let mut extra = old.clone();
+        extra["data"] = json!({"k": "v"});
+        assert!(!same_spec(&old, &extra));
+        assert!(!same_spec(&extra, &old));
     }
 }

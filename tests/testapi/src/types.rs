@@ -26,7 +26,7 @@ pub struct ResourceType {
     pub status: bool,
     pub scale: Option<ScaleSpec>,
     /// The CRD's openAPIV3Schema; None for built-in kinds, which are stored schemaless.
-    pub schema: Option<Value>,
+    pub schema: Option<std::sync::Arc<crate::schema::Schema>>,
     /// Printer columns for `kubectl get`.
     pub columns: Vec<Column>,
     /// Name of the CRD that registered this type.
@@ -363,7 +363,9 @@ pub fn crd_types(crd: &Value) -> Vec<ResourceType> {
             categories: strings(&names["categories"]),
             status: sub.get("status").is_some_and(|s| s.is_object()),
             scale,
-            schema: Some(v["schema"]["openAPIV3Schema"].clone()),
+            schema: Some(std::sync::Arc::new(crate::schema::Schema::new(
+                v["schema"]["openAPIV3Schema"].clone(),
+            ))),
             columns,
             crd: crd["metadata"]["name"].as_str().map(String::from),
             review: false,

@@ -9,6 +9,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex};
 
 use kube_cel::{CompiledSchema, ErrorKind};
 use regex::Regex;
@@ -477,6 +478,48 @@ impl Errs {
 /// many) keep CEL from running; they add the server's `<nil>` error saying rules
 /// were not checked. Range, pattern and duplicate errors do not block CEL.
 pub fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+    validate_cached(schema, obj, old, &Mutex::default())
+}
+
+/// A CRD version's schema with its CEL rules compiled once, on first use, as the API
+/// server compiles them when the CRD is registered (not on every write).
+#[derive(Debug, Default)]
+pub struct Schema {
+    root: Value,
+    /// Compiled rules by the address of their node inside `root`, which never changes
+    /// (the schema is immutable once built and shared behind an `Arc`).
+    compiled: Mutex<HashMap<usize, Arc<CompiledSchema>>>,
+}
+
+impl Schema {
+    pub fn new(root: Value) -> Self {
+        Schema {
+            root,
+            compiled: Mutex::default(),
+        }
+    }
+
+    /// [`validate`] against this schema, with its compiled rules.
+    pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<FieldError> {
+        validate_cached(&self.root, obj, old, &self.compiled)
+    }
+}
+
+impl std::ops::Deref for Schema {
+    type Target = Value;
+    fn deref(&self) -> &Value {
+        &self.root
+    }
+}
+
+type CelCache = Mutex<HashMap<usize, Arc<CompiledSchema>>>;
+
+fn validate_cached(
+    schema: &Value,
+    obj: &Value,
+    old: Option<&Value>,
+    cache: &CelCache,
+) -> Vec<FieldError> {
     let mut e = Errs::default();
     validate_node(schema, obj, "", &mut e);
     let mut errs = e.schema;
@@ -503,8 +546,7 @@ pub fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<FieldEr
         ));
         return errs;
     }
-    let mut cache = HashMap::new();
-    cel_node(schema, obj, old, "", &mut errs, &mut cache);
+    cel_node(schema, obj, old, "", &mut errs, cache);
     errs
 }
 
@@ -1138,7 +1180,7 @@ fn cel_node(
     old: Option<&Value>,
     path: &str,
     out: &mut Vec<FieldError>,
-    cache: &mut HashMap<usize, CompiledSchema>,
+    cache: &CelCache,
 ) {
     if v.is_null() {
         return;
@@ -1147,9 +1189,12 @@ fn cel_node(
     let old = old.filter(|o| !o.is_null());
     if own_rules(s).is_some() {
         let compiled = cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .entry(s as *const Value as usize)
-            .or_insert_with(|| compile_node(s));
-        if let Err(errors) = kube_cel::validate_compiled(compiled, v, old) {
+            .or_insert_with(|| Arc::new(compile_node(s)))
+            .clone();
+        if let Err(errors) = kube_cel::validate_compiled(&compiled, v, old) {
             out.extend(errors.into_iter().map(|err| cel_error(s, path, err)));
         }
     }
