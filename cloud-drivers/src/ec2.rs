@@ -247,9 +247,10 @@ impl Resolved {
 /// and region (which see the same images) can share one cache
 /// ([`Ec2Driver::with_images`]).
 #[derive(Clone, Default)]
-pub struct ImageCache(
-    Arc<std::sync::Mutex<std::collections::HashMap<Option<String>, (Instant, Resolved)>>>,
-);
+pub struct ImageCache(Arc<std::sync::Mutex<ImageEntries>>);
+
+/// Resolved images by [`image_key`], with when each was resolved.
+type ImageEntries = std::collections::HashMap<Option<String>, (Instant, Resolved)>;
 
 impl ImageCache {
     fn get(&self, key: &Option<String>, ttl: Duration) -> Option<Resolved> {

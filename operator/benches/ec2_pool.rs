@@ -142,6 +142,16 @@ async fn scenario(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let calls = proxy.summary();
+    let timeline: Vec<String> = proxy
+        .timeline()
+        .iter()
+        .map(|(at, a)| format!("+{:.2}s {a}", at.as_secs_f64()))
+        .collect();
+    println!(
+        "  ({name}: all running at +{:.2}s; calls {})",
+        took.unwrap_or(Duration::MAX).as_secs_f64(),
+        timeline.join(", ")
+    );
     let before = proxy.total();
     tokio::time::sleep(idle).await;
     let mut after = proxy.summary();

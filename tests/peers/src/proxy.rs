@@ -11,7 +11,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -32,8 +32,8 @@ pub enum Fault {
     ForwardThenStall(Duration),
 }
 
-/// Requests seen: (name, body).
-type Seen = Arc<Mutex<Vec<(String, String)>>>;
+/// Requests seen: (name, body, when it arrived).
+type Seen = Arc<Mutex<Vec<(String, String, Instant)>>>;
 
 /// Forwards to moto, one connection per request, recording each EC2 Action and its
 /// parameters; answers queued faults instead for the actions they name.
@@ -42,6 +42,8 @@ pub struct Proxy {
     actions: Seen,
     faults: Arc<Mutex<VecDeque<(&'static str, Fault)>>>,
     lag: Arc<Mutex<Option<Duration>>>,
+    /// When the record was last cleared (what [`Proxy::timeline`] counts from).
+    since: Mutex<Instant>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -72,6 +74,7 @@ impl Proxy {
             actions,
             faults,
             lag,
+            since: Mutex::new(Instant::now()),
             task,
         }
     }
@@ -96,7 +99,7 @@ impl Proxy {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(a, _)| a == action)
+            .filter(|(a, ..)| a == action)
             .count()
     }
 
@@ -107,8 +110,8 @@ impl Proxy {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(a, _)| a == action)
-            .map(|(_, body)| {
+            .filter(|(a, ..)| a == action)
+            .map(|(_, body, _)| {
                 body.split('&')
                     .filter_map(|kv| kv.split_once('='))
                     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -123,11 +126,24 @@ impl Proxy {
 
     pub fn reset(&self) {
         self.actions.lock().unwrap().clear();
+        *self.since.lock().unwrap() = Instant::now();
+    }
+
+    /// Each request since the last [`Proxy::reset`] (or the start): when it arrived,
+    /// counted from then, and its name.
+    pub fn timeline(&self) -> Vec<(Duration, String)> {
+        let since = *self.since.lock().unwrap();
+        self.actions
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(a, _, at)| (at.saturating_duration_since(since), a.clone()))
+            .collect()
     }
 
     pub fn summary(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
-        for (a, _) in self.actions.lock().unwrap().iter() {
+        for (a, ..) in self.actions.lock().unwrap().iter() {
             *m.entry(a.clone()).or_default() += 1;
         }
         m
@@ -200,7 +216,10 @@ async fn serve(
             format!("{method} {}", path.split('?').next().unwrap_or_default())
         });
     let params = String::from_utf8_lossy(body).to_string();
-    actions.lock().unwrap().push((action.clone(), params));
+    actions
+        .lock()
+        .unwrap()
+        .push((action.clone(), params, Instant::now()));
 
     let fault = {
         let mut q = faults.lock().unwrap();
