@@ -161,9 +161,9 @@ fn subdomain_syntax(name: &str) -> bool {
         })
 }
 
-/// Whether `a` and `b` are equal in every top-level field but those in `skip`, and
-/// `meta` says their metadata are equal. Compares in place (objects can be large).
-fn same_but(a: &Value, b: &Value, skip: &[&str], meta: impl Fn(&Value, &Value) -> bool) -> bool {
+/// Whether `a` and `b` are equal in every top-level field but those in `skip`.
+/// Compares in place (objects can be large).
+fn equal_but(a: &Value, b: &Value, skip: &[&str]) -> bool {
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return a == b;
     };
@@ -176,42 +176,32 @@ fn same_but(a: &Value, b: &Value, skip: &[&str], meta: impl Fn(&Value, &Value) -
         && a.iter()
             .filter(|(k, _)| !skip.contains(&k.as_str()))
             .all(|(k, v)| b.get(k) == Some(v))
-        && meta(
-            a.get("metadata").unwrap_or(&Value::Null),
-            b.get("metadata").unwrap_or(&Value::Null),
-        )
 }
 
 /// Whether the two have the same spec: everything but metadata and status, what
 /// bumps metadata.generation.
 fn same_spec(a: &Value, b: &Value) -> bool {
-    same_but(
-        a,
-        b,
-        &["metadata", "status", "apiVersion", "kind"],
-        |_, _| true,
-    )
+    equal_but(a, b, &["metadata", "status", "apiVersion", "kind"])
 }
 
 /// Whether a write changed nothing: the objects are equal but for what changes on
 /// every write (resourceVersion, and the times in managedFields).
 fn unchanged(a: &Value, b: &Value) -> bool {
-    let managed = |a: &Value, b: &Value| match (a, b) {
+    fn meta(v: &Value) -> &Value {
+        v.get("metadata").unwrap_or(&Value::Null)
+    }
+    fn managed(v: &Value) -> &Value {
+        meta(v).get("managedFields").unwrap_or(&Value::Null)
+    }
+    let same_managed = match (managed(a), managed(b)) {
         (Value::Array(a), Value::Array(b)) => {
-            a.len() == b.len()
-                && a.iter()
-                    .zip(b)
-                    .all(|(a, b)| same_but(a, b, &["time"], |_, _| true))
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| equal_but(a, b, &["time"]))
         }
-        _ => a == b,
+        (a, b) => a == b,
     };
-    same_but(a, b, &["metadata"], |a, b| {
-        same_but(a, b, &["resourceVersion", "managedFields"], |_, _| true)
-            && managed(
-                a.get("managedFields").unwrap_or(&Value::Null),
-                b.get("managedFields").unwrap_or(&Value::Null),
-            )
-    })
+    same_managed
+        && equal_but(a, b, &["metadata"])
+        && equal_but(meta(a), meta(b), &["resourceVersion", "managedFields"])
 }
 
 fn random_suffix() -> String {

@@ -483,12 +483,12 @@ pub fn validate(schema: &Value, obj: &Value, old: Option<&Value>) -> Vec<FieldEr
 
 /// A CRD version's schema with its CEL rules compiled once, on first use, as the API
 /// server compiles them when the CRD is registered (not on every write).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Schema {
     root: Value,
     /// Compiled rules by the address of their node inside `root`, which never changes
     /// (the schema is immutable once built and shared behind an `Arc`).
-    compiled: Mutex<HashMap<usize, Arc<CompiledSchema>>>,
+    compiled: CelCache,
 }
 
 impl Schema {
