@@ -1,8 +1,9 @@
 //! Leader election: of several `kelp run` replicas, only the one holding the Lease
 //! (`kelp-operator` in the operator's namespace) runs the controllers.
 //!
-//! - The Lease is taken and renewed with kube-lease-manager (server-side apply, so two
-//!   replicas can never both take it).
+//! - The Lease is taken and renewed with kube-lease-manager: a free Lease by a
+//!   server-side apply under the replica's own field manager, so that of two replicas
+//!   taking it at once the second gets a conflict and stays a follower.
 //! - Fail-stop: the leader watches its own Lease and gives up (the caller exits the
 //!   process) as soon as someone else holds it, or when it has not seen its own renewal
 //!   for longer than the lease allows. No reconcile runs after the Lease is gone.
@@ -44,6 +45,14 @@ pub enum Outcome {
     Shutdown,
     /// The Lease was lost while leading: the caller must stop everything now.
     Lost(String),
+}
+
+/// The field manager of this replica's writes to the Lease. It is the replica's own: a
+/// replica takes a free Lease by a server-side apply without force, which the API server
+/// refuses (409) when another manager already owns `holderIdentity`. Two replicas under
+/// one manager would both succeed, and both lead.
+pub fn field_manager(identity: &str) -> String {
+    format!("kelp-leader-election-{identity}")
 }
 
 /// The default identity of this replica.
@@ -135,7 +144,7 @@ where
             .with_identity(&election.identity)
             .with_duration(duration)
             .with_grace(grace)
-            .with_field_manager("kelp-leader-election")
+            .with_field_manager(field_manager(&election.identity))
             .build()
             .await
             .map(Arc::new)
