@@ -20,6 +20,8 @@
 //! ```
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ec2::types::{Filter, InstanceStateName};
@@ -52,6 +54,11 @@ async fn floor(proxy: &Proxy, n: usize) -> (Duration, usize) {
     proxy.reset();
     let (took, ids) = floor_round(ec2, n).await;
     let calls = proxy.total();
+    println!(
+        "  (floor: all running at +{:.2}s; calls {})",
+        took.as_secs_f64(),
+        timeline(proxy)
+    );
     let _ = ec2
         .terminate_instances()
         .set_instance_ids(Some(ids))
@@ -103,6 +110,20 @@ async fn floor_round(ec2: &aws_sdk_ec2::Client, n: usize) -> (Duration, Vec<Stri
     }
 }
 
+/// The calls since the proxy's last reset: when each arrived and how long its answer
+/// took.
+fn timeline(proxy: &Proxy) -> String {
+    let calls: Vec<String> = proxy
+        .timeline()
+        .iter()
+        .map(|(at, a, took)| match took {
+            Some(t) => format!("+{:.2}s {a} ({:.2}s)", at.as_secs_f64(), t.as_secs_f64()),
+            None => format!("+{:.2}s {a}", at.as_secs_f64()),
+        })
+        .collect();
+    calls.join(", ")
+}
+
 /// Creates a Cluster with one pool of `n` T4 instances (`machine`: by GPU
 /// requirements or a named type; `secret`: the credentials) and waits until every
 /// instance runs. Returns (time to all running, EC2 calls by action until then, calls
@@ -110,11 +131,15 @@ async fn floor_round(ec2: &aws_sdk_ec2::Client, n: usize) -> (Duration, Vec<Stri
 async fn scenario(
     client: &kube::Client,
     proxy: &Proxy,
+    kubelets: &AtomicBool,
     (name, secret, machine): (&str, &str, serde_json::Value),
     n: usize,
     idle: Duration,
 ) -> (Duration, Calls, usize) {
     proxy.reset();
+    // The kubelets list nothing until every instance runs: moto then answers kelp alone,
+    // as it answers the floor.
+    kubelets.store(true, Ordering::SeqCst);
     let start = Instant::now();
     apply(client, serde_json::json!({"apiVersion": "kelp.imagine-ai.eu/v1alpha1", "kind": "Cluster", "metadata": {"name": name},
         "spec": {"cloud": {"ec2": {"region": "us-east-1", "endpointUrl": proxy.endpoint(), "credentialsSecretRef": {"name": secret}}},
@@ -141,16 +166,12 @@ async fn scenario(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    kubelets.store(false, Ordering::SeqCst);
     let calls = proxy.summary();
-    let timeline: Vec<String> = proxy
-        .timeline()
-        .iter()
-        .map(|(at, a)| format!("+{:.2}s {a}", at.as_secs_f64()))
-        .collect();
     println!(
         "  ({name}: all running at +{:.2}s; calls {})",
         took.unwrap_or(Duration::MAX).as_secs_f64(),
-        timeline.join(", ")
+        timeline(proxy)
     );
     let before = proxy.total();
     tokio::time::sleep(idle).await;
@@ -169,6 +190,13 @@ async fn scenario(
 
 #[tokio::main]
 async fn main() {
+    // Quiet unless asked: RUST_LOG=kelp_operator=debug shows what the operator does.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let n: usize = std::env::var("KELP_BENCH_INSTANCES")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -215,7 +243,12 @@ async fn main() {
     };
     // The machines' kubelets: Nodes join, so the Clusters become Ready and settle into
     // their resync.
-    let kubelets = kubelets::register(client.clone(), &moto.endpoint());
+    let held = Arc::new(AtomicBool::new(false));
+    let kubelets = kubelets::register_unless(
+        client.clone(),
+        kubelets::driver(&moto.endpoint()),
+        held.clone(),
+    );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let op = tokio::spawn(kelp_operator::run(client.clone(), env, async {
         let _ = rx.await;
@@ -224,12 +257,21 @@ async fn main() {
     let by_gpu = serde_json::json!({"cpu": 4, "gpu": {"count": 1, "model": "T4"}});
     let named = serde_json::json!({"instanceType": "g4dn.xlarge"});
     let idle = Duration::from_secs(10);
-    let (t1, calls1, idle1) =
-        scenario(&client, &proxy, ("one", "aws", by_gpu.clone()), 1, idle).await;
-    let (tn, callsn, idlen) = scenario(&client, &proxy, ("many", "aws", by_gpu), n, idle).await;
+    let (t1, calls1, idle1) = scenario(
+        &client,
+        &proxy,
+        &held,
+        ("one", "aws", by_gpu.clone()),
+        1,
+        idle,
+    )
+    .await;
+    let (tn, callsn, idlen) =
+        scenario(&client, &proxy, &held, ("many", "aws", by_gpu), n, idle).await;
     let (tnamed, callsnamed, _) = scenario(
         &client,
         &proxy,
+        &held,
         ("named", "aws-named", named),
         n,
         Duration::ZERO,

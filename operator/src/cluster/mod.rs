@@ -142,6 +142,9 @@ struct Run<'a> {
     pending: Vec<PendingCreate>,
     /// Every machine listed during this reconcile.
     seen: Vec<Machine>,
+    /// Whether this reconcile started machines (its orphan sweep then waits for the next
+    /// one, off the path from create to running).
+    created: bool,
     now: Timestamp,
 }
 
@@ -234,6 +237,7 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         rolling: Vec::new(),
         pending: ctx.pending_creates(&cluster),
         seen: Vec::new(),
+        created: false,
         now: Timestamp::now(),
     };
     let outcome = match run.reconcile().await {
@@ -394,8 +398,11 @@ impl Run<'_> {
             all_running.extend(running.into_iter().map(|m| (pool.name.clone(), m)));
         }
         let nodes_ready = self.nodes(&all_running, &mut pools).await?;
-        // A failed sweep must not hold up the Cluster's own status.
-        if let Err(e) = self.sweep_orphans().await {
+        // A failed sweep must not hold up the Cluster's own status; nor does a sweep hold
+        // up the status of machines just started (the next reconcile sweeps).
+        if !self.created
+            && let Err(e) = self.sweep_orphans().await
+        {
             tracing::info!(error = %e, "orphan sweep failed; retried at the next reconcile");
         }
 
@@ -758,6 +765,25 @@ impl Run<'_> {
         Ok(machines)
     }
 
+    /// Lists the pool once more after a create, so that machines a cloud starts at once
+    /// show as running in this reconcile's status instead of a poll later. Machines the
+    /// cloud does not list yet keep the state their create returned.
+    /// A failed list changes nothing: the next reconcile lists anyway.
+    async fn relist(&mut self, pool: &str, machines: &mut [Machine]) {
+        let listed = match self.list(Some(pool)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::info!(error = %e, pool, "listing the pool after a create failed; the next reconcile lists it");
+                return;
+            }
+        };
+        for m in machines.iter_mut() {
+            if let Some(l) = listed.iter().find(|l| l.id == m.id) {
+                *m = l.clone();
+            }
+        }
+    }
+
     /// Machines of this pool's batches that the cloud does not list yet.
     fn in_flight(&self, pool: &str, listed: &[Machine]) -> u32 {
         plan::in_flight(
@@ -954,6 +980,7 @@ impl Run<'_> {
                 .push(Unsettled::HeldExtras { pool: p.clone() });
         }
         self.rolling.extend(actions.rolling.clone());
+        let mut started = false;
         if let Some(join) = join {
             for c in &actions.creates {
                 let role = match c.role {
@@ -981,8 +1008,13 @@ impl Run<'_> {
                     .await?
                 {
                     machines.extend(created);
+                    started = true;
                 }
             }
+        }
+        if started {
+            self.created = true;
+            self.relist(&pool.name, &mut machines).await;
         }
         let st = status::pool(pool, &actions, &machines, &self.types);
         if machines.iter().any(|m| m.state != MachineState::Running) {

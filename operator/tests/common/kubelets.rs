@@ -36,10 +36,26 @@ pub fn register_with(
     client: kube::Client,
     d: impl CloudDriver + 'static,
 ) -> tokio::task::JoinHandle<()> {
+    register_unless(client, d, Default::default())
+}
+
+/// [`register_with`], listing nothing while `held` is set: a benchmark that times the
+/// cloud's answers to kelp holds the kubelets meanwhile, so that their lists do not
+/// load the cloud (moto answers one request at a time) as no kubelet loads a real one.
+#[allow(dead_code)]
+pub fn register_unless(
+    client: kube::Client,
+    d: impl CloudDriver + 'static,
+    held: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<()> {
     let pause = if d.name() == "ec2" { 100 } else { 500 };
     let nodes: Api<Node> = Api::all(client);
     tokio::spawn(async move {
         loop {
+            if held.load(std::sync::atomic::Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
             let mut managed = std::collections::BTreeMap::new();
             managed.insert(tags::MANAGED_BY.to_string(), "kelp".to_string());
             for m in d.list(&managed).await.unwrap_or_default() {

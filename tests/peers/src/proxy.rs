@@ -32,8 +32,17 @@ pub enum Fault {
     ForwardThenStall(Duration),
 }
 
-/// Requests seen: (name, body, when it arrived).
-type Seen = Arc<Mutex<Vec<(String, String, Instant)>>>;
+/// A request seen.
+struct Request {
+    action: String,
+    body: String,
+    arrived: Instant,
+    /// When its answer was sent back (None while pending, or for a stalled one).
+    answered: Option<Instant>,
+}
+
+/// Requests seen, in order of arrival.
+type Seen = Arc<Mutex<Vec<Request>>>;
 
 /// Forwards to moto, one connection per request, recording each EC2 Action and its
 /// parameters; answers queued faults instead for the actions they name.
@@ -99,7 +108,7 @@ impl Proxy {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(a, ..)| a == action)
+            .filter(|r| r.action == action)
             .count()
     }
 
@@ -110,9 +119,10 @@ impl Proxy {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(a, ..)| a == action)
-            .map(|(_, body, _)| {
-                body.split('&')
+            .filter(|r| r.action == action)
+            .map(|r| {
+                r.body
+                    .split('&')
                     .filter_map(|kv| kv.split_once('='))
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect()
@@ -130,21 +140,27 @@ impl Proxy {
     }
 
     /// Each request since the last [`Proxy::reset`] (or the start): when it arrived,
-    /// counted from then, and its name.
-    pub fn timeline(&self) -> Vec<(Duration, String)> {
+    /// counted from then, its name, and how long the answer took (None if none came).
+    pub fn timeline(&self) -> Vec<(Duration, String, Option<Duration>)> {
         let since = *self.since.lock().unwrap();
         self.actions
             .lock()
             .unwrap()
             .iter()
-            .map(|(a, _, at)| (at.saturating_duration_since(since), a.clone()))
+            .map(|r| {
+                (
+                    r.arrived.saturating_duration_since(since),
+                    r.action.clone(),
+                    r.answered.map(|t| t.saturating_duration_since(r.arrived)),
+                )
+            })
             .collect()
     }
 
     pub fn summary(&self) -> BTreeMap<String, usize> {
         let mut m = BTreeMap::new();
-        for (a, ..) in self.actions.lock().unwrap().iter() {
-            *m.entry(a.clone()).or_default() += 1;
+        for r in self.actions.lock().unwrap().iter() {
+            *m.entry(r.action.clone()).or_default() += 1;
         }
         m
     }
@@ -215,11 +231,17 @@ async fn serve(
             let path = words.next().unwrap_or_default();
             format!("{method} {}", path.split('?').next().unwrap_or_default())
         });
-    let params = String::from_utf8_lossy(body).to_string();
-    actions
-        .lock()
-        .unwrap()
-        .push((action.clone(), params, Instant::now()));
+    let arrived = Instant::now();
+    let index = {
+        let mut seen = actions.lock().unwrap();
+        seen.push(Request {
+            action: action.clone(),
+            body: String::from_utf8_lossy(body).to_string(),
+            arrived,
+            answered: None,
+        });
+        seen.len() - 1
+    };
 
     let fault = {
         let mut q = faults.lock().unwrap();
@@ -271,6 +293,12 @@ async fn serve(
         }
     };
     client.write_all(&response).await?;
+    // The record may have been cleared meanwhile.
+    if let Some(r) = actions.lock().unwrap().get_mut(index)
+        && r.arrived == arrived
+    {
+        r.answered = Some(Instant::now());
+    }
     client.shutdown().await
 }
 
