@@ -42,7 +42,6 @@ pub fn register_with(
 /// [`register_with`], listing nothing while `held` is set: a benchmark that times the
 /// cloud's answers to kelp holds the kubelets meanwhile, so that their lists do not
 /// load the cloud (moto answers one request at a time) as no kubelet loads a real one.
-#[allow(dead_code)]
 pub fn register_unless(
     client: kube::Client,
     d: impl CloudDriver + 'static,
