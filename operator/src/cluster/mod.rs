@@ -770,13 +770,22 @@ impl Run<'_> {
     /// cloud does not list yet keep the state their create returned.
     /// A failed list changes nothing: the next reconcile lists anyway.
     async fn relist(&mut self, pool: &str, machines: &mut [Machine]) {
-        let listed = match self.list(Some(pool)).await {
+        let owner = plan::owner(&self.uid, Some(pool));
+        let listed = match self.driver.list(&owner.tags()).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::info!(error = %e, pool, "listing the pool after a create failed; the next reconcile lists it");
                 return;
             }
         };
+        // What this reconcile has seen, each machine once (a batch's visible count must
+        // not count a machine of both lists twice).
+        for l in &listed {
+            match self.seen.iter_mut().find(|s| s.id == l.id) {
+                Some(s) => *s = l.clone(),
+                None => self.seen.push(l.clone()),
+            }
+        }
         for m in machines.iter_mut() {
             if let Some(l) = listed.iter().find(|l| l.id == m.id) {
                 *m = l.clone();
