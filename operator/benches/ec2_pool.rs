@@ -5,6 +5,9 @@
 //!   with the SDK client straight after a warm-up round, through the same proxy;
 //! - `one`: a Cluster with a one-instance pool chosen by GPU requirements (it reads the
 //!   account's instance-type catalogue);
+//! - the driver floor, just before `many`: kelp's EC2 driver alone sends the request
+//!   kelp sent for `one` (tags, user data, image) for N instances, and lists the pool
+//!   until all run; what is left above it is the operator's own cost;
 //! - `many`: a second Cluster of the same account with an N-instance pool, chosen the
 //!   same way (the catalogue is shared, so it reads none);
 //! - `named`: a Cluster of another access key whose N-instance pool names its
@@ -12,7 +15,8 @@
 //!
 //! For each: the time until every instance runs and the EC2 calls by action until
 //! then, and for `many` the calls per resync in steady state. The last line sums it up
-//! for scripts: `BENCH ec2_pool instances=N ... ratio=...` (`many`'s time over the floor).
+//! for scripts: `BENCH ec2_pool instances=N ... ratio=... driver_ratio=...` (`many`'s time
+//! over the floor and over the driver floor).
 //!
 //! ```sh
 //! cargo bench -p kelp-operator --bench ec2_pool        # needs moto_server (see .ci/run)
@@ -64,6 +68,72 @@ async fn floor(proxy: &Proxy, n: usize) -> (Duration, usize) {
         .set_instance_ids(Some(ids))
         .send()
         .await;
+    (took, calls)
+}
+
+/// The same floor through kelp's own driver, with the request kelp made (`one`'s user
+/// data and image, the instance and volume tags of a pool): `Ec2Driver::create` of `n`,
+/// then `Ec2Driver::list` of the pool's tags until all run. What is left between this and
+/// the operator is the operator's own (its calls before and after, its waits, its status
+/// writes); what is between this and the plain floor is moto's work on kelp's request.
+async fn driver_floor(proxy: &Proxy, n: usize, one: &[(String, String)]) -> (Duration, usize) {
+    use base64::Engine;
+    use kelp_cloud_drivers::{CloudDriver, CreateRequest, MachineState, Owner};
+    let param = |k: &str| {
+        one.iter().find(|(key, _)| key == k).map(|(_, v)| {
+            v.replace("%2B", "+")
+                .replace("%2F", "/")
+                .replace("%3D", "=")
+        })
+    };
+    let user_data = param("UserData")
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let d = kubelets::driver(&proxy.endpoint());
+    let owner = Owner {
+        cluster: Some("default/floor".into()),
+        ..Owner::pool("floor-uid", "t4")
+    };
+    let req = CreateRequest {
+        count: n as u32,
+        instance_type: "g4dn.xlarge".into(),
+        image: param("ImageId"),
+        user_data,
+        owner: owner.clone(),
+        name_prefix: "floor-t4".into(),
+        idempotency_key: format!("floor-{}", std::process::id()),
+        disk_gb: None,
+    };
+    proxy.reset();
+    let start = Instant::now();
+    let created = d.create(&req).await.expect("the driver floor's create");
+    let took = loop {
+        let listed = d
+            .list(&owner.tags())
+            .await
+            .expect("the driver floor's list");
+        if listed
+            .iter()
+            .filter(|m| m.state == MachineState::Running)
+            .count()
+            == n
+        {
+            break start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let calls = proxy.total();
+    println!(
+        "  (driver floor: all running at +{:.2}s; user data {} bytes; calls {})",
+        took.as_secs_f64(),
+        req.user_data.len(),
+        timeline(proxy)
+    );
+    let ids: Vec<String> = created.into_iter().map(|m| m.id).collect();
+    d.delete(&ids)
+        .await
+        .expect("the driver floor's instances terminated");
     (took, calls)
 }
 
@@ -266,6 +336,9 @@ async fn main() {
         idle,
     )
     .await;
+    // kelp's RunInstances for `one`, sent again through the driver alone for `n`.
+    let one_run = proxy.params("RunInstances").pop().unwrap_or_default();
+    let (t_driver, driver_calls) = driver_floor(&proxy, n, &one_run).await;
     let (tn, callsn, idlen) =
         scenario(&client, &proxy, &held, ("many", "aws", by_gpu), n, idle).await;
     let (tnamed, callsnamed, _) = scenario(
@@ -292,16 +365,22 @@ async fn main() {
         t_floor.as_secs_f64()
     );
     println!(
+        "  driver floor: {n} instances running after {:.2} s ({:.2} x floor); {driver_calls} EC2 calls (kelp's driver alone: one create with kelp's tags and user data, lists of the pool until running)",
+        t_driver.as_secs_f64(),
+        over_floor(t_driver)
+    );
+    println!(
         "  1 instance : Ready after {:.1} s; {} EC2 calls {:?}",
         t1.as_secs_f64(),
         total(&calls1),
         calls1
     );
     println!(
-        "  {n} instances: Ready after {:.1} s ({:.2} x one, {:.2} x floor); {} EC2 calls ({:.2} x one) {:?}",
+        "  {n} instances: Ready after {:.2} s ({:.2} x one, {:.2} x floor, {:.2} x driver floor); {} EC2 calls ({:.2} x one) {:?}",
         tn.as_secs_f64(),
         tn.as_secs_f64() / t1.as_secs_f64().max(0.001),
         over_floor(tn),
+        tn.as_secs_f64() / t_driver.as_secs_f64().max(0.001),
         total(&callsn),
         total(&callsn) as f64 / total(&calls1).max(1) as f64,
         callsn
@@ -319,11 +398,13 @@ async fn main() {
         idle.as_secs()
     );
     println!(
-        "BENCH ec2_pool instances={n} floor_s={:.2} floor_calls={floor_calls} kelp_s={:.2} calls={} ratio={:.2} one_s={:.2} one_calls={} named_s={:.2} named_calls={} named_ratio={:.2} idle_calls_per_resync={:.1}",
+        "BENCH ec2_pool instances={n} floor_s={:.2} floor_calls={floor_calls} kelp_s={:.2} calls={} ratio={:.2} driver_floor_s={:.2} driver_ratio={:.2} one_s={:.2} one_calls={} named_s={:.2} named_calls={} named_ratio={:.2} idle_calls_per_resync={:.1}",
         t_floor.as_secs_f64(),
         tn.as_secs_f64(),
         total(&callsn),
         over_floor(tn),
+        t_driver.as_secs_f64(),
+        tn.as_secs_f64() / t_driver.as_secs_f64().max(0.001),
         t1.as_secs_f64(),
         total(&calls1),
         tnamed.as_secs_f64(),
