@@ -399,6 +399,21 @@ pub trait CloudDriver: Send + Sync {
     /// Every non-terminated machine carrying all of `tags`.
     async fn list(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError>;
 
+    /// The machines among `ids` that [`list`](Self::list) of `tags` would show now: a
+    /// batch just created, looked at again. An ID the cloud does not show yet is left
+    /// out, never an error. The default lists `tags` and keeps those IDs; a cloud that
+    /// can ask for the IDs alone does (EC2: an `instance-id` filter, which a cloud
+    /// answers faster than a tag filter over the whole account).
+    async fn list_ids(
+        &self,
+        tags: &BTreeMap<String, String>,
+        ids: &[String],
+    ) -> Result<Vec<Machine>, CloudError> {
+        let mut listed = self.list(tags).await?;
+        listed.retain(|m| ids.contains(&m.id));
+        Ok(listed)
+    }
+
     /// Deletes machines by ID; IDs the cloud no longer knows are success.
     async fn delete(&self, ids: &[String]) -> Result<(), CloudError>;
 
@@ -443,6 +458,14 @@ macro_rules! forward_driver {
                 tags: &BTreeMap<String, String>,
             ) -> Result<Vec<Machine>, CloudError> {
                 (**self).list(tags).await
+            }
+
+            async fn list_ids(
+                &self,
+                tags: &BTreeMap<String, String>,
+                ids: &[String],
+            ) -> Result<Vec<Machine>, CloudError> {
+                (**self).list_ids(tags, ids).await
             }
 
             async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {

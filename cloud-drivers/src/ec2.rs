@@ -57,6 +57,8 @@ const NAMES_PER_CALL: usize = 100;
 const TERMINATE_BATCH: usize = 1000;
 /// DescribeInstances returns at most this many per page.
 const DESCRIBE_PAGE: i32 = 1000;
+/// Values of one `instance-id` filter (EC2 accepts up to 200 values per filter).
+const ID_FILTER_CHUNK: usize = 200;
 /// EC2 refuses user data over 16 KiB (before base64).
 const MAX_USER_DATA: usize = 16 * 1024;
 /// EC2 ClientTokens are at most 64 ASCII characters.
@@ -831,6 +833,50 @@ impl CloudDriver for Ec2Driver {
                         .iter()
                         .filter_map(|i| machine_of(i, &BTreeMap::new())),
                 );
+            }
+        }
+        Ok(machines)
+    }
+
+    /// DescribeInstances with an `instance-id` filter (values in chunks of
+    /// [`ID_FILTER_CHUNK`]) and the live states, keeping the instances that carry every
+    /// tag of `tags`. A filter, not `InstanceIds`: an instance EC2 does not show yet
+    /// (eventual consistency right after RunInstances) is left out instead of failing
+    /// the call with InvalidInstanceID.NotFound.
+    async fn list_ids(
+        &self,
+        tags: &BTreeMap<String, String>,
+        ids: &[String],
+    ) -> Result<Vec<Machine>, CloudError> {
+        let mut machines = Vec::new();
+        for chunk in ids.chunks(ID_FILTER_CHUNK) {
+            let req = self
+                .client
+                .describe_instances()
+                .max_results(DESCRIBE_PAGE)
+                .filters(
+                    Filter::builder()
+                        .name("instance-id")
+                        .set_values(Some(chunk.to_vec()))
+                        .build(),
+                )
+                .filters(
+                    Filter::builder()
+                        .name("instance-state-name")
+                        .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+                        .build(),
+                );
+            let mut pages = req.into_paginator().send();
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| errors::from_sdk(e, ""))?;
+                for r in page.reservations() {
+                    machines.extend(
+                        r.instances()
+                            .iter()
+                            .filter_map(|i| machine_of(i, &BTreeMap::new()))
+                            .filter(|m| tags.iter().all(|(k, v)| m.tags.get(k) == Some(v))),
+                    );
+                }
             }
         }
         Ok(machines)

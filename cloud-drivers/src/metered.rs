@@ -250,6 +250,17 @@ impl<D: CloudDriver> CloudDriver for Metered<D> {
         r
     }
 
+    async fn list_ids(
+        &self,
+        tags: &BTreeMap<String, String>,
+        ids: &[String],
+    ) -> Result<Vec<Machine>, CloudError> {
+        let start = Instant::now();
+        let r = self.inner.list_ids(tags, ids).await;
+        self.observe(verbs::LIST, start, &r);
+        r
+    }
+
     async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {
         let start = Instant::now();
         let r = self.inner.delete(ids).await;
@@ -380,9 +391,48 @@ mod tests {
         async fn list(&self, t: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError> {
             Fake.list(t).await
         }
+        async fn list_ids(
+            &self,
+            _: &BTreeMap<String, String>,
+            ids: &[String],
+        ) -> Result<Vec<Machine>, CloudError> {
+            Ok(ids
+                .iter()
+                .map(|id| Machine {
+                    id: format!("narrow-{id}"),
+                    provider_id: String::new(),
+                    name: String::new(),
+                    instance_type: String::new(),
+                    state: crate::driver::MachineState::Running,
+                    addresses: vec![],
+                    tags: BTreeMap::new(),
+                    created_at: String::new(),
+                })
+                .collect())
+        }
         async fn delete(&self, ids: &[String]) -> Result<(), CloudError> {
             Fake.delete(ids).await
         }
+    }
+
+    #[tokio::test]
+    async fn a_list_by_ids_reaches_the_driver_through_every_wrapper_and_counts_as_a_list() {
+        let ids = vec!["i-1".to_string()];
+        let tags = BTreeMap::new();
+        // The default lists the tags and keeps the IDs (Fake lists nothing).
+        let default = Metered::new(Box::new(Fake) as Box<dyn CloudDriver>);
+        assert!(default.list_ids(&tags, &ids).await.unwrap().is_empty());
+        assert_eq!(default.stats().calls(verbs::LIST), 1);
+        // A driver's own read by IDs is reached through Arc, Box and Metered.
+        let stats = CallStats::new();
+        let wrapped: Arc<dyn CloudDriver> = Arc::new(Metered::with_stats(
+            Box::new(Narrow) as Box<dyn CloudDriver>,
+            stats.clone(),
+        ));
+        let got = wrapped.list_ids(&tags, &ids).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].id, "narrow-i-1");
+        assert_eq!(stats.calls(verbs::LIST), 1);
     }
 
     #[tokio::test]

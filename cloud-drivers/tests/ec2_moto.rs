@@ -258,6 +258,21 @@ async fn create_list_delete_three_machines() {
     let listed = d.list(&mine).await.unwrap();
     assert_eq!(ids_of(&listed), ids_of(&made));
     assert_eq!(ids_of(&d.list(&theirs).await.unwrap()), ids_of(&other));
+    // By IDs: only those IDs, only with all the tags, an unknown one left out.
+    let mut ids: Vec<String> = made.iter().map(|m| m.id.clone()).take(2).collect();
+    ids.push(other[0].id.clone());
+    ids.push("i-0000000000000dead".into());
+    let by_id = d.list_ids(&mine, &ids).await.unwrap();
+    assert_eq!(ids_of(&by_id), ids[..2].iter().cloned().collect());
+    assert_eq!(
+        by_id,
+        listed
+            .iter()
+            .filter(|m| ids[..2].contains(&m.id))
+            .cloned()
+            .collect::<Vec<_>>(),
+        "by IDs, a machine is what the list by tags shows"
+    );
     let all_kelp = BTreeMap::from([(tags::MANAGED_BY.to_string(), "kelp".to_string())]);
     assert_eq!(d.list(&all_kelp).await.unwrap().len(), 4);
 

@@ -334,6 +334,22 @@ async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
             eprintln!(
                 "  timed out after {timeout:?}: {nc}/{n} Clusters, {nd}/{m} Deployments Ready"
             );
+            // What the first few that are not Ready say.
+            if let Ok(list) = deployments.list(&ListParams::default()).await {
+                for d in list
+                    .items
+                    .iter()
+                    .filter(|d| !deployment_at.contains_key(&d.name_any()))
+                    .take(3)
+                {
+                    eprintln!(
+                        "  not Ready: {} on {}: {}",
+                        d.name_any(),
+                        d.spec.cluster_ref.name,
+                        serde_json::to_string(&d.status).unwrap_or_default()
+                    );
+                }
+            }
             break;
         }
         if last_print.elapsed() > Duration::from_secs(10) {

@@ -765,13 +765,15 @@ impl Run<'_> {
         Ok(machines)
     }
 
-    /// Lists the pool once more after a create, so that machines a cloud starts at once
-    /// show as running in this reconcile's status instead of a poll later. Machines the
-    /// cloud does not list yet keep the state their create returned.
+    /// Looks at the machines just created once more (by ID, [`CloudDriver::list_ids`]),
+    /// so that machines a cloud starts at once show as running in this reconcile's
+    /// status instead of a poll later. Machines the cloud does not list yet keep the
+    /// state their create returned.
     /// A failed list changes nothing: the next reconcile lists anyway.
     async fn relist(&mut self, pool: &str, machines: &mut [Machine]) {
         let owner = plan::owner(&self.uid, Some(pool));
-        let listed = match self.driver.list(&owner.tags()).await {
+        let ids: Vec<String> = machines.iter().map(|m| m.id.clone()).collect();
+        let listed = match self.driver.list_ids(&owner.tags(), &ids).await {
             Ok(l) => l,
             Err(e) => {
                 tracing::info!(error = %e, pool, "listing the pool after a create failed; the next reconcile lists it");
