@@ -479,11 +479,11 @@ fn print_report(label: &str, r: &Report) {
 }
 
 /// Figures measured last, on the same 2-CPU machine (100 Clusters, 1,000 Deployments,
-/// release build), before Deployments read their Module and Cluster from caches and
-/// were woken by their workload's status on the target instead of polling it: 1,000
-/// Deployments Ready after 24.9 s at 2.4 reconciles per object (2.4 per Deployment).
-/// (Earlier: 21.1 s at 3.3, and on a quieter machine 17.0 s at 3.8-4.3.)
-const LAST_READY_S: f64 = 24.9;
+/// release build), with the Ready times seen by a watch: 1,000 Deployments Ready after
+/// 11.3-12.3 s at 2.4 reconciles per object (2.5 per Deployment). (Earlier, seen by
+/// listing every 200 ms, which loaded the API server: 13.3-13.9 s; before that 24.9 s
+/// and 21.1 s, and on a quieter machine 17.0 s at 3.8-4.3.)
+const LAST_READY_S: f64 = 11.3;
 const LAST_RECONCILES: f64 = 2.4;
 
 async fn bench() {
