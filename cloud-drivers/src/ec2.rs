@@ -299,6 +299,21 @@ impl fmt::Debug for Ec2Driver {
 }
 
 impl Ec2Driver {
+    /// A DescribeInstances of every state but terminated, 1000 per page.
+    fn describe_live(
+        &self,
+    ) -> aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder {
+        self.client
+            .describe_instances()
+            .max_results(DESCRIBE_PAGE)
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+                    .build(),
+            )
+    }
+
     /// A driver for `settings`. Fails with Invalid for a malformed region or endpoint
     /// and with Unauthorized when there are no credentials at all. Makes no call.
     pub fn new(settings: Ec2Settings) -> Result<Self, CloudError> {
@@ -810,32 +825,11 @@ impl CloudDriver for Ec2Driver {
     /// DescribeInstances with a `tag:<key>` filter per tag and every state but
     /// terminated; 1000 per page.
     async fn list(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Machine>, CloudError> {
-        let mut req = self
-            .client
-            .describe_instances()
-            .max_results(DESCRIBE_PAGE)
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
-                    .build(),
-            );
+        let mut req = self.describe_live();
         for (k, v) in tags {
             req = req.filters(Filter::builder().name(format!("tag:{k}")).values(v).build());
         }
-        let mut pages = req.into_paginator().send();
-        let mut machines = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| errors::from_sdk(e, ""))?;
-            for r in page.reservations() {
-                machines.extend(
-                    r.instances()
-                        .iter()
-                        .filter_map(|i| machine_of(i, &BTreeMap::new())),
-                );
-            }
-        }
-        Ok(machines)
+        described(req).await
     }
 
     /// DescribeInstances with an `instance-id` filter (values in chunks of
@@ -850,34 +844,18 @@ impl CloudDriver for Ec2Driver {
     ) -> Result<Vec<Machine>, CloudError> {
         let mut machines = Vec::new();
         for chunk in ids.chunks(ID_FILTER_CHUNK) {
-            let req = self
-                .client
-                .describe_instances()
-                .max_results(DESCRIBE_PAGE)
-                .filters(
-                    Filter::builder()
-                        .name("instance-id")
-                        .set_values(Some(chunk.to_vec()))
-                        .build(),
-                )
-                .filters(
-                    Filter::builder()
-                        .name("instance-state-name")
-                        .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
-                        .build(),
-                );
-            let mut pages = req.into_paginator().send();
-            while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| errors::from_sdk(e, ""))?;
-                for r in page.reservations() {
-                    machines.extend(
-                        r.instances()
-                            .iter()
-                            .filter_map(|i| machine_of(i, &BTreeMap::new()))
-                            .filter(|m| tags.iter().all(|(k, v)| m.tags.get(k) == Some(v))),
-                    );
-                }
-            }
+            let req = self.describe_live().filters(
+                Filter::builder()
+                    .name("instance-id")
+                    .set_values(Some(chunk.to_vec()))
+                    .build(),
+            );
+            machines.extend(
+                described(req)
+                    .await?
+                    .into_iter()
+                    .filter(|m| tags.iter().all(|(k, v)| m.tags.get(k) == Some(v))),
+            );
         }
         Ok(machines)
     }
@@ -896,6 +874,25 @@ impl CloudDriver for Ec2Driver {
         }
         Ok(())
     }
+}
+
+/// Every page of a DescribeInstances, as machines.
+async fn described(
+    req: aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder,
+) -> Result<Vec<Machine>, CloudError> {
+    let mut pages = req.into_paginator().send();
+    let mut machines = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| errors::from_sdk(e, ""))?;
+        for r in page.reservations() {
+            machines.extend(
+                r.instances()
+                    .iter()
+                    .filter_map(|i| machine_of(i, &BTreeMap::new())),
+            );
+        }
+    }
+    Ok(machines)
 }
 
 /// A region name: AWS's shape (`us-east-1`, `us-gov-west-1`) for AWS; any short
