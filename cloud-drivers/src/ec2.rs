@@ -22,6 +22,7 @@ use aws_sdk_ec2::config::retry::RetryConfig;
 use aws_sdk_ec2::config::timeout::TimeoutConfig;
 use aws_sdk_ec2::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder;
 use aws_sdk_ec2::primitives::DateTimeFormat;
 use aws_sdk_ec2::types::{
     BlockDeviceMapping, EbsBlockDevice, Filter, InstanceStateName, LocationType, Placement,
@@ -299,21 +300,6 @@ impl fmt::Debug for Ec2Driver {
 }
 
 impl Ec2Driver {
-    /// A DescribeInstances of every state but terminated, 1000 per page.
-    fn describe_live(
-        &self,
-    ) -> aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder {
-        self.client
-            .describe_instances()
-            .max_results(DESCRIBE_PAGE)
-            .filters(
-                Filter::builder()
-                    .name("instance-state-name")
-                    .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
-                    .build(),
-            )
-    }
-
     /// A driver for `settings`. Fails with Invalid for a malformed region or endpoint
     /// and with Unauthorized when there are no credentials at all. Makes no call.
     pub fn new(settings: Ec2Settings) -> Result<Self, CloudError> {
@@ -622,6 +608,19 @@ impl Ec2Driver {
         }
     }
 
+    /// A DescribeInstances of every state but terminated, 1000 per page.
+    fn describe_live(&self) -> DescribeInstancesFluentBuilder {
+        self.client
+            .describe_instances()
+            .max_results(DESCRIBE_PAGE)
+            .filters(
+                Filter::builder()
+                    .name("instance-state-name")
+                    .set_values(Some(LIVE_STATES.iter().map(|s| s.to_string()).collect()))
+                    .build(),
+            )
+    }
+
     /// TerminateInstances for at most [`TERMINATE_BATCH`] IDs. IDs EC2 does not know
     /// are dropped from the batch and the rest tried again, so one stale ID never
     /// keeps the others alive.
@@ -877,9 +876,7 @@ impl CloudDriver for Ec2Driver {
 }
 
 /// Every page of a DescribeInstances, as machines.
-async fn described(
-    req: aws_sdk_ec2::operation::describe_instances::builders::DescribeInstancesFluentBuilder,
-) -> Result<Vec<Machine>, CloudError> {
+async fn described(req: DescribeInstancesFluentBuilder) -> Result<Vec<Machine>, CloudError> {
     let mut pages = req.into_paginator().send();
     let mut machines = Vec::new();
     while let Some(page) = pages.next().await {

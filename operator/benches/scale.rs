@@ -390,11 +390,10 @@ async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
         *cloud_calls_by_verb.entry(record.verb).or_default() += record.calls;
     }
     let (nc, nd) = (cluster_at.len(), deployment_at.len());
-    let mut after_cluster: Vec<Duration> = deployment_at
+    let after_cluster: Vec<Duration> = deployment_at
         .values()
         .filter_map(|(c, at)| cluster_at.get(c).map(|c| at.saturating_sub(*c)))
         .collect();
-    after_cluster.sort();
     let report = Report {
         clusters_curve: curve(cluster_at.into_values().collect()),
         deployments_curve: curve(deployment_at.into_values().map(|(_, at)| at).collect()),
@@ -575,7 +574,6 @@ fn main() {
     // Quiet unless asked: RUST_LOG=kelp_operator=debug shows what the operator does.
     if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_default_env() {
         tracing_subscriber::fmt()
-            .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
             .with_env_filter(filter)
             .with_writer(std::io::stderr)
             .init();

@@ -776,7 +776,7 @@ impl Run<'_> {
         let listed = match self.driver.list_ids(&owner.tags(), &ids).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::info!(error = %e, pool, "listing the pool after a create failed; the next reconcile lists it");
+                tracing::info!(error = %e, pool, "looking again at the machines just created failed; the next reconcile lists the pool");
                 return;
             }
         };
