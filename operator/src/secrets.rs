@@ -1,7 +1,12 @@
 //! One metadata-only watch of Secrets for every controller. A controller learns which
 //! Secret (namespace, name) changed and re-reconciles the objects that read it; the data
 //! is read only by the reconcile that needs it, so no Secret's data is cached or even
-//! streamed to kelp by the watch.
+//! streamed to kelp by the watch. The watch also keeps each Secret's resourceVersion, so a
+//! reader holding something built from a Secret (a target cluster's client) knows whether
+//! it is still current without reading the Secret again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
@@ -20,17 +25,40 @@ const BUFFER: usize = 4096;
 /// The Secret changes every controller subscribes to.
 pub struct SecretChanges {
     tx: broadcast::Sender<Changed>,
+    /// The resourceVersion of every Secret, as the watch last saw it; empty until its
+    /// first list is complete.
+    versions: Mutex<HashMap<Changed, String>>,
 }
 
 impl Default for SecretChanges {
     fn default() -> Self {
         Self {
             tx: broadcast::channel(BUFFER).0,
+            versions: Default::default(),
         }
     }
 }
 
 impl SecretChanges {
+    /// The resourceVersion of Secret `namespace/name` as last watched; None when the
+    /// watch has not seen it (or is not running), so the caller reads the Secret.
+    pub fn version(&self, namespace: &str, name: &str) -> Option<String> {
+        self.versions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&(namespace.to_string(), name.to_string()))
+            .cloned()
+    }
+
+    /// Records the resourceVersion the watch saw of a Secret.
+    pub fn saw(&self, secret: Changed, version: String) {
+        self.versions().insert(secret, version);
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<Changed, String>> {
+        self.versions.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The changes from now on.
     pub fn subscribe(&self) -> impl Stream<Item = Changed> + Send + 'static {
         futures::stream::unfold(self.tx.subscribe(), |mut rx| async move {
@@ -65,6 +93,7 @@ pub async fn watch(ctx: crate::context::Ctx) {
         .default_backoff()
         .boxed();
     let mut first_list = true;
+    let mut listing: HashMap<Changed, String> = HashMap::new();
     while let Some(event) = events.next().await {
         let event = match event {
             Ok(e) => e,
@@ -73,18 +102,34 @@ pub async fn watch(ctx: crate::context::Ctx) {
                 continue;
             }
         };
+        let key = |m: &PartialObjectMeta<Secret>| (m.namespace().unwrap_or_default(), m.name_any());
+        let version = |m: &PartialObjectMeta<Secret>| m.resource_version().unwrap_or_default();
         let changed = match event {
-            watcher::Event::Init => continue,
-            watcher::Event::InitDone => {
-                first_list = false;
+            watcher::Event::Init => {
+                listing.clear();
                 continue;
             }
-            watcher::Event::InitApply(_) if first_list => continue,
-            watcher::Event::InitApply(m) | watcher::Event::Apply(m) | watcher::Event::Delete(m) => {
-                m
+            watcher::Event::InitDone => {
+                first_list = false;
+                *ctx.secrets.versions() = std::mem::take(&mut listing);
+                continue;
+            }
+            watcher::Event::InitApply(m) => {
+                listing.insert(key(&m), version(&m));
+                if first_list {
+                    continue;
+                }
+                key(&m)
+            }
+            watcher::Event::Apply(m) => {
+                ctx.secrets.saw(key(&m), version(&m));
+                key(&m)
+            }
+            watcher::Event::Delete(m) => {
+                ctx.secrets.versions().remove(&key(&m));
+                key(&m)
             }
         };
-        ctx.secrets
-            .send((changed.namespace().unwrap_or_default(), changed.name_any()));
+        ctx.secrets.send(changed);
     }
 }

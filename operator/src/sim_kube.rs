@@ -181,42 +181,154 @@ pub fn spawn_kubelet(client: Client) -> tokio::task::JoinHandle<()> {
     tokio::spawn(kubelet(client))
 }
 
-/// Recomputes placement whenever a Deployment or a Node changes. The watches are of
-/// metadata alone: they only say that something changed.
+/// One change the kubelet's watches saw, reduced at once to what placement keeps.
+enum Seen {
+    Node(watcher::Event<(String, Slot)>),
+    Workload(watcher::Event<((String, String), Workload)>),
+}
+
+/// A watch event with its object turned into what the kubelet keeps.
+fn reduce<K, T>(event: watcher::Event<K>, keep: impl Fn(K) -> T) -> watcher::Event<T> {
+    match event {
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(keep(o)),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+        watcher::Event::Apply(o) => watcher::Event::Apply(keep(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(keep(o)),
+    }
+}
+
+/// Keeps what placement needs of every Node and Deployment, from watches of the whole
+/// objects (reduced at once to [`Slot`] and [`Workload`]), and recomputes placement after
+/// each burst of changes. A pass is a computation over that view; the API server only
+/// sees the status writes that change something.
 async fn kubelet(client: Client) {
-    use kube::core::PartialObjectMeta;
-    let deployments: Api<PartialObjectMeta<AppsDeployment>> = Api::all(client.clone());
-    let nodes: Api<PartialObjectMeta<Node>> = Api::all(client.clone());
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deployments: Api<AppsDeployment> = Api::all(client.clone());
     // With backoff: an API server that has gone (a test's end) fails every request at
     // once, and the drain below would otherwise never yield.
-    let d = watcher(deployments, watcher::Config::default())
-        .default_backoff()
-        .map(|_| ())
-        .boxed();
     let n = watcher(nodes, watcher::Config::default())
         .default_backoff()
-        .map(|_| ())
+        .filter_map(|e| async move {
+            e.ok()
+                .map(|e| Seen::Node(reduce(e, |n: Node| (n.name_any(), Slot::of(n)))))
+        })
         .boxed();
-    let mut events = futures::stream::select(d, n);
+    let d = watcher(deployments, watcher::Config::default())
+        .default_backoff()
+        .filter_map(|e| async move {
+            e.ok().map(|e| {
+                Seen::Workload(reduce(e, |d: AppsDeployment| {
+                    let key = (d.namespace().unwrap_or_default(), d.name_any());
+                    (key, Workload::of(d))
+                }))
+            })
+        })
+        .boxed();
+    let mut events = futures::stream::select(n, d);
+    let mut view = View::default();
     loop {
         let tick = tokio::time::sleep(Duration::from_secs(2));
         tokio::select! {
-            e = events.next() => if e.is_none() { return },
+            e = events.next() => match e {
+                Some(e) => view.see(e),
+                None => return,
+            },
             _ = tick => {},
         }
         // Let a burst of events settle into one pass.
         tokio::time::sleep(Duration::from_millis(20)).await;
         for _ in 0..10_000 {
-            if !matches!(
-                futures::FutureExt::now_or_never(events.next()),
-                Some(Some(_))
-            ) {
-                break;
+            match futures::FutureExt::now_or_never(events.next()) {
+                Some(Some(e)) => view.see(e),
+                Some(None) => return,
+                None => break,
             }
         }
-        if let Err(e) = schedule(&client).await {
-            tracing::debug!(error = %e, "sim kubelet pass failed");
+        if !view.synced() {
+            continue;
         }
+        for (key, status, now) in place(&view) {
+            let api: Api<AppsDeployment> = Api::namespaced(client.clone(), &key.0);
+            let written = api
+                .patch_status(
+                    &key.1,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": status })),
+                )
+                .await;
+            match written {
+                // Seen as written, so a pass before the watch brings it back does not
+                // write it again.
+                Ok(_) => {
+                    if let Some(w) = view.workloads.get_mut(&key) {
+                        w.current = now;
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "sim kubelet status write failed"),
+            }
+        }
+    }
+}
+
+/// What a placement pass knows of the cluster: every Node and every Deployment, reduced.
+#[derive(Default)]
+struct View {
+    nodes: HashMap<String, Slot>,
+    workloads: HashMap<(String, String), Workload>,
+    /// Objects of a watch's (re)list, kept apart until it is complete.
+    listing_nodes: Option<HashMap<String, Slot>>,
+    listing_workloads: Option<HashMap<(String, String), Workload>>,
+    nodes_synced: bool,
+    workloads_synced: bool,
+}
+
+impl View {
+    fn see(&mut self, seen: Seen) {
+        match seen {
+            Seen::Node(e) => Self::apply(
+                e,
+                &mut self.nodes,
+                &mut self.listing_nodes,
+                &mut self.nodes_synced,
+            ),
+            Seen::Workload(e) => Self::apply(
+                e,
+                &mut self.workloads,
+                &mut self.listing_workloads,
+                &mut self.workloads_synced,
+            ),
+        }
+    }
+
+    /// One watch event into one map: a relist replaces the map when it is complete.
+    fn apply<Key: std::hash::Hash + Eq, T>(
+        event: watcher::Event<(Key, T)>,
+        map: &mut HashMap<Key, T>,
+        listing: &mut Option<HashMap<Key, T>>,
+        synced: &mut bool,
+    ) {
+        match event {
+            watcher::Event::Init => *listing = Some(HashMap::new()),
+            watcher::Event::InitApply((k, v)) => {
+                listing.get_or_insert_default().insert(k, v);
+            }
+            watcher::Event::InitDone => {
+                *map = listing.take().unwrap_or_default();
+                *synced = true;
+            }
+            watcher::Event::Apply((k, v)) => {
+                map.insert(k, v);
+            }
+            watcher::Event::Delete((k, _)) => {
+                map.remove(&k);
+            }
+        }
+    }
+
+    /// Both watches have listed once.
+    fn synced(&self) -> bool {
+        self.nodes_synced && self.workloads_synced
     }
 }
 
@@ -227,19 +339,66 @@ struct Res {
     gpu: f64,
 }
 
+/// What a placement pass needs of a Node.
+struct Slot {
+    labels: std::collections::BTreeMap<String, String>,
+    taints: Vec<k8s_openapi::api::core::v1::Taint>,
+    allocatable: Res,
+    ready: bool,
+}
+
+impl Slot {
+    fn of(node: Node) -> Self {
+        let ready = crate::cluster::node_ready(&node);
+        let alloc = node.status.and_then(|s| s.allocatable).unwrap_or_default();
+        let get = |k: &str| alloc.get(k).map(|q| parse_quantity(&q.0)).unwrap_or(0.0);
+        Slot {
+            allocatable: Res {
+                cpu: get("cpu"),
+                memory: get("memory"),
+                gpu: get("nvidia.com/gpu"),
+            },
+            labels: node.metadata.labels.unwrap_or_default(),
+            taints: node.spec.and_then(|s| s.taints).unwrap_or_default(),
+            ready,
+        }
+    }
+
+    /// Whether a pod with these tolerations may run here (taints other than
+    /// PreferNoSchedule must be tolerated).
+    fn tolerates(&self, tolerations: &[k8s_openapi::api::core::v1::Toleration]) -> bool {
+        self.taints.iter().all(|t| {
+            t.effect == "PreferNoSchedule"
+                || tolerations.iter().any(|tol| {
+                    let key_ok = tol.key.as_deref().is_none_or(|k| k == t.key)
+                        || tol.key.as_deref() == Some("");
+                    let op_exists = tol.operator.as_deref() == Some("Exists");
+                    let value_ok = op_exists || tol.value == t.value;
+                    let effect_ok = tol
+                        .effect
+                        .as_deref()
+                        .is_none_or(|e| e.is_empty() || e == t.effect);
+                    key_ok && value_ok && effect_ok
+                })
+        })
+    }
+}
+
 /// What a placement pass needs of an apps/v1 Deployment, without the rest of it.
 struct Workload {
-    namespace: String,
-    name: String,
     created: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    name: String,
     generation: Option<i64>,
     want: i32,
     need: Res,
     selector: std::collections::BTreeMap<String, String>,
     tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
     /// readyReplicas, observedGeneration and the Available message as they are now.
-    current: (Option<i32>, Option<i64>, Option<String>),
+    current: Shown,
 }
+
+/// readyReplicas, observedGeneration and the Available message of a Deployment's status.
+type Shown = (Option<i32>, Option<i64>, Option<String>);
 
 impl Workload {
     fn of(dep: AppsDeployment) -> Self {
@@ -261,9 +420,8 @@ impl Workload {
         }
         let status = dep.status.as_ref();
         Workload {
-            namespace: dep.namespace().unwrap_or_default(),
-            name: dep.name_any(),
             created: dep.metadata.creation_timestamp.clone(),
+            name: dep.name_any(),
             generation: dep.metadata.generation,
             want: dep.spec.replicas.unwrap_or(1).max(0),
             need,
@@ -281,89 +439,37 @@ impl Workload {
     }
 }
 
-/// Every object of a kind, a page at a time, each turned into what the pass keeps.
-async fn list_compact<K, T>(api: &Api<K>, keep: impl Fn(K) -> T) -> Result<Vec<T>>
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
+/// One placement pass over every Deployment, oldest first, onto the ready Nodes: the
+/// status each Deployment should show, for those whose status shows something else.
+fn place(view: &View) -> Vec<((String, String), Value, Shown)> {
+    // Nodes by name, so every pass places the same way.
+    let mut free: Vec<(&String, &Slot, Res)> = view
+        .nodes
+        .iter()
+        .filter(|(_, n)| n.ready)
+        .map(|(name, n)| (name, n, n.allocatable.clone()))
+        .collect();
+    free.sort_by_key(|f| f.0);
+    let mut deps: Vec<(&(String, String), &Workload)> = view.workloads.iter().collect();
+    deps.sort_by(|a, b| (&a.1.created, &a.1.name).cmp(&(&b.1.created, &b.1.name)));
     let mut out = Vec::new();
-    let mut lp = ListParams::default().limit(200);
-    loop {
-        let page = api.list(&lp).await?;
-        out.extend(page.items.into_iter().map(&keep));
-        match page.metadata.continue_.filter(|c| !c.is_empty()) {
-            Some(token) => lp = lp.continue_token(&token),
-            None => return Ok(out),
-        }
-    }
-}
-
-/// One placement pass over every Deployment, oldest first; writes status where it changed.
-/// Reads a page at a time and keeps only what placement needs, so a pass over thousands
-/// of workloads holds a few hundred whole objects at most.
-pub async fn schedule(client: &Client) -> Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let deployments: Api<AppsDeployment> = Api::all(client.clone());
-    let mut free: Vec<(Node, Res)> = list_compact(&nodes, |mut n: Node| {
-        crate::context::trim(&mut n);
-        n
-    })
-    .await?
-    .into_iter()
-    .filter(crate::cluster::node_ready)
-    .map(|n| {
-        let alloc = n
-            .status
-            .as_ref()
-            .and_then(|s| s.allocatable.clone())
-            .unwrap_or_default();
-        let get = |k: &str| alloc.get(k).map(|q| parse_quantity(&q.0)).unwrap_or(0.0);
-        let r = Res {
-            cpu: get("cpu"),
-            memory: get("memory"),
-            gpu: get("nvidia.com/gpu"),
-        };
-        (n, r)
-    })
-    .collect();
-    let mut deps = list_compact(&deployments, Workload::of).await?;
-    deps.sort_by(|a, b| (&a.created, &a.name).cmp(&(&b.created, &b.name)));
-    for dep in deps {
+    for (key, dep) in deps {
         let (want, need) = (dep.want, &dep.need);
-        let (selector, tolerations) = (&dep.selector, &dep.tolerations);
         let mut placed = 0;
         for _ in 0..want {
-            let slot = free.iter_mut().find(|(node, f)| {
-                let labels = node.metadata.labels.clone().unwrap_or_default();
-                let selected = selector.iter().all(|(k, v)| labels.get(k) == Some(v));
-                let tolerated = node
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.taints.as_ref())
-                    .is_none_or(|taints| {
-                        taints.iter().all(|t| {
-                            t.effect == "PreferNoSchedule"
-                                || tolerations.iter().any(|tol| {
-                                    let key_ok = tol.key.as_deref().is_none_or(|k| k == t.key)
-                                        || tol.key.as_deref() == Some("");
-                                    let op_exists = tol.operator.as_deref() == Some("Exists");
-                                    let value_ok = op_exists || tol.value == t.value;
-                                    let effect_ok = tol
-                                        .effect
-                                        .as_deref()
-                                        .is_none_or(|e| e.is_empty() || e == t.effect);
-                                    key_ok && value_ok && effect_ok
-                                })
-                        })
-                    });
+            let slot = free.iter_mut().find(|(_, node, f)| {
+                let selected = dep
+                    .selector
+                    .iter()
+                    .all(|(k, v)| node.labels.get(k) == Some(v));
                 selected
-                    && tolerated
+                    && node.tolerates(&dep.tolerations)
                     && f.cpu + 1e-9 >= need.cpu
                     && f.memory + 1e-9 >= need.memory
                     && f.gpu + 1e-9 >= need.gpu
             });
             match slot {
-                Some((_, f)) => {
+                Some((_, _, f)) => {
                     f.cpu -= need.cpu;
                     f.memory -= need.memory;
                     f.gpu -= need.gpu;
@@ -389,6 +495,10 @@ pub async fn schedule(client: &Client) -> Result<()> {
                 ),
             )
         };
+        let now = (Some(placed), dep.generation, Some(message.clone()));
+        if dep.current == now {
+            continue;
+        }
         let status = json!({
             "observedGeneration": dep.generation,
             "replicas": placed,
@@ -405,19 +515,9 @@ pub async fn schedule(client: &Client) -> Result<()> {
                 "lastTransitionTime": "1970-01-01T00:00:00Z",
             }],
         });
-        let now = (Some(placed), dep.generation, Some(message));
-        if dep.current == now {
-            continue;
-        }
-        let api: Api<AppsDeployment> = Api::namespaced(client.clone(), &dep.namespace);
-        api.patch_status(
-            &dep.name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({"status": status})),
-        )
-        .await?;
+        out.push((key.clone(), status, now));
     }
-    Ok(())
+    out
 }
 
 /// A Kubernetes quantity in base units (cores, bytes, count).
@@ -447,6 +547,123 @@ pub fn parse_quantity(q: &str) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A view from YAML lists of Nodes and apps/v1 Deployments.
+    fn view(nodes: &str, deployments: &str) -> View {
+        let nodes: Vec<Node> = serde_yaml_ng::from_str(nodes).unwrap();
+        let deps: Vec<AppsDeployment> = serde_yaml_ng::from_str(deployments).unwrap();
+        View {
+            nodes: nodes
+                .into_iter()
+                .map(|n| (n.name_any(), Slot::of(n)))
+                .collect(),
+            workloads: deps
+                .into_iter()
+                .map(|d| {
+                    (
+                        (d.namespace().unwrap_or_default(), d.name_any()),
+                        Workload::of(d),
+                    )
+                })
+                .collect(),
+            nodes_synced: true,
+            workloads_synced: true,
+            ..Default::default()
+        }
+    }
+
+    const NODES: &str = r#"
+- metadata: {name: cpu-1, labels: {pool: cpu}}
+  status:
+    allocatable: {cpu: "2", memory: 4Gi}
+    conditions: [{type: Ready, status: "True"}]
+- metadata: {name: gpu-1, labels: {pool: gpu}}
+  spec: {taints: [{key: nvidia.com/gpu, value: "true", effect: NoSchedule}]}
+  status:
+    allocatable: {cpu: "8", memory: 32Gi, nvidia.com/gpu: "1"}
+    conditions: [{type: Ready, status: "True"}]
+- metadata: {name: gpu-2, labels: {pool: gpu}}
+  status:
+    allocatable: {cpu: "8", memory: 32Gi, nvidia.com/gpu: "1"}
+    conditions: [{type: Ready, status: "False"}]
+"#;
+
+    fn workload(name: &str, created: &str, replicas: i32, gpu: bool, status: &str) -> String {
+        let (limits, tolerations) = if gpu {
+            (
+                "{cpu: \"1\", nvidia.com/gpu: \"1\"}",
+                "[{key: nvidia.com/gpu, operator: Exists}]",
+            )
+        } else {
+            ("{cpu: \"1\"}", "[]")
+        };
+        format!(
+            "- metadata: {{name: {name}, namespace: ns, generation: 1, creationTimestamp: \"{created}\"}}\n  spec:\n    replicas: {replicas}\n    selector: {{}}\n    template:\n      spec:\n        tolerations: {tolerations}\n        containers: [{{name: c, resources: {{limits: {limits}}}}}]\n  status: {status}\n"
+        )
+    }
+
+    #[test]
+    fn placement_fills_ready_nodes_oldest_first_and_writes_only_what_changed() {
+        let running = "{observedGeneration: 1, readyReplicas: 2, conditions: [{type: Available, status: \"True\", message: 2/2 replicas running (simulated)}]}";
+        let deps = [
+            workload("web", "2026-01-01T00:00:00Z", 2, false, running),
+            workload("detector", "2026-01-02T00:00:00Z", 2, true, "{}"),
+            workload("late", "2026-01-03T00:00:00Z", 1, false, "{}"),
+        ]
+        .concat();
+        let out = place(&view(NODES, &deps));
+        let by_name: HashMap<&str, &Value> =
+            out.iter().map(|(k, s, _)| (k.1.as_str(), s)).collect();
+        // web already shows 2/2 on cpu-1: nothing to write.
+        assert!(!by_name.contains_key("web"));
+        // One GPU node is Ready and tolerated; the other is not Ready.
+        let detector = by_name["detector"];
+        assert_eq!(detector["readyReplicas"], 1);
+        assert_eq!(detector["conditions"][0]["reason"], "Unschedulable");
+        assert!(
+            detector["conditions"][0]["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("1/2 replicas scheduled: no node with 1 CPU")
+        );
+        // cpu-1 is full with web: late fits on the GPU node's spare CPUs only if it
+        // tolerates the taint, which it does not.
+        assert_eq!(by_name["late"]["readyReplicas"], 0);
+        // Seen as written: the next pass writes nothing.
+        let mut v = view(NODES, &deps);
+        for (key, _, now) in out {
+            v.workloads.get_mut(&key).unwrap().current = now;
+        }
+        assert!(place(&v).is_empty());
+    }
+
+    #[test]
+    fn a_relist_replaces_what_the_watch_knew_once_it_is_complete() {
+        let mut v = View::default();
+        let slot = |name: &str| {
+            let n: Node = serde_yaml_ng::from_str(&format!("metadata: {{name: {name}}}")).unwrap();
+            (name.to_string(), Slot::of(n))
+        };
+        v.see(Seen::Node(watcher::Event::Init));
+        v.see(Seen::Node(watcher::Event::InitApply(slot("a"))));
+        v.see(Seen::Node(watcher::Event::InitDone));
+        v.see(Seen::Workload(watcher::Event::InitDone));
+        assert!(v.synced());
+        v.see(Seen::Node(watcher::Event::Apply(slot("b"))));
+        assert_eq!(v.nodes.len(), 2);
+        // A relist after a lost watch: b went meanwhile.
+        v.see(Seen::Node(watcher::Event::Init));
+        v.see(Seen::Node(watcher::Event::InitApply(slot("a"))));
+        assert_eq!(
+            v.nodes.len(),
+            2,
+            "the old view holds until the list is complete"
+        );
+        v.see(Seen::Node(watcher::Event::InitDone));
+        assert_eq!(v.nodes.keys().collect::<Vec<_>>(), ["a"]);
+        v.see(Seen::Node(watcher::Event::Delete(slot("a"))));
+        assert!(v.nodes.is_empty());
+    }
 
     #[test]
     fn quantities() {

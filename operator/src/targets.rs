@@ -38,7 +38,26 @@ pub fn kubeconfig_secret(cluster: &Cluster) -> Option<(String, String)> {
 
 impl Targets {
     /// A client for `cluster`'s Kubernetes; Err(Target) while there is no kubeconfig yet.
-    pub async fn client(&self, client: &Client, cluster: &Cluster) -> Result<Client> {
+    /// The Secret is read only when the client cached for it was built from another
+    /// version than the one `secrets` last watched (or the watch has not seen it).
+    pub async fn client(
+        &self,
+        client: &Client,
+        secrets: &crate::secrets::SecretChanges,
+        cluster: &Cluster,
+    ) -> Result<Client> {
+        let ns = cluster.namespace().unwrap_or_default();
+        if let Some((name, key)) = kubeconfig_secret(cluster)
+            && let Some(watched) = secrets.version(&ns, &name)
+            && let Some((v, c)) = self
+                .cache
+                .lock()
+                .unwrap()
+                .get(&cache_key(&format!("{ns}/{name}"), &key))
+            && *v == watched
+        {
+            return Ok(c.clone());
+        }
         let kc = read(client, cluster).await?;
         self.client_for(&kc).await
     }
@@ -48,7 +67,7 @@ impl Targets {
     /// (compared on use) the Secret's resourceVersion. Two Clusters reading one Secret
     /// with different keys get different clients.
     pub async fn client_for(&self, kc: &KubeconfigSecret) -> Result<Client> {
-        let cache_key = format!("{}#{}", kc.id, kc.key);
+        let cache_key = cache_key(&kc.id, &kc.key);
         if let Some((v, c)) = self.cache.lock().unwrap().get(&cache_key)
             && *v == kc.version
         {
@@ -75,6 +94,11 @@ impl Targets {
             .insert(cache_key, (kc.version.clone(), target.clone()));
         Ok(target)
     }
+}
+
+/// The cache's key of a client: the Secret (`namespace/name`) and its key.
+fn cache_key(secret: &str, key: &str) -> String {
+    format!("{secret}#{key}")
 }
 
 /// A Cluster's kubeconfig Secret, as read.
@@ -150,4 +174,58 @@ pub fn parse_kubeconfig(text: &str) -> std::result::Result<Kubeconfig, String> {
         };
         format!("{kind}{} (content not shown)", at(&e))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A kubeconfig for a server at `url` (never contacted by these tests).
+    fn kubeconfig(url: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{url}\"}}}}]\nusers: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn the_secret_is_read_again_only_when_its_watched_version_moved() {
+        let cluster: Cluster = serde_yaml_ng::from_str(
+            "apiVersion: kelp.imagine-ai.eu/v1alpha1\nkind: Cluster\nmetadata: {name: c, namespace: ns}\nspec:\n  cloud: {sim: {}}\n  kubernetes: {mode: Existing, kubeconfigSecretRef: {name: kc, key: value}}\n  nodePools: []\n",
+        )
+        .unwrap();
+        // kelp's own API server is unreachable: a read of the Secret fails.
+        let unreachable = client_from_kubeconfig(&kubeconfig("https://127.0.0.1:9"))
+            .await
+            .unwrap();
+        let targets = Targets::default();
+        let secrets = crate::secrets::SecretChanges::default();
+        let kc = KubeconfigSecret {
+            id: "ns/kc".into(),
+            key: "value".into(),
+            version: "5".into(),
+            data: [("value".to_string(), kubeconfig("https://127.0.0.1:10"))].into(),
+        };
+        targets.client_for(&kc).await.unwrap();
+        // Not watched yet: read.
+        assert!(
+            targets
+                .client(&unreachable, &secrets, &cluster)
+                .await
+                .is_err()
+        );
+        // Watched at the version the client was built from: no read.
+        secrets.saw(("ns".into(), "kc".into()), "5".into());
+        targets
+            .client(&unreachable, &secrets, &cluster)
+            .await
+            .unwrap();
+        // The Secret changed: read again.
+        secrets.saw(("ns".into(), "kc".into()), "6".into());
+        assert!(
+            targets
+                .client(&unreachable, &secrets, &cluster)
+                .await
+                .is_err()
+        );
+    }
 }

@@ -1,7 +1,7 @@
 //! Cases a new user meets, each of which kelp once got wrong: names too long to work,
 //! Deployments of a deleted Cluster, pools nothing fits, endpoints, Events that tell the
 //! current text, startup without warnings, unknown recipes, objects kelp does not own,
-//! kubeconfig Secrets that are broken or shared.
+//! kubeconfig Secrets that are broken, shared or rewritten.
 
 mod common;
 
@@ -475,6 +475,53 @@ async fn two_clusters_reading_one_secret_with_different_keys_use_their_own_serve
         assert_eq!(owners, [own.uid().unwrap()], "{}", server.url());
         assert!(!owners.contains(&other.uid().unwrap()));
     }
+    h.stop().await;
+}
+
+/// Whether `server` holds the apps/v1 Deployment `name` in the default namespace.
+async fn workload_on(server: &TestApiServer, name: &str) -> bool {
+    let client = kelp_operator::targets::client_from_kubeconfig(&server.kubeconfig())
+        .await
+        .unwrap();
+    Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client, "default")
+        .get_opt(name)
+        .await
+        .unwrap()
+        .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewritten_kubeconfig_secret_moves_the_workload_to_the_new_server() {
+    // kelp keeps one client per kubeconfig Secret and reads the Secret again only when
+    // the Secret watch shows a new version: a rewrite must reach the Deployments.
+    let mut h = Harness::new().await;
+    let a = TestApiServer::start().await.unwrap();
+    let b = TestApiServer::start().await.unwrap();
+    h.start();
+    h.apply_yaml(&kubeconfig_secret("moving", &[("value", a.kubeconfig())]))
+        .await;
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&existing("mover", "moving", "value")).await;
+    h.apply_yaml(&deployment("web", "mover", 0)).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !workload_on(&a, "web").await {
+        assert!(std::time::Instant::now() < deadline, "never applied to a");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    h.apply_yaml(&kubeconfig_secret("moving", &[("value", b.kubeconfig())]))
+        .await;
+    while !workload_on(&b, "web").await {
+        assert!(std::time::Instant::now() < deadline, "never applied to b");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let c = h
+        .wait::<Cluster>("mover", "the new endpoint", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| s.api_endpoint.as_deref() == Some(b.url().as_str()))
+        })
+        .await;
+    assert!(c.is_some());
     h.stop().await;
 }
 

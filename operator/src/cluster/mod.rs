@@ -1149,7 +1149,7 @@ impl Run<'_> {
         let target = match self
             .ctx
             .targets
-            .client(&self.ctx.client, self.cluster)
+            .client(&self.ctx.client, &self.ctx.secrets, self.cluster)
             .await
         {
             Ok(c) => c,

@@ -152,9 +152,10 @@ pub async fn run(
 }
 
 /// What of a Cluster its Deployments read: its spec, whether it is being deleted, its
-/// control plane's readiness, endpoint and kubeconfig Secret (`common`), and how many
-/// machines of each pool are Ready (room for workloads). A change of anything else (a
-/// machine's address or state, the cloud's condition) wakes no Deployment.
+/// control plane's readiness, endpoint and kubeconfig Secret (`common`), and, once the
+/// control plane is ready, how many machines of each pool are Ready (room for
+/// workloads). A change of anything else (a machine's address or state, the cloud's
+/// condition, machines joining before there is a control plane) wakes no Deployment.
 #[derive(Clone, Debug, PartialEq)]
 struct ClusterView {
     common: String,
@@ -173,9 +174,11 @@ fn cluster_view(c: &Cluster) -> ClusterView {
             c.metadata.generation,
             c.metadata.deletion_timestamp.is_some(),
         ),
+        // Room on the pools matters only once there is a control plane to apply to.
         pools: s
             .node_pools
             .iter()
+            .filter(|_| cp_ready)
             .map(|p| (p.name.clone(), p.ready))
             .collect(),
     }
@@ -390,7 +393,12 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
     write_status(&ctx, &dep, status).await?;
     Ok(ctx.requeue(
         &crate::context::key(dep.as_ref()),
-        status::requeue(&outcome, views.workloads.watched(&uid)),
+        status::requeue(
+            &outcome,
+            views
+                .workloads
+                .wakes(&uid, &ObjectRef::from_obj(dep.as_ref())),
+        ),
     ))
 }
 
@@ -440,7 +448,11 @@ async fn dereference(
         }
     }
     let target = match (&obs.cluster, cp_ready) {
-        (Some(cluster), true) => Some(ctx.targets.client(&ctx.client, cluster).await?),
+        (Some(cluster), true) => Some(
+            ctx.targets
+                .client(&ctx.client, &ctx.secrets, cluster)
+                .await?,
+        ),
         _ => None,
     };
     if let Some(target) = &target {
@@ -724,7 +736,10 @@ async fn cleanup(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action>
         .get_opt(&dep.spec.cluster_ref.name)
         .await?;
     if let Some(cluster) = cluster
-        && let Ok(target) = ctx.targets.client(&ctx.client, &cluster).await
+        && let Ok(target) = ctx
+            .targets
+            .client(&ctx.client, &ctx.secrets, &cluster)
+            .await
     {
         let pruned = match owned(&target, &ns, &dep.name_any()).await {
             Ok(owned) => prune(&target, &ns, &owned, &BTreeSet::new()).await,
@@ -793,6 +808,12 @@ mod tests {
         ));
         assert_eq!(woken(None, Some(&booting)), Some(Woken::All));
         assert_eq!(woken(Some(&booting), Some(&booting)), None);
+        // Machines that join while the control plane boots: nothing to apply to yet.
+        let joined = cluster_view(&cluster(
+            false,
+            "[{name: cpu, desired: 2, ready: 2}, {name: gpu, desired: 1, ready: 1}]",
+        ));
+        assert_eq!(woken(Some(&booting), Some(&joined)), None);
         assert_eq!(woken(Some(&booting), Some(&up)), Some(Woken::All));
         let w = woken(Some(&up), Some(&cpu)).unwrap();
         assert_eq!(w, Woken::Pools(BTreeSet::from(["cpu".to_string()])));

@@ -8,7 +8,10 @@
 //! than the watch had already delivered (the target's status changed between the apply
 //! and the reconcile's record of it) is woken again at once. While a cluster's watch
 //! is not listing (its API refuses the watch, or it is down), the Deployments on it
-//! poll, as they would without it.
+//! poll, as they would without it. A watch just started is trusted for its first list:
+//! the Deployments reconciled meanwhile do not poll, since the list wakes those whose
+//! workload differs from what they saw; if the watch fails before it has listed, they
+//! are woken at once and poll from then on.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -36,6 +39,9 @@ struct Watch {
     task: tokio::task::JoinHandle<()>,
     /// Listed and watching: the Deployments on this cluster need not poll.
     live: Arc<AtomicBool>,
+    /// Until the first list is complete (or the watch fails first): the Deployments
+    /// that wait for it instead of polling.
+    first_list: Arc<Mutex<Option<Vec<ObjectRef<Deployment>>>>>,
 }
 
 /// The workload watches of every target cluster (by Cluster UID), and what each
@@ -80,6 +86,26 @@ impl Workloads {
             .is_some_and(|w| !w.task.is_finished() && w.live.load(Ordering::Relaxed))
     }
 
+    /// Whether a change of `dep`'s workload on the Cluster `uid` will wake `dep`, so it
+    /// need not poll: the watch is live, or still on its first list (then `dep` is woken
+    /// should the watch fail before it has listed).
+    pub fn wakes(&self, uid: &str, dep: &ObjectRef<Deployment>) -> bool {
+        let watches = self.watches.lock().unwrap();
+        let Some(w) = watches.get(uid).filter(|w| !w.task.is_finished()) else {
+            return false;
+        };
+        if w.live.load(Ordering::Relaxed) {
+            return true;
+        }
+        match w.first_list.lock().unwrap().as_mut() {
+            Some(waiting) => {
+                waiting.push(dep.clone());
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether `dep`'s workload on the Cluster `uid` is applied and watched: a change of
     /// its status wakes `dep`.
     pub fn follows(&self, uid: &str, dep: &ObjectRef<Deployment>) -> bool {
@@ -100,13 +126,24 @@ impl Workloads {
             return;
         }
         let live = Arc::new(AtomicBool::new(false));
+        let first_list = Arc::new(Mutex::new(Some(Vec::new())));
         let task = tokio::spawn(watch(
             target.clone(),
-            live.clone(),
+            Liveness {
+                live: live.clone(),
+                first_list: first_list.clone(),
+            },
             self.seen.clone(),
             self.wake.clone(),
         ));
-        watches.insert(uid.to_string(), Watch { task, live });
+        watches.insert(
+            uid.to_string(),
+            Watch {
+                task,
+                live,
+                first_list,
+            },
+        );
     }
 
     /// Stops the watch of the Cluster `uid` (deleted).
@@ -125,9 +162,15 @@ impl Drop for Workloads {
     }
 }
 
+/// The watch's side of [`Watch`]'s `live` and `first_list`.
+struct Liveness {
+    live: Arc<AtomicBool>,
+    first_list: Arc<Mutex<Option<Vec<ObjectRef<Deployment>>>>>,
+}
+
 async fn watch(
     target: Client,
-    live: Arc<AtomicBool>,
+    liveness: Liveness,
     seen: Arc<Mutex<HashMap<ObjectRef<Deployment>, Seen>>>,
     wake: mpsc::UnboundedSender<ObjectRef<Deployment>>,
 ) {
@@ -137,7 +180,9 @@ async fn watch(
     while let Some(event) = events.next().await {
         let w = match event {
             Ok(watcher::Event::InitDone) => {
-                live.store(true, Ordering::Relaxed);
+                liveness.live.store(true, Ordering::Relaxed);
+                // Those that waited were woken by the list where their workload differed.
+                liveness.first_list.lock().unwrap().take();
                 continue;
             }
             Ok(watcher::Event::Apply(w) | watcher::Event::InitApply(w)) => w,
@@ -156,7 +201,11 @@ async fn watch(
             }
             Ok(watcher::Event::Init) => continue,
             Err(e) => {
-                live.store(false, Ordering::Relaxed);
+                liveness.live.store(false, Ordering::Relaxed);
+                let waiting = liveness.first_list.lock().unwrap().take();
+                for dep in waiting.into_iter().flatten() {
+                    let _ = wake.send(dep);
+                }
                 tracing::debug!(error = %e, "watching workloads on a target cluster");
                 continue;
             }
@@ -247,6 +296,26 @@ mod tests {
             owner(&workload(1, 1, 0, None)),
             Some(ObjectRef::new("fish").within("ns"))
         );
+    }
+
+    #[tokio::test]
+    async fn a_watch_on_its_first_list_is_trusted_and_wakes_its_waiters_if_it_fails() {
+        let (w, mut rx) = Workloads::new();
+        let dep = ObjectRef::<Deployment>::new("fish").within("ns");
+        // A target whose API is not there: the watch fails on its first list.
+        let kubeconfig = "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:9\"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n";
+        let target = crate::targets::client_from_kubeconfig(kubeconfig)
+            .await
+            .unwrap();
+        assert!(!w.wakes("uid", &dep), "no watch: poll");
+        w.ensure("uid", &target);
+        // The task has not run yet: the watch is on its first list.
+        assert!(w.wakes("uid", &dep));
+        let woken = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
+            .await
+            .expect("woken when the watch failed");
+        assert_eq!(woken, Some(dep.clone()));
+        assert!(!w.wakes("uid", &dep), "failed before listing: poll");
     }
 
     #[test]

@@ -217,7 +217,7 @@ impl Harness {
     pub async fn target(&self, cluster: &str) -> Client {
         let c = self.api::<Cluster>().get(cluster).await.unwrap();
         kelp_operator::targets::Targets::default()
-            .client(&self.client, &c)
+            .client(&self.client, &Default::default(), &c)
             .await
             .unwrap()
     }
