@@ -43,9 +43,7 @@ impl SecretChanges {
     /// The resourceVersion of Secret `namespace/name` as last watched; None when the
     /// watch has not seen it (or is not running), so the caller reads the Secret.
     pub fn version(&self, namespace: &str, name: &str) -> Option<String> {
-        self.versions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+        self.versions()
             .get(&(namespace.to_string(), name.to_string()))
             .cloned()
     }

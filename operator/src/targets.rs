@@ -176,16 +176,17 @@ pub fn parse_kubeconfig(text: &str) -> std::result::Result<Kubeconfig, String> {
     })
 }
 
+/// A kubeconfig for a server at `url`, with a token, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_kubeconfig(url: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{url}\"}}}}]\nusers: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A kubeconfig for a server at `url` (never contacted by these tests).
-    fn kubeconfig(url: &str) -> String {
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters: [{{name: c, cluster: {{server: \"{url}\"}}}}]\nusers: [{{name: u, user: {{token: t}}}}]\ncontexts: [{{name: x, context: {{cluster: c, user: u}}}}]\ncurrent-context: x\n"
-        )
-    }
 
     #[tokio::test]
     async fn the_secret_is_read_again_only_when_its_watched_version_moved() {
@@ -194,7 +195,7 @@ mod tests {
         )
         .unwrap();
         // kelp's own API server is unreachable: a read of the Secret fails.
-        let unreachable = client_from_kubeconfig(&kubeconfig("https://127.0.0.1:9"))
+        let unreachable = client_from_kubeconfig(&test_kubeconfig("https://127.0.0.1:9"))
             .await
             .unwrap();
         let targets = Targets::default();
@@ -203,7 +204,7 @@ mod tests {
             id: "ns/kc".into(),
             key: "value".into(),
             version: "5".into(),
-            data: [("value".to_string(), kubeconfig("https://127.0.0.1:10"))].into(),
+            data: [("value".to_string(), test_kubeconfig("https://127.0.0.1:10"))].into(),
         };
         targets.client_for(&kc).await.unwrap();
         // Not watched yet: read.

@@ -303,8 +303,8 @@ mod tests {
         let (w, mut rx) = Workloads::new();
         let dep = ObjectRef::<Deployment>::new("fish").within("ns");
         // A target whose API is not there: the watch fails on its first list.
-        let kubeconfig = "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: \"https://127.0.0.1:9\"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n";
-        let target = crate::targets::client_from_kubeconfig(kubeconfig)
+        let kubeconfig = crate::targets::test_kubeconfig("https://127.0.0.1:9");
+        let target = crate::targets::client_from_kubeconfig(&kubeconfig)
             .await
             .unwrap();
         assert!(!w.wakes("uid", &dep), "no watch: poll");
