@@ -246,6 +246,11 @@ fn parse_object(body: &Bytes, headers: &HeaderMap) -> Result<Value, ApiError> {
 }
 
 fn parse_body(body: &Bytes, yaml: bool) -> Result<Value, ApiError> {
+    // JSON is YAML too, and what clients send as YAML mostly is JSON (kube's server-side
+    // applies): the JSON parser reads it several times faster.
+    if yaml && let Ok(v) = serde_json::from_slice(body) {
+        return Ok(v);
+    }
     if yaml {
         let text = std::str::from_utf8(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
         serde_yaml_ng::from_str(text)

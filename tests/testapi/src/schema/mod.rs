@@ -1135,6 +1135,15 @@ fn has_any_rules(s: &Value) -> bool {
     own_rules(s).is_some() || child_schemas(s).into_iter().any(has_any_rules)
 }
 
+/// Whether a rule of `s` or of a schema below it is a transition rule (uses `oldSelf`).
+fn mentions_old_self(s: &Value) -> bool {
+    own_rules(s).into_iter().flatten().any(|r| {
+        r.get("rule")
+            .and_then(Value::as_str)
+            .is_some_and(|r| r.contains("oldSelf"))
+    }) || child_schemas(s).into_iter().any(mentions_old_self)
+}
+
 fn strip_rules(s: &mut Value) {
     let Some(obj) = s.as_object_mut() else {
         return;
@@ -1187,6 +1196,11 @@ fn cel_node(
     }
     // A null old value cannot be correlated, so transition rules do not run.
     let old = old.filter(|o| !o.is_null());
+    // Ratcheting, as the API server does it: a value an update leaves unchanged is not
+    // validated again, unless a rule in it compares with `oldSelf`.
+    if old == Some(v) && !mentions_old_self(s) {
+        return;
+    }
     if own_rules(s).is_some() {
         let compiled = cache
             .lock()

@@ -847,3 +847,55 @@ fn go_style_value_rendering() {
     assert_eq!(render(&json!({"name": "cpu"})), r#"{"name":"cpu"}"#);
     assert_eq!(render(&json!(3)), "3");
 }
+
+#[test]
+fn an_update_that_leaves_a_value_unchanged_does_not_validate_it_again_except_with_transition_rules()
+{
+    let schema = json!({
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "note": {"type": "string"},
+                    "replicas": {
+                        "type": "integer",
+                        "x-kubernetes-validations": [{"rule": "self <= 100", "message": "at most 100"}]
+                    },
+                    "epoch": {
+                        "type": "integer",
+                        "x-kubernetes-validations": [{"rule": "self > oldSelf", "message": "epoch must grow"}]
+                    }
+                }
+            }
+        }
+    });
+    // Stored before the rule existed: 200 replicas.
+    let old = json!({"spec": {"replicas": 200, "note": "a"}});
+    let messages = |obj: &Value, old: Option<&Value>| -> Vec<String> {
+        validate(&schema, obj, old)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect()
+    };
+    // Unchanged replicas: ratcheted, not checked again.
+    assert_eq!(
+        messages(&json!({"spec": {"replicas": 200, "note": "b"}}), Some(&old)),
+        Vec::<String>::new()
+    );
+    // A new value is checked, and so is a create.
+    assert_eq!(
+        messages(&json!({"spec": {"replicas": 150, "note": "a"}}), Some(&old)),
+        ["spec.replicas: Invalid value: \"integer\": at most 100"]
+    );
+    assert_eq!(
+        messages(&json!({"spec": {"replicas": 200}}), None),
+        ["spec.replicas: Invalid value: \"integer\": at most 100"]
+    );
+    // A transition rule runs on an unchanged value too.
+    let old = json!({"spec": {"epoch": 3, "note": "a"}});
+    assert_eq!(
+        messages(&json!({"spec": {"epoch": 3, "note": "b"}}), Some(&old)),
+        ["spec.epoch: Invalid value: \"integer\": epoch must grow"]
+    );
+}
