@@ -797,5 +797,25 @@ async fn objects_the_deployment_no_longer_renders_are_pruned_also_after_a_restar
         gone("fish-leftover").await,
         "the leftover was not pruned after a restart"
     );
+    // A leftover of a Deployment this process has not applied yet, on a target whose
+    // watches of the applied kinds are live by now: found in them, not by listing.
+    h.deployment_ready("fish").await;
+    let mut shrimp_leftover = leftover.clone();
+    shrimp_leftover["metadata"]["name"] = "shrimp-leftover".into();
+    shrimp_leftover["metadata"]["labels"]["kelp.imagine-ai.eu/deployment"] = "shrimp".into();
+    secrets
+        .patch(
+            "shrimp-leftover",
+            &kube::api::PatchParams::apply("test"),
+            &kube::api::Patch::Apply(&shrimp_leftover),
+        )
+        .await
+        .unwrap();
+    h.apply_yaml(&deployment("shrimp", "c1", 1)).await;
+    h.deployment_ready("shrimp").await;
+    assert!(
+        gone("shrimp-leftover").await,
+        "the leftover of a Deployment first applied after the watches were live stayed"
+    );
     h.stop().await;
 }

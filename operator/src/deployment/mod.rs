@@ -344,7 +344,7 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
         (Err(b), _) => Outcome::Blocked(b.clone()),
         (Ok(work), Some(target)) => {
             views.workloads.ensure(&uid, &target);
-            match apply_work(&ctx, &target, &dep, &uid, work).await {
+            match apply_work(&ctx, &target, &views.workloads, &dep, &uid, work).await {
                 Ok(workload) => {
                     views
                         .workloads
@@ -486,13 +486,15 @@ async fn dereference(
 /// workload as the API server returned it.
 ///
 /// What this process last applied there without an error (always nothing after a
-/// restart) is neither checked for ownership again nor listed for pruning while the
+/// restart) is neither checked for ownership again nor looked up for pruning while the
 /// plan renders the same set, and its namespace is known to exist: a steady reconcile
-/// sends only the applies. An apply that fails forgets it, so the next attempt checks
+/// sends only the applies. What to prune is looked up in the target's watches of the
+/// applied kinds when they are live, and listed otherwise. An apply that fails forgets it, so the next attempt checks
 /// everything again.
 async fn apply_work(
     ctx: &Ctx,
     target: &Client,
+    workloads: &workloads::Workloads,
     dep: &Deployment,
     cluster_uid: &str,
     work: &Work,
@@ -547,7 +549,12 @@ async fn apply_work(
         applied.insert(id);
     }
     if known.is_empty() || known != applied {
-        let owned = owned(target, &ns, &name).await?;
+        // What kelp applied there: from the target's watches when they are live (with
+        // what this process applied itself, which they may not show yet), else listed.
+        let owned = match workloads.owned(cluster_uid, &ObjectRef::from_obj(dep)) {
+            Some(watched) => watched.union(&known).cloned().collect(),
+            None => owned(target, &ns, &name).await?,
+        };
         prune(target, &ns, &owned, &applied).await?;
         ctx.applied
             .lock()

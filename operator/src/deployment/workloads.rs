@@ -12,14 +12,23 @@
 //! the Deployments reconciled meanwhile do not poll, since the list wakes those whose
 //! workload differs from what they saw; if the watch fails before it has listed, they
 //! are woken at once and poll from then on.
+//!
+//! Beside it, label-selected metadata watches of the other kinds kelp applies and prunes
+//! (Services, Ingresses, Secrets, ConfigMaps) keep an index of what kelp applied there
+//! for each Deployment ([`Workloads::owned`]): a first apply after a start prunes from
+//! it instead of listing every kind for each Deployment. While any of those watches is
+//! not listed and watching, the index is not used and the apply lists, as before.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment as AppsDeployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::networking::v1::Ingress;
 use kelp_crds::Deployment;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -37,6 +46,9 @@ struct Seen {
 
 struct Watch {
     task: tokio::task::JoinHandle<()>,
+    /// The watches of the other applied kinds, which feed `owned`.
+    others: Vec<tokio::task::JoinHandle<()>>,
+    owned: Arc<Mutex<Owned>>,
     /// Listed and watching: the Deployments on this cluster need not poll.
     live: Arc<AtomicBool>,
     /// Until the first list is complete (or the watch fails first): the Deployments
@@ -127,6 +139,7 @@ impl Workloads {
         }
         let live = Arc::new(AtomicBool::new(false));
         let first_list = Arc::new(Mutex::new(Some(Vec::new())));
+        let owned = Arc::new(Mutex::new(Owned::default()));
         let task = tokio::spawn(watch(
             target.clone(),
             Liveness {
@@ -135,21 +148,52 @@ impl Workloads {
             },
             self.seen.clone(),
             self.wake.clone(),
+            owned.clone(),
         ));
+        let others = vec![
+            tokio::spawn(watch_owned::<Service>(target.clone(), owned.clone())),
+            tokio::spawn(watch_owned::<Ingress>(target.clone(), owned.clone())),
+            tokio::spawn(watch_owned::<Secret>(target.clone(), owned.clone())),
+            tokio::spawn(watch_owned::<ConfigMap>(target.clone(), owned.clone())),
+        ];
         watches.insert(
             uid.to_string(),
             Watch {
                 task,
+                others,
+                owned,
                 live,
                 first_list,
             },
         );
     }
 
+    /// What kelp applied on the Cluster `uid` for `dep` in its namespace
+    /// (`apiVersion/kind/name`, as [`super::owned`] lists it), when every kind's watch
+    /// has listed and is watching; None otherwise (list instead). Objects applied moments
+    /// ago may not be in it yet: what this process applied itself it knows anyway.
+    pub fn owned(&self, uid: &str, dep: &ObjectRef<Deployment>) -> Option<BTreeSet<String>> {
+        let watches = self.watches.lock().unwrap();
+        let w = watches.get(uid)?;
+        if w.task.is_finished() || w.others.iter().any(|t| t.is_finished()) {
+            return None;
+        }
+        w.owned.lock().unwrap().of(dep)
+    }
+
     /// Stops the watch of the Cluster `uid` (deleted).
     pub fn stop(&self, uid: &str) {
         if let Some(w) = self.watches.lock().unwrap().remove(uid) {
-            w.task.abort();
+            w.abort();
+        }
+    }
+}
+
+impl Watch {
+    fn abort(&self) {
+        self.task.abort();
+        for t in &self.others {
+            t.abort();
         }
     }
 }
@@ -157,8 +201,123 @@ impl Workloads {
 impl Drop for Workloads {
     fn drop(&mut self) {
         for (_, w) in self.watches.lock().unwrap().drain() {
-            w.task.abort();
+            w.abort();
         }
+    }
+}
+
+/// The kinds kelp applies, as `Owned` indexes them: the workload's watch feeds the first.
+const KINDS: usize = 5;
+
+/// An index of the objects on one target that carry kelp's labels, by the kelp
+/// Deployment they were applied for, fed by one watch per kind.
+#[derive(Default)]
+struct Owned {
+    /// Kinds whose watch has listed and is watching now.
+    live: [bool; KINDS],
+    /// Objects being listed again (after an `Init`), by kind: they replace the kind's
+    /// entries at `InitDone`.
+    relisting: [Option<HashMap<String, (ObjectRef<Deployment>, String)>>; KINDS],
+    /// By kind, each object's `namespace/name` -> (its Deployment, its id).
+    objects: [HashMap<String, (ObjectRef<Deployment>, String)>; KINDS],
+}
+
+impl Owned {
+    fn of(&self, dep: &ObjectRef<Deployment>) -> Option<BTreeSet<String>> {
+        if !self.live.iter().all(|l| *l) {
+            return None;
+        }
+        Some(
+            self.objects
+                .iter()
+                .flat_map(|m| m.values())
+                .filter(|(d, _)| d == dep)
+                .map(|(_, id)| id.clone())
+                .collect(),
+        )
+    }
+
+    /// Applies one watch event of the kind `kind` (`apiVersion/Kind`).
+    fn event<K: kube::Resource>(
+        &mut self,
+        i: usize,
+        kind: &str,
+        event: &Result<watcher::Event<K>, watcher::Error>,
+    ) {
+        let entry = |o: &K| {
+            let meta = o.meta();
+            let key = format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default()
+            );
+            let labels = meta.labels.as_ref();
+            let dep = labels
+                .and_then(|l| Some((l.get(DEPLOYMENT_LABEL)?, l.get(NAMESPACE_LABEL)?)))
+                // Listed in its Deployment's namespace only, as the lists were.
+                .filter(|(_, ns)| meta.namespace.as_deref() == Some(ns.as_str()))
+                .map(|(name, ns)| ObjectRef::new(name).within(ns));
+            let id = format!("{kind}/{}", meta.name.as_deref().unwrap_or_default());
+            (key, dep.map(|d| (d, id)))
+        };
+        match event {
+            Ok(watcher::Event::Init) => {
+                self.live[i] = false;
+                self.relisting[i] = Some(HashMap::new());
+            }
+            Ok(watcher::Event::InitApply(o)) => {
+                if let (key, Some(v)) = entry(o)
+                    && let Some(r) = self.relisting[i].as_mut()
+                {
+                    r.insert(key, v);
+                }
+            }
+            Ok(watcher::Event::InitDone) => {
+                if let Some(r) = self.relisting[i].take() {
+                    self.objects[i] = r;
+                }
+                self.live[i] = true;
+            }
+            Ok(watcher::Event::Apply(o)) => {
+                match entry(o) {
+                    (key, Some(v)) => self.objects[i].insert(key, v),
+                    (key, None) => self.objects[i].remove(&key),
+                };
+            }
+            Ok(watcher::Event::Delete(o)) => {
+                self.objects[i].remove(&entry(o).0);
+            }
+            // Events may have been missed until the watch lists or resumes again.
+            Err(_) => self.live[i] = false,
+        }
+    }
+}
+
+/// Feeds `owned` with the objects of the kind `K` that carry kelp's labels.
+async fn watch_owned<K>(target: Client, owned: Arc<Mutex<Owned>>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + 'static,
+{
+    let (i, kind) = match K::kind(&()).as_ref() {
+        "Service" => (1, "v1/Service"),
+        "Ingress" => (2, "networking.k8s.io/v1/Ingress"),
+        "Secret" => (3, "v1/Secret"),
+        _ => (4, "v1/ConfigMap"),
+    };
+    // An Api of PartialObjectMeta asks for metadata only.
+    let api: Api<PartialObjectMeta<K>> = Api::all(target);
+    let config = watcher::Config::default().labels(DEPLOYMENT_LABEL);
+    let mut events = watcher(api, config).default_backoff().boxed();
+    while let Some(event) = events.next().await {
+        if let Err(e) = &event {
+            tracing::debug!(error = %e, kind, "watching applied objects on a target cluster");
+        }
+        owned.lock().unwrap().event(i, kind, &event);
     }
 }
 
@@ -173,11 +332,13 @@ async fn watch(
     liveness: Liveness,
     seen: Arc<Mutex<HashMap<ObjectRef<Deployment>, Seen>>>,
     wake: mpsc::UnboundedSender<ObjectRef<Deployment>>,
+    owned: Arc<Mutex<Owned>>,
 ) {
     let api: Api<AppsDeployment> = Api::all(target);
     let config = watcher::Config::default().labels(DEPLOYMENT_LABEL);
     let mut events = watcher(api, config).default_backoff().boxed();
     while let Some(event) = events.next().await {
+        owned.lock().unwrap().event(0, "apps/v1/Deployment", &event);
         let w = match event {
             Ok(watcher::Event::InitDone) => {
                 liveness.live.store(true, Ordering::Relaxed);
@@ -316,6 +477,80 @@ mod tests {
             .expect("woken when the watch failed");
         assert_eq!(woken, Some(dep.clone()));
         assert!(!w.wakes("uid", &dep), "failed before listing: poll");
+    }
+
+    #[test]
+    fn the_owned_index_answers_only_while_every_kind_is_listed_and_follows_labels() {
+        let meta = |name: &str, ns: &str, dep: Option<(&str, &str)>| -> PartialObjectMeta<Secret> {
+            let labels = dep.map_or(String::new(), |(d, dns)| {
+                format!(", labels: {{{DEPLOYMENT_LABEL}: {d}, {NAMESPACE_LABEL}: {dns}}}")
+            });
+            serde_yaml_ng::from_str(&format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}{labels}}}\n"
+            ))
+            .unwrap()
+        };
+        let fish = ObjectRef::<Deployment>::new("fish").within("ns");
+        let ids = |o: &Owned| o.of(&fish).map(|s| s.into_iter().collect::<Vec<_>>());
+        let mut o = Owned::default();
+        let ev = |o: &mut Owned, i: usize, e: watcher::Event<PartialObjectMeta<Secret>>| {
+            o.event(i, "v1/Secret", &Ok(e))
+        };
+        for i in 0..KINDS {
+            ev(&mut o, i, watcher::Event::Init);
+        }
+        ev(
+            &mut o,
+            3,
+            watcher::Event::InitApply(meta("fish-env", "ns", Some(("fish", "ns")))),
+        );
+        // Labelled for fish, but outside its namespace: not fish's (the lists were namespaced).
+        ev(
+            &mut o,
+            3,
+            watcher::Event::InitApply(meta("stray", "other", Some(("fish", "ns")))),
+        );
+        for i in 0..KINDS - 1 {
+            ev(&mut o, i, watcher::Event::InitDone);
+        }
+        assert_eq!(ids(&o), None, "one kind not listed yet: list instead");
+        ev(&mut o, 4, watcher::Event::InitDone);
+        assert_eq!(ids(&o), Some(vec!["v1/Secret/fish-env".to_string()]));
+        ev(
+            &mut o,
+            3,
+            watcher::Event::Apply(meta("fish-rclone", "ns", Some(("fish", "ns")))),
+        );
+        // Its labels were taken off: no longer kelp's.
+        ev(
+            &mut o,
+            3,
+            watcher::Event::Apply(meta("fish-env", "ns", None)),
+        );
+        assert_eq!(ids(&o), Some(vec!["v1/Secret/fish-rclone".to_string()]));
+        ev(
+            &mut o,
+            3,
+            watcher::Event::Delete(meta("fish-rclone", "ns", Some(("fish", "ns")))),
+        );
+        assert_eq!(ids(&o), Some(vec![]));
+        // A failed watch may have missed events until it lists or resumes again.
+        o.event::<PartialObjectMeta<Secret>>(
+            3,
+            "v1/Secret",
+            &Err(watcher::Error::NoResourceVersion),
+        );
+        assert_eq!(ids(&o), None);
+        // A relist replaces what the kind knew.
+        ev(&mut o, 3, watcher::Event::Init);
+        ev(
+            &mut o,
+            3,
+            watcher::Event::InitApply(meta("fish-new", "ns", Some(("fish", "ns")))),
+        );
+        assert_eq!(ids(&o), None);
+        ev(&mut o, 3, watcher::Event::InitDone);
+        assert_eq!(ids(&o), Some(vec!["v1/Secret/fish-new".to_string()]));
     }
 
     #[test]

@@ -360,6 +360,15 @@ async fn resource(
     let ns = t.namespace.as_deref();
     let sub = t.subresource.as_deref();
     let verb = verb(method, t.name.is_some(), query);
+    if std::env::var_os("KELP_REQ_LOG").is_some() {
+        eprintln!(
+            "REQ {:p} {verb} {} {:?} {}",
+            std::sync::Arc::as_ptr(store),
+            t.rt.plural,
+            sub,
+            content_type(headers)
+        );
+    }
     // A list or watch of one object by `metadata.name=` is authorized as that name, as the
     // API server's request info does (so `resourceNames` rules allow `kubectl get -w`).
     let selected = query
@@ -447,9 +456,17 @@ async fn resource(
                     store.resource_version()
                 )));
             }
-            let after = match query.get("continue").filter(|c| !c.is_empty()) {
-                Some(token) => Some(decode_continue(token)?),
-                None => None,
+            // The pages of one list share its first page's resourceVersion, as the API
+            // server's do: a watch from it misses nothing that changed while paging.
+            let (after, first_rv) = match query.get("continue").filter(|c| !c.is_empty()) {
+                Some(token) => {
+                    let (key, rv) = decode_continue(token)?;
+                    if store.expired(rv) {
+                        return Err(ApiError::expired_continue());
+                    }
+                    (Some(key), Some(rv))
+                }
+                None => (None, None),
             };
             let limit = query
                 .get("limit")
@@ -458,6 +475,7 @@ async fn resource(
             let filter = |o: &Value| labels.matches(&labels_of(o)) && fields.matches(o);
             let (items, rv, next, remaining) =
                 store.list(&t.rt, ns, &filter, after.as_ref(), limit);
+            let rv = first_rv.unwrap_or(rv);
             if table {
                 let mut tab = table::table(
                     &items,
@@ -467,7 +485,7 @@ async fn resource(
                     chrono::Utc::now(),
                 );
                 if let Some(next) = &next {
-                    tab["metadata"]["continue"] = json!(encode_continue(next));
+                    tab["metadata"]["continue"] = json!(encode_continue(next, rv));
                 }
                 return Ok(json_response(StatusCode::OK, &tab));
             }
@@ -487,7 +505,7 @@ async fn resource(
                 })
             };
             if let Some(next) = &next {
-                list["metadata"]["continue"] = json!(encode_continue(next));
+                list["metadata"]["continue"] = json!(encode_continue(next, rv));
                 list["metadata"]["remainingItemCount"] = json!(remaining);
             }
             Ok(json_response(StatusCode::OK, &list))
@@ -607,17 +625,20 @@ async fn resource(
     }
 }
 
-fn encode_continue(key: &(String, String)) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json!([key.0, key.1]).to_string())
+/// A continue token: the last key listed and the list's resourceVersion.
+fn encode_continue(key: &(String, String), rv: u64) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(json!([key.0, key.1, rv.to_string()]).to_string())
 }
 
-fn decode_continue(token: &str) -> Result<(String, String), ApiError> {
+fn decode_continue(token: &str) -> Result<((String, String), u64), ApiError> {
     let bad = || ApiError::bad_request("continue key is not valid");
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(token)
         .map_err(|_| bad())?;
-    let v: (String, String) = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    Ok(v)
+    let (ns, name, rv): (String, String, String) =
+        serde_json::from_slice(&raw).map_err(|_| bad())?;
+    Ok(((ns, name), rv.parse().map_err(|_| bad())?))
 }
 
 /// Reads a dotted path like `.spec.replicas`.

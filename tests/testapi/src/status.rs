@@ -135,6 +135,15 @@ impl ApiError {
         Self::new(410, "Expired", message)
     }
 
+    /// The next page of a list whose changes since its first page are forgotten.
+    pub fn expired_continue() -> Self {
+        Self::new(
+            410,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        )
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

@@ -278,6 +278,12 @@ impl Store {
             .cloned()
     }
 
+    /// Whether the changes since `rv` are no longer all in the history: a watch from it
+    /// is refused (410), and so is the next page of a list made at it.
+    pub fn expired(&self, rv: u64) -> bool {
+        self.lock().expired(rv)
+    }
+
     pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<Event>> {
         self.tx.subscribe()
     }
@@ -351,8 +357,8 @@ impl Store {
                 })
                 .collect(),
             Some(rv) => {
-                let oldest = inner.history.front().map(|e| e.rv).unwrap_or(inner.rv + 1);
-                if rv < inner.rv && oldest > rv + 1 {
+                if inner.expired(rv) {
+                    let oldest = inner.history.front().map(|e| e.rv).unwrap_or(inner.rv + 1);
                     return Err(ApiError::gone(format!(
                         "too old resource version: {rv} ({})",
                         oldest.saturating_sub(1)
@@ -1253,6 +1259,11 @@ fn accept_crd(crd: &mut Value, old: Option<&Value>) {
 }
 
 impl Inner {
+    fn expired(&self, rv: u64) -> bool {
+        let oldest = self.history.front().map(|e| e.rv).unwrap_or(self.rv + 1);
+        rv < self.rv && oldest > rv + 1
+    }
+
     fn get(&self, rt: &ResourceType, ns: Option<&str>, name: &str) -> Option<&Value> {
         let ns = if rt.namespaced {
             ns.unwrap_or("default")

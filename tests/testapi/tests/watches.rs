@@ -78,6 +78,40 @@ async fn lists_select_by_labels_and_fields_and_page() {
     assert_eq!(names(&page2.items), ["d"]);
     assert!(page2.metadata.continue_.is_none());
 
+    // Every page carries the first page's resourceVersion: a change made while paging
+    // (to an object already listed) is what a watch from it starts with.
+    let page1 = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    let rv = page1.metadata.resource_version.clone().unwrap();
+    cms.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"data": {"k": "changed while paging"}})),
+    )
+    .await
+    .unwrap();
+    let page2 = cms
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(page1.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(names(&page2.items), ["c", "d"]);
+    assert_eq!(
+        page2.metadata.resource_version.as_deref(),
+        Some(rv.as_str())
+    );
+    let mut events = cms
+        .watch(&WatchParams::default().timeout(1), &rv)
+        .await
+        .unwrap()
+        .boxed();
+    match events.try_next().await.unwrap() {
+        Some(WatchEvent::Modified(c)) => assert_eq!(c.metadata.name.as_deref(), Some("a")),
+        other => panic!("expected the change made while paging, got {other:?}"),
+    }
+
     let any = cms.list(&ListParams::default().match_any()).await.unwrap();
     assert_eq!(any.items.len(), 4, "resourceVersion=0");
     assert!(any.metadata.resource_version.is_some());
@@ -133,6 +167,22 @@ async fn watches_resume_from_a_resource_version_and_expire() {
         .boxed();
     match stream.next().await {
         Some(Ok(WatchEvent::Error(e))) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected 410 Expired, got {other:?}"),
+    }
+
+    // The next page of a list whose changes since its first page are forgotten.
+    let page1 = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    for i in 0..6 {
+        cms.create(&PostParams::default(), &cm(&format!("y{i}"), json!({})))
+            .await
+            .unwrap();
+    }
+    let token = page1.metadata.continue_.unwrap();
+    match cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+    {
+        Err(kube::Error::Api(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
         other => panic!("expected 410 Expired, got {other:?}"),
     }
 }
