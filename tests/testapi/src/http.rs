@@ -360,15 +360,6 @@ async fn resource(
     let ns = t.namespace.as_deref();
     let sub = t.subresource.as_deref();
     let verb = verb(method, t.name.is_some(), query);
-    if std::env::var_os("KELP_REQ_LOG").is_some() {
-        eprintln!(
-            "REQ {:p} {verb} {} {:?} {}",
-            std::sync::Arc::as_ptr(store),
-            t.rt.plural,
-            sub,
-            content_type(headers)
-        );
-    }
     // A list or watch of one object by `metadata.name=` is authorized as that name, as the
     // API server's request info does (so `resourceNames` rules allow `kubectl get -w`).
     let selected = query

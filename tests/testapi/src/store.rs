@@ -54,10 +54,11 @@ pub struct Event {
     pub rv: u64,
     pub key: (String, String),
     pub kind: EventType,
-    pub object: Value,
+    /// Shared with the store (an event copies no object).
+    pub object: Arc<Value>,
     /// The object before the change, so selector-filtered watches can tell objects
     /// entering or leaving their selection.
-    pub old: Option<Value>,
+    pub old: Option<Arc<Value>>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,7 +101,8 @@ pub type WatchStart = (Vec<Arc<Event>>, broadcast::Receiver<Arc<Event>>, u64);
 struct Inner {
     rv: u64,
     types: Vec<ResourceType>,
-    objects: HashMap<(String, String), BTreeMap<ObjKey, Value>>,
+    /// Shared with the watch events that carry them: a write copies no object.
+    objects: HashMap<(String, String), BTreeMap<ObjKey, Arc<Value>>>,
     history: VecDeque<Arc<Event>>,
     next_ip: u32,
     terminating: bool,
@@ -322,7 +324,7 @@ impl Store {
                 if limit.is_some_and(|l| items.len() + 1 == l) {
                     next = Some(key.clone());
                 }
-                items.push(with_version(obj.clone(), rt));
+                items.push(with_version((**obj).clone(), rt));
             }
         }
         if remaining == 0 {
@@ -629,7 +631,7 @@ impl Store {
             if cascade && rt.plural == "namespaces" {
                 new["status"]["phase"] = json!("Terminating");
             }
-            self.store(inner, rt, Some(old), new)
+            self.store(inner, rt, new)
         };
         if cascade && out["metadata"]["deletionTimestamp"].is_string() {
             inner.terminating = true;
@@ -647,7 +649,7 @@ impl Store {
                             .into_iter()
                             .flatten()
                             .filter(|(k, _)| k.0 == name)
-                            .map(|(_, o)| (t.clone(), o.clone()))
+                            .map(|(_, o)| (t.clone(), (**o).clone()))
                     })
                     .collect()
             } else {
@@ -665,7 +667,7 @@ impl Store {
                             .get(&t.store_key())
                             .into_iter()
                             .flatten()
-                            .map(|(_, o)| (t.clone(), o.clone()))
+                            .map(|(_, o)| (t.clone(), (**o).clone()))
                             .collect()
                     })
                     .unwrap_or_default()
@@ -700,7 +702,7 @@ impl Store {
                     .into_iter()
                     .flatten()
                     .filter(|(_, o)| o["metadata"]["deletionTimestamp"].is_string())
-                    .map(|(_, o)| o.clone())
+                    .map(|(_, o)| (**o).clone())
                     .collect();
                 for obj in candidates {
                     let name = name_of(&obj).to_string();
@@ -964,10 +966,10 @@ impl Store {
         let is_cascading = rt.group.is_empty() && rt.plural == "namespaces"
             || rt.plural == "customresourcedefinitions";
         let stored = if deleting_done && !is_cascading {
-            let stored = self.store(inner, rt, old, new);
+            let stored = self.store(inner, rt, new);
             self.remove(inner, rt, &stored)
         } else {
-            self.store(inner, rt, old, new)
+            self.store(inner, rt, new)
         };
         if deleting_done && is_cascading {
             inner.terminating = true;
@@ -1019,13 +1021,8 @@ impl Store {
         }
     }
 
-    fn store(
-        &self,
-        inner: &mut Inner,
-        rt: &ResourceType,
-        old: Option<Value>,
-        mut new: Value,
-    ) -> Value {
+    /// Stores `new` as the next version (the event's old object is the one it replaces).
+    fn store(&self, inner: &mut Inner, rt: &ResourceType, mut new: Value) -> Value {
         inner.rv += 1;
         let rv = inner.rv;
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
@@ -1036,7 +1033,8 @@ impl Store {
                 .to_string(),
             name_of(&new).to_string(),
         );
-        inner
+        let new = Arc::new(new);
+        let old = inner
             .objects
             .entry(rt.store_key())
             .or_default()
@@ -1053,7 +1051,7 @@ impl Store {
         if is_cluster_role(rt) {
             self.aggregate_cluster_roles(inner, rt);
         }
-        new
+        (*new).clone()
     }
 
     /// What Kubernetes' clusterrole-aggregation controller does: the rules of a ClusterRole
@@ -1066,7 +1064,7 @@ impl Store {
         let roles: Vec<Value> = inner
             .objects
             .get(&rt.store_key())
-            .map(|m| m.values().cloned().collect())
+            .map(|m| m.values().map(|o| (**o).clone()).collect())
             .unwrap_or_default();
         for (name, rules) in crate::auth::aggregate(&roles) {
             let Some(old) = inner.get(rt, None, &name).cloned() else {
@@ -1074,7 +1072,7 @@ impl Store {
             };
             let mut new = old.clone();
             new["rules"] = Value::Array(rules);
-            self.store(inner, rt, Some(old), new);
+            self.store(inner, rt, new);
         }
         inner.aggregating = false;
     }
@@ -1158,7 +1156,7 @@ impl Store {
             "lastTimestamp": last,
         });
         let core_event = strip_nulls(core_event);
-        self.store(inner, &core, old, core_event);
+        self.store(inner, &core, core_event);
     }
 
     fn remove(&self, inner: &mut Inner, rt: &ResourceType, obj: &Value) -> Value {
@@ -1172,9 +1170,10 @@ impl Store {
                 .to_string(),
             name_of(obj).to_string(),
         );
-        if let Some(objs) = inner.objects.get_mut(&rt.store_key()) {
-            objs.remove(&key);
-        }
+        let removed = inner
+            .objects
+            .get_mut(&rt.store_key())
+            .and_then(|objs| objs.remove(&key));
         if rt.plural == "customresourcedefinitions" {
             let name = name_of(obj).to_string();
             inner
@@ -1190,8 +1189,8 @@ impl Store {
             inner,
             rt,
             EventType::Deleted,
-            gone.clone(),
-            Some(obj.clone()),
+            Arc::new(gone.clone()),
+            Some(removed.unwrap_or_else(|| Arc::new(obj.clone()))),
         );
         if is_cluster_role(rt) {
             self.aggregate_cluster_roles(inner, rt);
@@ -1204,8 +1203,8 @@ impl Store {
         inner: &mut Inner,
         rt: &ResourceType,
         kind: EventType,
-        object: Value,
-        old: Option<Value>,
+        object: Arc<Value>,
+        old: Option<Arc<Value>>,
     ) {
         let event = Arc::new(Event {
             rv: inner.rv,
@@ -1273,6 +1272,7 @@ impl Inner {
         self.objects
             .get(&rt.store_key())?
             .get(&(ns.to_string(), name.to_string()))
+            .map(|o| o.as_ref())
     }
 
     fn check_body(&self, rt: &ResourceType, body: &Value) -> Result<(), ApiError> {

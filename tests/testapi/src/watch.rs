@@ -98,18 +98,29 @@ pub fn serve(
     let interval = store.config.bookmark_interval;
     let (tx, out) = mpsc::channel::<Result<Bytes, Infallible>>(256);
     tokio::spawn(async move {
-        let render = |kind: &str, obj: &Value| -> Bytes {
-            let mut obj = obj.clone();
-            obj["apiVersion"] = json!(rt.api_version());
-            obj["kind"] = json!(rt.kind);
-            let rv = obj["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            let obj = match wants {
+        let api_version = rt.api_version();
+        let render = |kind: &str, stored: &Value| -> Bytes {
+            // Shown in the version asked for; copied only when it is not the stored one.
+            let copy;
+            let obj = if stored["apiVersion"] == api_version.as_str()
+                && stored["kind"] == rt.kind.as_str()
+            {
+                stored
+            } else {
+                let mut o = stored.clone();
+                o["apiVersion"] = json!(api_version);
+                o["kind"] = json!(rt.kind);
+                copy = o;
+                &copy
+            };
+            let shown = match wants {
                 crate::http::As::Table => {
+                    let rv = obj["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string();
                     let mut t = table::table(
-                        std::slice::from_ref(&obj),
+                        std::slice::from_ref(obj),
                         &rt.columns,
                         include,
                         &rv,
@@ -118,10 +129,10 @@ pub fn serve(
                     t["metadata"]["resourceVersion"] = json!(rv);
                     t
                 }
-                crate::http::As::Metadata => crate::http::partial(&obj),
-                crate::http::As::Object => obj,
+                crate::http::As::Metadata => crate::http::partial(obj),
+                crate::http::As::Object => return event_line(kind, obj),
             };
-            Bytes::from(json!({"type": kind, "object": obj}).to_string() + "\n")
+            event_line(kind, &shown)
         };
         let bookmark = |rv: u64, initial_end: bool| -> Bytes {
             let mut obj = json!({"kind": rt.kind, "apiVersion": rt.api_version(), "metadata": {"resourceVersion": rv.to_string()}});
@@ -175,4 +186,17 @@ pub fn serve(
     Ok(Body::from_stream(
         tokio_stream::wrappers::ReceiverStream::new(out),
     ))
+}
+
+/// One watch event as a line of JSON, written straight from the object.
+fn event_line(kind: &str, object: &Value) -> Bytes {
+    #[derive(serde::Serialize)]
+    struct Line<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        object: &'a Value,
+    }
+    let mut line = serde_json::to_vec(&Line { kind, object }).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
 }
