@@ -209,6 +209,9 @@ impl Drop for Workloads {
 /// The kinds kelp applies, as `Owned` indexes them: the workload's watch feeds the first.
 const KINDS: usize = 5;
 
+/// One kind's entries in `Owned`: each object's `namespace/name` -> (its Deployment, its id).
+type KindIndex = HashMap<String, (ObjectRef<Deployment>, String)>;
+
 /// An index of the objects on one target that carry kelp's labels, by the kelp
 /// Deployment they were applied for, fed by one watch per kind.
 #[derive(Default)]
@@ -217,9 +220,9 @@ struct Owned {
     live: [bool; KINDS],
     /// Objects being listed again (after an `Init`), by kind: they replace the kind's
     /// entries at `InitDone`.
-    relisting: [Option<HashMap<String, (ObjectRef<Deployment>, String)>>; KINDS],
+    relisting: [Option<KindIndex>; KINDS],
     /// By kind, each object's `namespace/name` -> (its Deployment, its id).
-    objects: [HashMap<String, (ObjectRef<Deployment>, String)>; KINDS],
+    objects: [KindIndex; KINDS],
 }
 
 impl Owned {
