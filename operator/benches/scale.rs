@@ -482,7 +482,7 @@ fn print_report(label: &str, r: &Report) {
 /// 11.3-12.3 s at 2.4 reconciles per object (2.5 per Deployment). (Earlier, seen by
 /// listing every 200 ms, which loaded the API server: 13.3-13.9 s; before that 24.9 s
 /// and 21.1 s, and on a quieter machine 17.0 s at 3.8-4.3.)
-const LAST_READY_S: f64 = 11.3;
+const LAST_READY_S: f64 = 7.3;
 const LAST_RECONCILES: f64 = 2.4;
 
 async fn bench() {

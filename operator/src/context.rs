@@ -117,10 +117,8 @@ pub struct Context {
     pub health: Arc<crate::health::Health>,
     /// Orphan sweeps: when each Cluster last swept, and when each orphan was first seen.
     pub orphans: Mutex<Orphans>,
-    /// What this process last applied for each Deployment, and where (the Cluster's
-    /// UID): while a reconcile renders the same objects for the same Cluster, there is
-    /// nothing to prune, so the target's objects need not be listed.
-    pub applied: Mutex<HashMap<String, (String, std::collections::BTreeSet<String>)>>,
+    /// What this process last applied for each Deployment, and where.
+    pub applied: Mutex<HashMap<String, crate::deployment::Applied>>,
     /// Each Cluster's pending creates as this process last wrote them (by UID), in case
     /// the cache has not caught up with that status write yet.
     pending: Mutex<HashMap<String, Vec<kelp_crds::PendingCreate>>>,

@@ -34,7 +34,7 @@ use crate::conditions;
 use crate::context::{Ctx, Error, Result, reconcile_with_finalizer};
 use build::{DEPLOYMENT_LABEL, NAMESPACE_LABEL};
 pub use plan::{Blocked, Kind};
-use plan::{Observed, Plan, Work};
+use plan::{Observed, Plan, Readiness, Work};
 use status::Outcome;
 
 /// The finalizer kelp puts on Deployments: the workload is removed from the target first.
@@ -348,7 +348,7 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
                 Ok(workload) => {
                     views
                         .workloads
-                        .saw(ObjectRef::from_obj(dep.as_ref()), workload.as_ref());
+                        .saw(ObjectRef::from_obj(dep.as_ref()), workload.clone());
                     let (ready_replicas, rollout) = plan::rollout(
                         &dep,
                         observed.cluster.as_ref(),
@@ -498,19 +498,34 @@ async fn apply_work(
     dep: &Deployment,
     cluster_uid: &str,
     work: &Work,
-) -> Result<Option<AppsDeployment>, Stop> {
+) -> Result<Option<Readiness>, Stop> {
     let ns = dep.namespace().unwrap_or_default();
     let name = dep.name_any();
     let key = crate::context::key(dep);
+    let digest = digest(&work.objects);
     // What this process applied there last time (and found or made with this
     // Deployment's labels): checked again only when it stops applying cleanly.
-    let known: BTreeSet<String> = ctx
+    let last = ctx
         .applied
         .lock()
         .unwrap()
         .get(&key)
-        .filter(|(uid, _)| uid == cluster_uid)
-        .map(|(_, ids)| ids.clone())
+        .filter(|a| a.cluster == cluster_uid)
+        .cloned();
+    // The same objects again, and the target's watches show each one as it was written:
+    // applying them would change nothing. Applied again once per resync all the same.
+    if let Some(last) = &last
+        && last.digest == digest
+        && std::env::var("NOSKIP").is_err()
+        && last.at.elapsed() < ctx.config.resync
+        && let Some(readiness) =
+            workloads.unchanged(cluster_uid, &ObjectRef::from_obj(dep), &last.wrote)
+    {
+        tracing::debug!(deployment = %key, "applied objects unchanged on the target");
+        return Ok(Some(readiness));
+    }
+    let known: BTreeSet<String> = last
+        .map(|a| a.wrote.into_keys().collect())
         .unwrap_or_default();
     // Never take over what kelp did not create: every object is checked before any is
     // applied, and only objects carrying this Deployment's labels are ever pruned.
@@ -537,18 +552,20 @@ async fn apply_work(
     if known.is_empty() {
         ensure_namespace(target, &ns).await?;
     }
-    let mut applied = BTreeSet::new();
+    let mut wrote = BTreeMap::new();
     let mut workload = None;
     for obj in &work.objects {
         let (id, written) = server_side_apply(target, obj).await.map_err(forget)?;
         if id == format!("apps/v1/Deployment/{name}") {
-            workload = serde_json::to_value(written)
+            workload = serde_json::to_value(&written)
                 .ok()
-                .and_then(|v| serde_json::from_value::<AppsDeployment>(v).ok());
+                .and_then(|v| serde_json::from_value::<AppsDeployment>(v).ok())
+                .map(|w| Readiness::of(&w));
         }
-        applied.insert(id);
+        wrote.insert(id, workloads::Version::of(&written.metadata));
     }
-    if known.is_empty() || known != applied {
+    if known.is_empty() || !known.iter().eq(wrote.keys()) {
+        let applied: BTreeSet<String> = wrote.keys().cloned().collect();
         // What kelp applied there: from the target's watches when they are live (with
         // what this process applied itself, which they may not show yet), else listed.
         let owned = match workloads.owned(cluster_uid, &ObjectRef::from_obj(dep)) {
@@ -556,12 +573,42 @@ async fn apply_work(
             None => owned(target, &ns, &name).await?,
         };
         prune(target, &ns, &owned, &applied).await?;
-        ctx.applied
-            .lock()
-            .unwrap()
-            .insert(key, (cluster_uid.to_string(), applied));
     }
+    ctx.applied.lock().unwrap().insert(
+        key,
+        Applied {
+            cluster: cluster_uid.to_string(),
+            digest,
+            wrote,
+            at: std::time::Instant::now(),
+        },
+    );
     Ok(workload)
+}
+
+/// What this process last applied for a Deployment, and where: while a reconcile
+/// renders the same objects for the same Cluster there is nothing to prune, and while
+/// the target's watches show them as written, nothing to apply.
+#[derive(Clone, Debug)]
+pub struct Applied {
+    /// The Cluster's UID.
+    pub cluster: String,
+    /// Of the objects rendered ([`digest`]).
+    pub digest: u64,
+    /// Each object (`apiVersion/kind/name`) and the version its apply wrote.
+    pub wrote: BTreeMap<String, workloads::Version>,
+    /// When they were applied.
+    pub at: std::time::Instant,
+}
+
+/// A digest of rendered objects: equal for the same objects in the same order.
+fn digest(objects: &[Value]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for o in objects {
+        serde_json::to_string(o).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
 }
 
 async fn ensure_namespace(target: &Client, ns: &str) -> Result<()> {

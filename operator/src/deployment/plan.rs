@@ -458,16 +458,16 @@ fn secret(
     serde_json::to_value(s).expect("a Secret serializes")
 }
 
-/// The workload's rollout as the target reports it (`workload`, as the apply returned
-/// it): its ready replicas for `dep`, whether every one is ready for its current
+/// The workload's rollout as the target reports it (`workload`: its readiness as the
+/// apply returned it or the target's watch delivered it): its ready replicas for `dep`, whether every one is ready for its current
 /// generation, and whether the pool (`plan.pool` of `cluster`) has no Ready machine.
 pub fn rollout(
     dep: &Deployment,
     cluster: Option<&Cluster>,
     pool: Option<&str>,
-    workload: Option<&AppsDeployment>,
+    workload: Option<&Readiness>,
 ) -> (i32, Rollout) {
-    let now = workload.map(Readiness::of).unwrap_or_default();
+    let now = workload.cloned().unwrap_or_default();
     let observed = now.ready_replicas.is_some();
     let ready_replicas = now.ready_replicas.unwrap_or(0);
     let unavailable = now.unavailable;
@@ -724,7 +724,9 @@ status:
             "status:\n  nodePools: [{name: gpu, desired: 1, ready: 1}]\n",
         ))
         .unwrap();
-        let on = |w: Option<&AppsDeployment>| rollout(&d, Some(&c), Some("gpu"), w);
+        let on = |w: Option<&AppsDeployment>| {
+            rollout(&d, Some(&c), Some("gpu"), w.map(Readiness::of).as_ref())
+        };
         assert_eq!(on(None).0, 0);
         let (n, r) = on(Some(&w(2, 1, 2)));
         assert_eq!((n, r.ready, r.pool_empty), (0, false, false));
@@ -735,7 +737,12 @@ status:
         );
         // A pool with no Ready machine yet: waiting on the Cluster, not polling.
         let booting: Cluster = serde_yaml_ng::from_str(CLUSTER).unwrap();
-        let (_, r) = rollout(&d, Some(&booting), Some("gpu"), Some(&w(2, 2, 0)));
+        let (_, r) = rollout(
+            &d,
+            Some(&booting),
+            Some("gpu"),
+            Some(&Readiness::of(&w(2, 2, 0))),
+        );
         assert!(r.pool_empty && !r.ready);
         let (n, r) = on(Some(&w(2, 2, 2)));
         assert_eq!((n, r.ready, r.why_not), (2, true, None));

@@ -19,7 +19,7 @@
 //! it instead of listing every kind for each Deployment. While any of those watches is
 //! not listed and watching, the index is not used and the apply lists, as before.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -78,8 +78,8 @@ impl Workloads {
 
     /// Records what a reconcile of `dep` saw of its workload (None: no workload), and
     /// wakes it again when the watch had already delivered something else.
-    pub fn saw(&self, dep: ObjectRef<Deployment>, workload: Option<&AppsDeployment>) {
-        if reconciled(&self.seen, &dep, workload.map(Readiness::of)) {
+    pub fn saw(&self, dep: ObjectRef<Deployment>, workload: Option<Readiness>) {
+        if reconciled(&self.seen, &dep, workload) {
             let _ = self.wake.send(dep);
         }
     }
@@ -181,6 +181,29 @@ impl Workloads {
         w.owned.lock().unwrap().of(dep)
     }
 
+    /// The readiness the watch last delivered of `dep`'s workload, when the objects
+    /// `wrote` (`apiVersion/kind/name` -> the version an apply wrote) are all on the
+    /// Cluster `uid`, watched, and unchanged since: applying them again would change
+    /// nothing. None otherwise (apply them).
+    pub fn unchanged(
+        &self,
+        uid: &str,
+        dep: &ObjectRef<Deployment>,
+        wrote: &BTreeMap<String, Version>,
+    ) -> Option<Readiness> {
+        {
+            let watches = self.watches.lock().unwrap();
+            let w = watches.get(uid)?;
+            if w.task.is_finished()
+                || w.others.iter().any(|t| t.is_finished())
+                || !w.owned.lock().unwrap().unchanged(dep, wrote)
+            {
+                return None;
+            }
+        }
+        self.seen.lock().unwrap().get(dep)?.watched.clone()
+    }
+
     /// Stops the watch of the Cluster `uid` (deleted).
     pub fn stop(&self, uid: &str) {
         if let Some(w) = self.watches.lock().unwrap().remove(uid) {
@@ -209,8 +232,33 @@ impl Drop for Workloads {
 /// The kinds kelp applies, as `Owned` indexes them: the workload's watch feeds the first.
 const KINDS: usize = 5;
 
-/// One kind's entries in `Owned`: each object's `namespace/name` -> (its Deployment, its id).
-type KindIndex = HashMap<String, (ObjectRef<Deployment>, String)>;
+/// One kind's entries in `Owned`: each object's `namespace/name` -> (its Deployment,
+/// its id, its version).
+type KindIndex = HashMap<String, (ObjectRef<Deployment>, String, Version)>;
+
+/// The version of an object on a target, as an apply wrote it or a watch delivered it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Version {
+    pub resource_version: Option<String>,
+    pub generation: Option<i64>,
+}
+
+impl Version {
+    pub fn of(meta: &kube::api::ObjectMeta) -> Self {
+        Version {
+            resource_version: meta.resource_version.clone(),
+            generation: meta.generation,
+        }
+    }
+
+    /// Whether `self` is still what was written as `wrote`: the same resourceVersion,
+    /// or, for a kind with a generation, the same generation (a status write changes
+    /// the version, not what kelp applied).
+    fn unchanged_since(&self, wrote: &Version) -> bool {
+        (self.resource_version.is_some() && self.resource_version == wrote.resource_version)
+            || (self.generation.is_some() && self.generation == wrote.generation)
+    }
+}
 
 /// An index of the objects on one target that carry kelp's labels, by the kelp
 /// Deployment they were applied for, fed by one watch per kind.
@@ -234,10 +282,28 @@ impl Owned {
             self.objects
                 .iter()
                 .flat_map(|m| m.values())
-                .filter(|(d, _)| d == dep)
-                .map(|(_, id)| id.clone())
+                .filter(|(d, _, _)| d == dep)
+                .map(|(_, id, _)| id.clone())
                 .collect(),
         )
+    }
+
+    /// Whether every kind is watched and each object in `wrote` is there for `dep`,
+    /// unchanged since it was written.
+    fn unchanged(&self, dep: &ObjectRef<Deployment>, wrote: &BTreeMap<String, Version>) -> bool {
+        if !self.live.iter().all(|l| *l) {
+            return false;
+        }
+        let now: HashMap<&str, &Version> = self
+            .objects
+            .iter()
+            .flat_map(|m| m.values())
+            .filter(|(d, _, _)| d == dep)
+            .map(|(_, id, v)| (id.as_str(), v))
+            .collect();
+        wrote
+            .iter()
+            .all(|(id, w)| now.get(id.as_str()).is_some_and(|v| v.unchanged_since(w)))
     }
 
     /// Applies one watch event of the kind `kind` (`apiVersion/Kind`).
@@ -261,7 +327,7 @@ impl Owned {
                 .filter(|(_, ns)| meta.namespace.as_deref() == Some(ns.as_str()))
                 .map(|(name, ns)| ObjectRef::new(name).within(ns));
             let id = format!("{kind}/{}", meta.name.as_deref().unwrap_or_default());
-            (key, dep.map(|d| (d, id)))
+            (key, dep.map(|d| (d, id, Version::of(meta))))
         };
         match event {
             Ok(watcher::Event::Init) => {
@@ -554,6 +620,129 @@ mod tests {
         assert_eq!(ids(&o), None);
         ev(&mut o, 3, watcher::Event::InitDone);
         assert_eq!(ids(&o), Some(vec!["v1/Secret/fish-new".to_string()]));
+    }
+
+    #[test]
+    fn objects_count_as_unchanged_only_while_watched_as_written() {
+        let fish = ObjectRef::<Deployment>::new("fish").within("ns");
+        let obj = |kind: &str, rv: &str, generation: Option<i64>, labelled: bool| {
+            let labels = if labelled {
+                format!(", labels: {{{DEPLOYMENT_LABEL}: fish, {NAMESPACE_LABEL}: ns}}")
+            } else {
+                String::new()
+            };
+            let generation = generation.map_or(String::new(), |g| format!(", generation: {g}"));
+            serde_yaml_ng::from_str::<PartialObjectMeta<ConfigMap>>(&format!(
+                "apiVersion: v1\nkind: {kind}\nmetadata: {{name: fish, namespace: ns, resourceVersion: \"{rv}\"{generation}{labels}}}\n"
+            ))
+            .unwrap()
+        };
+        let version = |rv: &str, generation: Option<i64>| Version {
+            resource_version: Some(rv.into()),
+            generation,
+        };
+        let wrote = BTreeMap::from([
+            (
+                "apps/v1/Deployment/fish".to_string(),
+                version("10", Some(1)),
+            ),
+            ("v1/ConfigMap/fish".to_string(), version("11", None)),
+        ]);
+        let mut o = Owned::default();
+        let ev = |o: &mut Owned, i: usize, kind: &str, e| o.event(i, kind, &Ok(e));
+        for i in 0..KINDS {
+            ev(&mut o, i, "x", watcher::Event::Init);
+        }
+        ev(
+            &mut o,
+            0,
+            "apps/v1/Deployment",
+            watcher::Event::InitApply(obj("Deployment", "10", Some(1), true)),
+        );
+        ev(
+            &mut o,
+            4,
+            "v1/ConfigMap",
+            watcher::Event::InitApply(obj("ConfigMap", "11", None, true)),
+        );
+        for i in 0..KINDS - 1 {
+            ev(&mut o, i, "x", watcher::Event::InitDone);
+        }
+        assert!(!o.unchanged(&fish, &wrote), "one kind not listed yet");
+        ev(&mut o, 4, "x", watcher::Event::InitDone);
+        assert!(o.unchanged(&fish, &wrote));
+        // A status write: a new version of the same generation.
+        ev(
+            &mut o,
+            0,
+            "apps/v1/Deployment",
+            watcher::Event::Apply(obj("Deployment", "12", Some(1), true)),
+        );
+        assert!(o.unchanged(&fish, &wrote));
+        // Someone changed its spec.
+        ev(
+            &mut o,
+            0,
+            "apps/v1/Deployment",
+            watcher::Event::Apply(obj("Deployment", "13", Some(2), true)),
+        );
+        assert!(!o.unchanged(&fish, &wrote));
+        ev(
+            &mut o,
+            0,
+            "apps/v1/Deployment",
+            watcher::Event::Apply(obj("Deployment", "10", Some(1), true)),
+        );
+        assert!(o.unchanged(&fish, &wrote));
+        // A kind without a generation: any new version is a change.
+        ev(
+            &mut o,
+            4,
+            "v1/ConfigMap",
+            watcher::Event::Apply(obj("ConfigMap", "14", None, true)),
+        );
+        assert!(!o.unchanged(&fish, &wrote));
+        ev(
+            &mut o,
+            4,
+            "v1/ConfigMap",
+            watcher::Event::Apply(obj("ConfigMap", "11", None, true)),
+        );
+        assert!(o.unchanged(&fish, &wrote));
+        // Its labels taken off, or deleted: gone for kelp.
+        ev(
+            &mut o,
+            4,
+            "v1/ConfigMap",
+            watcher::Event::Apply(obj("ConfigMap", "11", None, false)),
+        );
+        assert!(!o.unchanged(&fish, &wrote));
+        ev(
+            &mut o,
+            4,
+            "v1/ConfigMap",
+            watcher::Event::Apply(obj("ConfigMap", "11", None, true)),
+        );
+        ev(
+            &mut o,
+            4,
+            "v1/ConfigMap",
+            watcher::Event::Delete(obj("ConfigMap", "11", None, true)),
+        );
+        assert!(!o.unchanged(&fish, &wrote));
+        // Missed events: not known to be unchanged.
+        ev(
+            &mut o,
+            4,
+            "v1/ConfigMap",
+            watcher::Event::Apply(obj("ConfigMap", "11", None, true)),
+        );
+        o.event::<PartialObjectMeta<ConfigMap>>(
+            4,
+            "v1/ConfigMap",
+            &Err(watcher::Error::NoResourceVersion),
+        );
+        assert!(!o.unchanged(&fish, &wrote));
     }
 
     #[test]
