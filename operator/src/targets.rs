@@ -16,7 +16,9 @@ pub const KUBECONFIG_KEY: &str = "value";
 
 #[derive(Default)]
 pub struct Targets {
-    cache: Mutex<HashMap<String, (String, Client)>>,
+    /// By Secret and key: the Secret's version the client was built from, the client,
+    /// and [`Targets::identity`]'s answer for it.
+    cache: Mutex<HashMap<String, (String, Client, String)>>,
 }
 
 /// Where a Cluster's kubeconfig lives: (Secret name, key).
@@ -49,7 +51,7 @@ impl Targets {
         let ns = cluster.namespace().unwrap_or_default();
         if let Some((name, key)) = kubeconfig_secret(cluster)
             && let Some(watched) = secrets.version(&ns, &name)
-            && let Some((v, c)) = self
+            && let Some((v, c, _)) = self
                 .cache
                 .lock()
                 .unwrap()
@@ -68,7 +70,7 @@ impl Targets {
     /// with different keys get different clients.
     pub async fn client_for(&self, kc: &KubeconfigSecret) -> Result<Client> {
         let cache_key = cache_key(&kc.id, &kc.key);
-        if let Some((v, c)) = self.cache.lock().unwrap().get(&cache_key)
+        if let Some((v, c, _)) = self.cache.lock().unwrap().get(&cache_key)
             && *v == kc.version
         {
             return Ok(c.clone());
@@ -88,11 +90,31 @@ impl Targets {
             )),
             other => other,
         })?;
+        let identity = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            text.hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
         self.cache
             .lock()
             .unwrap()
-            .insert(cache_key, (kc.version.clone(), target.clone()));
+            .insert(cache_key, (kc.version.clone(), target.clone(), identity));
         Ok(target)
+    }
+
+    /// Which Kubernetes, seen with which credentials, the client last built for
+    /// `cluster` talks to: a digest of its kubeconfig, equal for Clusters whose
+    /// kubeconfigs are the same (then one set of watches serves them all). None before a
+    /// client was built for it.
+    pub fn identity(&self, cluster: &Cluster) -> Option<String> {
+        let ns = cluster.namespace().unwrap_or_default();
+        let (name, key) = kubeconfig_secret(cluster)?;
+        self.cache
+            .lock()
+            .unwrap()
+            .get(&cache_key(&format!("{ns}/{name}"), &key))
+            .map(|(_, _, identity)| identity.clone())
     }
 }
 

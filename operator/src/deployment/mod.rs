@@ -343,7 +343,12 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
     let outcome = match (&plan.step, target) {
         (Err(b), _) => Outcome::Blocked(b.clone()),
         (Ok(work), Some(target)) => {
-            views.workloads.ensure(&uid, &target);
+            let identity = observed
+                .cluster
+                .as_ref()
+                .and_then(|c| ctx.targets.identity(c))
+                .unwrap_or_else(|| uid.clone());
+            views.workloads.ensure(&uid, &identity, &target);
             match apply_work(&ctx, &target, &views.workloads, &dep, &uid, work).await {
                 Ok(workload) => {
                     views

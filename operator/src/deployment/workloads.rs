@@ -56,10 +56,10 @@ struct Watch {
     first_list: Arc<Mutex<Option<Vec<ObjectRef<Deployment>>>>>,
 }
 
-/// The workload watches of every target cluster (by Cluster UID), and what each
-/// Deployment's last reconcile saw of its workload.
+/// The workload watches of every target cluster, and what each Deployment's last
+/// reconcile saw of its workload.
 pub struct Workloads {
-    watches: Mutex<HashMap<String, Watch>>,
+    watches: Mutex<Watches>,
     seen: Arc<Mutex<HashMap<ObjectRef<Deployment>, Seen>>>,
     wake: mpsc::UnboundedSender<ObjectRef<Deployment>>,
 }
@@ -131,9 +131,12 @@ impl Workloads {
     }
 
     /// Starts watching the workloads on the Cluster `uid` through `target`, unless a
-    /// watch of it runs already.
-    pub fn ensure(&self, uid: &str, target: &Client) {
+    /// watch of it runs already. `identity` says which Kubernetes `target` talks to, as
+    /// whom ([`crate::targets::Targets::identity`]): Clusters of one identity share one
+    /// set of watches, and a Cluster whose identity changes moves to the new one.
+    pub fn ensure(&self, uid: &str, identity: &str, target: &Client) {
         let mut watches = self.watches.lock().unwrap();
+        watches.assign(uid, identity);
         if watches.get(uid).is_some_and(|w| !w.task.is_finished()) {
             return;
         }
@@ -156,8 +159,8 @@ impl Workloads {
             tokio::spawn(watch_owned::<Secret>(target.clone(), owned.clone())),
             tokio::spawn(watch_owned::<ConfigMap>(target.clone(), owned.clone())),
         ];
-        watches.insert(
-            uid.to_string(),
+        watches.by_identity.insert(
+            identity.to_string(),
             Watch {
                 task,
                 others,
@@ -204,9 +207,39 @@ impl Workloads {
         self.seen.lock().unwrap().get(dep)?.watched.clone()
     }
 
-    /// Stops the watch of the Cluster `uid` (deleted).
+    /// Stops the watch of the Cluster `uid` (deleted), unless another Cluster shares it.
     pub fn stop(&self, uid: &str) {
-        if let Some(w) = self.watches.lock().unwrap().remove(uid) {
+        self.watches.lock().unwrap().unassign(uid);
+    }
+}
+
+/// The watches by target identity, and each Cluster's identity.
+#[derive(Default)]
+struct Watches {
+    by_identity: HashMap<String, Watch>,
+    identity_of: HashMap<String, String>,
+}
+
+impl Watches {
+    /// The watch of the Cluster `uid`.
+    fn get(&self, uid: &str) -> Option<&Watch> {
+        self.by_identity.get(self.identity_of.get(uid)?)
+    }
+
+    fn assign(&mut self, uid: &str, identity: &str) {
+        if self.identity_of.get(uid).map(String::as_str) != Some(identity) {
+            self.unassign(uid);
+            self.identity_of
+                .insert(uid.to_string(), identity.to_string());
+        }
+    }
+
+    /// Forgets the Cluster `uid`; stops its watch when no other Cluster uses it.
+    fn unassign(&mut self, uid: &str) {
+        if let Some(old) = self.identity_of.remove(uid)
+            && !self.identity_of.values().any(|i| *i == old)
+            && let Some(w) = self.by_identity.remove(&old)
+        {
             w.abort();
         }
     }
@@ -223,7 +256,7 @@ impl Watch {
 
 impl Drop for Workloads {
     fn drop(&mut self) {
-        for (_, w) in self.watches.lock().unwrap().drain() {
+        for (_, w) in self.watches.lock().unwrap().by_identity.drain() {
             w.abort();
         }
     }
@@ -538,7 +571,7 @@ mod tests {
             .await
             .unwrap();
         assert!(!w.wakes("uid", &dep), "no watch: poll");
-        w.ensure("uid", &target);
+        w.ensure("uid", "id", &target);
         // The task has not run yet: the watch is on its first list.
         assert!(w.wakes("uid", &dep));
         let woken = tokio::time::timeout(std::time::Duration::from_secs(10), rx.recv())
@@ -546,6 +579,30 @@ mod tests {
             .expect("woken when the watch failed");
         assert_eq!(woken, Some(dep.clone()));
         assert!(!w.wakes("uid", &dep), "failed before listing: poll");
+    }
+
+    #[tokio::test]
+    async fn clusters_of_one_identity_share_one_set_of_watches() {
+        let (w, _rx) = Workloads::new();
+        let dep = ObjectRef::<Deployment>::new("fish").within("ns");
+        let kubeconfig = crate::targets::test_kubeconfig("https://127.0.0.1:9");
+        let target = crate::targets::client_from_kubeconfig(&kubeconfig)
+            .await
+            .unwrap();
+        let running = |w: &Workloads| w.watches.lock().unwrap().by_identity.len();
+        w.ensure("a", "same", &target);
+        w.ensure("b", "same", &target);
+        assert_eq!(running(&w), 1, "one Kubernetes, one set of watches");
+        assert!(w.wakes("a", &dep) && w.wakes("b", &dep));
+        w.stop("a");
+        assert_eq!(running(&w), 1, "still used by b");
+        assert!(!w.wakes("a", &dep) && w.wakes("b", &dep));
+        // b's kubeconfig now points elsewhere: it moves, and the old watch stops.
+        w.ensure("b", "other", &target);
+        assert_eq!(running(&w), 1);
+        assert!(w.watches.lock().unwrap().by_identity.contains_key("other"));
+        w.stop("b");
+        assert_eq!(running(&w), 0);
     }
 
     #[test]
