@@ -747,14 +747,7 @@ async fn user_recipes_from_configmaps_render_and_broken_ones_are_reported() {
 /// one behind (this process has applied nothing there yet, so it lists what is there).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_the_deployment_no_longer_renders_are_pruned_also_after_a_restart() {
-    let mut h = Harness::new().await;
-    h.start();
-    h.apply_yaml(MODULE).await;
-    h.apply_yaml(SECRET).await;
-    h.apply_yaml(&cluster("c1", 1, 1)).await;
-    h.apply_yaml(&deployment("fish", "c1", 1)).await;
-    h.deployment_ready("fish").await;
-    let target = h.target("c1").await;
+    let (mut h, target) = fish_ready_on_c1().await;
     let secrets: Api<Secret> = Api::namespaced(target.clone(), "default");
     let rclone = "fish-rclone-rshare";
     assert!(secrets.get_opt(rclone).await.unwrap().is_some());
@@ -824,27 +817,10 @@ async fn objects_the_deployment_no_longer_renders_are_pruned_also_after_a_restar
 async fn objects_changed_on_the_target_are_applied_again_by_the_next_reconcile() {
     use k8s_openapi::api::apps::v1::Deployment as Workload;
     use kube::api::{Patch, PatchParams};
-    let mut h = Harness::new().await;
-    h.start();
-    h.apply_yaml(MODULE).await;
-    h.apply_yaml(SECRET).await;
-    h.apply_yaml(&cluster("c1", 1, 1)).await;
-    h.apply_yaml(&deployment("fish", "c1", 1)).await;
-    h.deployment_ready("fish").await;
-    let target = h.target("c1").await;
+    let (mut h, target) = fish_ready_on_c1().await;
     let workloads: Api<Workload> = Api::namespaced(target.clone(), "default");
     let secrets: Api<Secret> = Api::namespaced(target.clone(), "default");
     let by_hand = PatchParams::default();
-    let until =
-        |what: &'static str, check: Box<dyn Fn() -> futures::future::BoxFuture<'static, bool>>| async move {
-            for _ in 0..150 {
-                if check().await {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            panic!("{what}");
-        };
 
     // The workload's spec changed by hand: its watch wakes the Deployment, which
     // applies it again.
@@ -889,25 +865,35 @@ async fn objects_changed_on_the_target_are_applied_again_by_the_next_reconcile()
         )
         .await
         .unwrap();
-    let s = secrets.clone();
-    until(
+    eventually(
         "the Secret's value changed by hand was not set back",
-        Box::new(move || {
-            let s = s.clone();
-            let (key, value) = (key.clone(), value.clone());
-            Box::pin(async move {
-                s.get("fish-rclone-rshare")
-                    .await
-                    .unwrap()
-                    .data
-                    .unwrap()
-                    .get(&key)
-                    == Some(&value)
-            })
-        }),
+        || async {
+            secrets
+                .get("fish-rclone-rshare")
+                .await
+                .unwrap()
+                .data
+                .unwrap()
+                .get(&key)
+                == Some(&value)
+        },
     )
     .await;
     h.stop().await;
+}
+
+/// A running operator with the Deployment fish Ready on the Cluster c1, and a client
+/// for c1's Kubernetes.
+async fn fish_ready_on_c1() -> (Harness, kube::Client) {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&cluster("c1", 1, 1)).await;
+    h.apply_yaml(&deployment("fish", "c1", 1)).await;
+    h.deployment_ready("fish").await;
+    let target = h.target("c1").await;
+    (h, target)
 }
 
 /// Waits up to 15 s for `check`, else panics with `what`.

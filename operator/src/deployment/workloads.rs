@@ -707,21 +707,27 @@ mod tests {
         ]);
         let mut o = Owned::default();
         let ev = |o: &mut Owned, i: usize, kind: &str, e| o.event(i, kind, &Ok(e));
+        // The workload (kind 0) and the ConfigMap (kind 4) at a version, as watched.
+        let workload = |o: &mut Owned, rv: &str, generation: i64| {
+            let w = obj("Deployment", rv, Some(generation), true);
+            ev(o, 0, "apps/v1/Deployment", watcher::Event::Apply(w))
+        };
+        let config_map = |o: &mut Owned, rv: &str, labelled: bool| {
+            let c = obj("ConfigMap", rv, None, labelled);
+            ev(o, 4, "v1/ConfigMap", watcher::Event::Apply(c))
+        };
         for i in 0..KINDS {
             ev(&mut o, i, "x", watcher::Event::Init);
         }
+        let listed = obj("Deployment", "10", Some(1), true);
         ev(
             &mut o,
             0,
             "apps/v1/Deployment",
-            watcher::Event::InitApply(obj("Deployment", "10", Some(1), true)),
+            watcher::Event::InitApply(listed),
         );
-        ev(
-            &mut o,
-            4,
-            "v1/ConfigMap",
-            watcher::Event::InitApply(obj("ConfigMap", "11", None, true)),
-        );
+        let listed = obj("ConfigMap", "11", None, true);
+        ev(&mut o, 4, "v1/ConfigMap", watcher::Event::InitApply(listed));
         for i in 0..KINDS - 1 {
             ev(&mut o, i, "x", watcher::Event::InitDone);
         }
@@ -729,76 +735,30 @@ mod tests {
         ev(&mut o, 4, "x", watcher::Event::InitDone);
         assert!(o.unchanged(&fish, &wrote));
         // A status write: a new version of the same generation.
-        ev(
-            &mut o,
-            0,
-            "apps/v1/Deployment",
-            watcher::Event::Apply(obj("Deployment", "12", Some(1), true)),
-        );
+        workload(&mut o, "12", 1);
         assert!(o.unchanged(&fish, &wrote));
         // Someone changed its spec.
-        ev(
-            &mut o,
-            0,
-            "apps/v1/Deployment",
-            watcher::Event::Apply(obj("Deployment", "13", Some(2), true)),
-        );
+        workload(&mut o, "13", 2);
         assert!(!o.unchanged(&fish, &wrote));
-        ev(
-            &mut o,
-            0,
-            "apps/v1/Deployment",
-            watcher::Event::Apply(obj("Deployment", "10", Some(1), true)),
-        );
+        workload(&mut o, "10", 1);
         assert!(o.unchanged(&fish, &wrote));
         // A kind without a generation: any new version is a change.
-        ev(
-            &mut o,
-            4,
-            "v1/ConfigMap",
-            watcher::Event::Apply(obj("ConfigMap", "14", None, true)),
-        );
+        config_map(&mut o, "14", true);
         assert!(!o.unchanged(&fish, &wrote));
-        ev(
-            &mut o,
-            4,
-            "v1/ConfigMap",
-            watcher::Event::Apply(obj("ConfigMap", "11", None, true)),
-        );
+        config_map(&mut o, "11", true);
         assert!(o.unchanged(&fish, &wrote));
         // Its labels taken off, or deleted: gone for kelp.
-        ev(
-            &mut o,
-            4,
-            "v1/ConfigMap",
-            watcher::Event::Apply(obj("ConfigMap", "11", None, false)),
-        );
+        config_map(&mut o, "11", false);
         assert!(!o.unchanged(&fish, &wrote));
-        ev(
-            &mut o,
-            4,
-            "v1/ConfigMap",
-            watcher::Event::Apply(obj("ConfigMap", "11", None, true)),
-        );
-        ev(
-            &mut o,
-            4,
-            "v1/ConfigMap",
-            watcher::Event::Delete(obj("ConfigMap", "11", None, true)),
-        );
+        config_map(&mut o, "11", true);
+        let gone = obj("ConfigMap", "11", None, true);
+        ev(&mut o, 4, "v1/ConfigMap", watcher::Event::Delete(gone));
         assert!(!o.unchanged(&fish, &wrote));
         // Missed events: not known to be unchanged.
-        ev(
-            &mut o,
-            4,
-            "v1/ConfigMap",
-            watcher::Event::Apply(obj("ConfigMap", "11", None, true)),
-        );
-        o.event::<PartialObjectMeta<ConfigMap>>(
-            4,
-            "v1/ConfigMap",
-            &Err(watcher::Error::NoResourceVersion),
-        );
+        config_map(&mut o, "11", true);
+        assert!(o.unchanged(&fish, &wrote));
+        let missed = watcher::Error::NoResourceVersion;
+        o.event::<PartialObjectMeta<ConfigMap>>(4, "v1/ConfigMap", &Err(missed));
         assert!(!o.unchanged(&fish, &wrote));
     }
 
