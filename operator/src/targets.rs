@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kelp_crds::{Cluster, KubernetesMode};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, ResourceExt};
+use sha2::{Digest, Sha256};
 
 use crate::context::{Error, Result};
 
@@ -90,12 +91,7 @@ impl Targets {
             )),
             other => other,
         })?;
-        let identity = {
-            use std::hash::{Hash, Hasher};
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            text.hash(&mut h);
-            format!("{:016x}", h.finish())
-        };
+        let identity = hex::encode(Sha256::digest(text.as_bytes()));
         self.cache
             .lock()
             .unwrap()

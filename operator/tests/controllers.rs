@@ -815,10 +815,9 @@ async fn objects_the_deployment_no_longer_renders_are_pruned_also_after_a_restar
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn objects_changed_on_the_target_are_applied_again_by_the_next_reconcile() {
-    use k8s_openapi::api::apps::v1::Deployment as Workload;
     use kube::api::{Patch, PatchParams};
     let (mut h, target) = fish_ready_on_c1().await;
-    let workloads: Api<Workload> = Api::namespaced(target.clone(), "default");
+    let workloads: Api<AppsDeployment> = Api::namespaced(target.clone(), "default");
     let secrets: Api<Secret> = Api::namespaced(target.clone(), "default");
     let by_hand = PatchParams::default();
 
@@ -832,11 +831,13 @@ async fn objects_changed_on_the_target_are_applied_again_by_the_next_reconcile()
         )
         .await
         .unwrap();
-    eventually(
-        "the workload's replicas changed by hand were not set back",
-        || async { workloads.get("fish").await.unwrap().spec.replicas == Some(1) },
-    )
-    .await;
+    assert!(
+        eventually(15, || async {
+            workloads.get("fish").await.unwrap().spec.replicas == Some(1)
+        })
+        .await,
+        "the workload's replicas changed by hand were not set back"
+    );
 
     // A Secret's value changed by hand, then anything that reconciles the Deployment:
     // the changed Secret is applied again (the workload, unchanged, need not be).
@@ -865,20 +866,14 @@ async fn objects_changed_on_the_target_are_applied_again_by_the_next_reconcile()
         )
         .await
         .unwrap();
-    eventually(
-        "the Secret's value changed by hand was not set back",
-        || async {
-            secrets
-                .get("fish-rclone-rshare")
-                .await
-                .unwrap()
-                .data
-                .unwrap()
-                .get(&key)
-                == Some(&value)
-        },
-    )
-    .await;
+    assert!(
+        eventually(15, || async {
+            let data = secrets.get("fish-rclone-rshare").await.unwrap().data;
+            data.unwrap().get(&key) == Some(&value)
+        })
+        .await,
+        "the Secret's value changed by hand was not set back"
+    );
     h.stop().await;
 }
 
@@ -894,19 +889,4 @@ async fn fish_ready_on_c1() -> (Harness, kube::Client) {
     h.deployment_ready("fish").await;
     let target = h.target("c1").await;
     (h, target)
-}
-
-/// Waits up to 15 s for `check`, else panics with `what`.
-async fn eventually<F, Fut>(what: &str, check: F)
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..150 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("{what}");
 }

@@ -51,21 +51,6 @@ async fn apply(client: &Client, doc: &Value) {
         .unwrap();
 }
 
-/// Polls `cond` every 100 ms for up to `secs` seconds; whether it came true.
-async fn eventually<F, Fut>(secs: u64, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..secs * 10 {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    false
-}
-
 /// A kubeconfig for the ServiceAccount `kelp` of the chart, from a TokenRequest.
 async fn service_account_kubeconfig(server: &TestApiServer, admin: &Client) -> String {
     let req = http::Request::builder()
@@ -155,7 +140,7 @@ async fn kelp_runs_with_only_the_charts_rbac() {
     }
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), "team-a");
     let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "team-a");
-    eventually(90, || async {
+    common::eventually(90, || async {
         let c = clusters.get("sim-gpu").await.unwrap();
         let d = deployments.get("detector").await.unwrap();
         ready(c.status.as_ref().map(|s| s.conditions.as_slice()))
@@ -195,7 +180,7 @@ async fn kelp_runs_with_only_the_charts_rbac() {
         .delete("sim-gpu", &DeleteParams::default())
         .await
         .unwrap();
-    eventually(60, || async {
+    common::eventually(60, || async {
         clusters.get_opt("sim-gpu").await.unwrap().is_none()
             && deployments.get_opt("detector").await.unwrap().is_none()
     })
@@ -237,7 +222,7 @@ async fn an_ec2_cluster_runs_with_only_the_charts_rbac() {
         apply(&admin, &doc).await;
     }
     let clusters: Api<Cluster> = Api::namespaced(admin.clone(), "team-b");
-    eventually(90, || async {
+    common::eventually(90, || async {
         common::is_ready_cluster(&clusters.get("gpu").await.unwrap())
     })
     .await;
@@ -267,7 +252,7 @@ async fn an_ec2_cluster_runs_with_only_the_charts_rbac() {
         .delete("gpu", &DeleteParams::default())
         .await
         .unwrap();
-    eventually(90, || async {
+    common::eventually(90, || async {
         clusters.get_opt("gpu").await.unwrap().is_none()
     })
     .await;

@@ -459,8 +459,9 @@ fn secret(
 }
 
 /// The workload's rollout as the target reports it (`workload`: its readiness as the
-/// apply returned it or the target's watch delivered it): its ready replicas for `dep`, whether every one is ready for its current
-/// generation, and whether the pool (`plan.pool` of `cluster`) has no Ready machine.
+/// apply returned it or the target's watch delivered it): its ready replicas for `dep`,
+/// whether every one is ready for its current generation, and whether the pool
+/// (`plan.pool` of `cluster`) has no Ready machine.
 pub fn rollout(
     dep: &Deployment,
     cluster: Option<&Cluster>,

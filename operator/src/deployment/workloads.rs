@@ -177,10 +177,7 @@ impl Workloads {
     /// ago may not be in it yet: what this process applied itself it knows anyway.
     pub fn owned(&self, uid: &str, dep: &ObjectRef<Deployment>) -> Option<BTreeSet<String>> {
         let watches = self.watches.lock().unwrap();
-        let w = watches.get(uid)?;
-        if w.task.is_finished() || w.others.iter().any(|t| t.is_finished()) {
-            return None;
-        }
+        let w = watches.get(uid).filter(|w| w.running())?;
         w.owned.lock().unwrap().of(dep)
     }
 
@@ -196,11 +193,8 @@ impl Workloads {
     ) -> Option<Readiness> {
         {
             let watches = self.watches.lock().unwrap();
-            let w = watches.get(uid)?;
-            if w.task.is_finished()
-                || w.others.iter().any(|t| t.is_finished())
-                || !w.owned.lock().unwrap().unchanged(dep, wrote)
-            {
+            let w = watches.get(uid).filter(|w| w.running())?;
+            if !w.owned.lock().unwrap().unchanged(dep, wrote) {
                 return None;
             }
         }
@@ -246,6 +240,11 @@ impl Watches {
 }
 
 impl Watch {
+    /// Whether every one of its watches still runs.
+    fn running(&self) -> bool {
+        !self.task.is_finished() && !self.others.iter().any(|t| t.is_finished())
+    }
+
     fn abort(&self) {
         self.task.abort();
         for t in &self.others {
@@ -302,38 +301,37 @@ struct Owned {
     /// Objects being listed again (after an `Init`), by kind: they replace the kind's
     /// entries at `InitDone`.
     relisting: [Option<KindIndex>; KINDS],
-    /// By kind, each object's `namespace/name` -> (its Deployment, its id).
+    /// By kind, each object's `namespace/name` -> (its Deployment, its id, its version).
     objects: [KindIndex; KINDS],
 }
 
 impl Owned {
     fn of(&self, dep: &ObjectRef<Deployment>) -> Option<BTreeSet<String>> {
-        if !self.live.iter().all(|l| *l) {
-            return None;
-        }
-        Some(
+        Some(self.of_dep(dep)?.map(|(id, _)| id.clone()).collect())
+    }
+
+    /// `dep`'s objects (id, version) of every kind, when every kind is listed and
+    /// watched; None otherwise.
+    fn of_dep<'a>(
+        &'a self,
+        dep: &'a ObjectRef<Deployment>,
+    ) -> Option<impl Iterator<Item = (&'a String, &'a Version)> + 'a> {
+        self.live.iter().all(|l| *l).then(|| {
             self.objects
                 .iter()
                 .flat_map(|m| m.values())
-                .filter(|(d, _, _)| d == dep)
-                .map(|(_, id, _)| id.clone())
-                .collect(),
-        )
+                .filter(move |(d, _, _)| d == dep)
+                .map(|(_, id, v)| (id, v))
+        })
     }
 
     /// Whether every kind is watched and each object in `wrote` is there for `dep`,
     /// unchanged since it was written.
     fn unchanged(&self, dep: &ObjectRef<Deployment>, wrote: &BTreeMap<String, Version>) -> bool {
-        if !self.live.iter().all(|l| *l) {
+        let Some(objects) = self.of_dep(dep) else {
             return false;
-        }
-        let now: HashMap<&str, &Version> = self
-            .objects
-            .iter()
-            .flat_map(|m| m.values())
-            .filter(|(d, _, _)| d == dep)
-            .map(|(_, id, v)| (id.as_str(), v))
-            .collect();
+        };
+        let now: HashMap<&str, &Version> = objects.map(|(id, v)| (id.as_str(), v)).collect();
         wrote
             .iter()
             .all(|(id, w)| now.get(id.as_str()).is_some_and(|v| v.unchanged_since(w)))

@@ -320,3 +320,18 @@ pub fn helm() -> Option<std::path::PathBuf> {
     eprintln!("skipped: Helm is not installed (set KELP_HELM; .ci/run installs it)");
     None
 }
+
+/// Polls `cond` every 100 ms for up to `secs` seconds; whether it came true.
+pub async fn eventually<F, Fut>(secs: u64, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..secs * 10 {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
