@@ -33,6 +33,12 @@ use crate::common::{Condition, SecretReference};
     ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(
+        name = "$/H",
+        type_ = "number",
+        json_path = ".status.pricePerHour",
+        description = "Estimated price per hour of every machine, when prices are known"
+    ),
+    printcolumn(
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
@@ -69,6 +75,20 @@ pub struct ClusterSpec {
     /// `Retain` them in the cloud.
     #[serde(default)]
     pub deletion_policy: DeletionPolicy,
+    /// A ceiling on the Cluster's estimated price per hour: kelp creates no machine that
+    /// would take it over, and deletes none because of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<Budget>,
+}
+
+/// A price ceiling.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// The most the Cluster's machines may cost per hour together, in the currency of the
+    /// price tables (US dollars for EC2 and the sim).
+    #[schemars(range(min = 0.0))]
+    pub max_price_per_hour: f64,
 }
 
 /// What happens to cloud machines when their Cluster is deleted.
@@ -380,6 +400,18 @@ pub struct Autoscaling {
     /// Most machines.
     #[schemars(range(min = 0, max = 1000))]
     pub max_replicas: i32,
+    /// How long a machine must have carried no kelp workload before scale-down removes
+    /// it, in seconds (600 when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 604800))]
+    pub scale_down_delay_seconds: Option<i64>,
+}
+
+impl Autoscaling {
+    /// `scaleDownDelaySeconds`, or its default of 600.
+    pub fn scale_down_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.scale_down_delay_seconds.unwrap_or(600).max(0) as u64)
+    }
 }
 
 /// What a pool's machines must offer. An explicit `instanceType` wins; otherwise the
@@ -524,6 +556,9 @@ pub struct ClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub control_plane_machines: Vec<MachineStatus>,
+    /// Estimated price per hour of every machine of the Cluster, when prices are known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_hour: Option<f64>,
 }
 
 /// A batch of machines asked for and not yet listed by the cloud.
@@ -555,7 +590,8 @@ pub struct NodePoolStatus {
     /// Estimated on-demand price per machine and hour, when known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price_per_hour: Option<f64>,
-    /// Machines wanted.
+    /// Machines wanted: `replicas`, or the size computed from demand when the pool has
+    /// `autoscaling`.
     #[serde(default)]
     pub desired: i32,
     /// Machines running.
@@ -565,6 +601,10 @@ pub struct NodePoolStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
     pub machines: Vec<MachineStatus>,
+    /// Why the pool has the size it has, when it follows demand, e.g. `3 machines for 5
+    /// replicas needing 1 GPU each (bounds 0..4)`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demand: Option<String>,
 }
 
 /// Observed state of one machine.
@@ -585,6 +625,10 @@ pub struct MachineStatus {
     /// When the cloud created the machine (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created_at: Option<String>,
+    /// Since when the machine has carried no kelp workload (RFC 3339), in pools with
+    /// `autoscaling`: scale-down removes it once this is `scaleDownDelaySeconds` old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_since: Option<String>,
 }
 
 /// One address of a machine.

@@ -85,6 +85,8 @@ pub mod condition_types {
     pub const CONTROL_PLANE_READY: &str = "ControlPlaneReady";
     /// Cluster: every node pool has its desired machines running.
     pub const NODE_POOLS_READY: &str = "NodePoolsReady";
+    /// Cluster: a pool wants machines that would take the Cluster over its budget.
+    pub const BUDGET_EXCEEDED: &str = "BudgetExceeded";
     /// Deployment: a node pool that fits the workload was chosen.
     pub const SCHEDULED: &str = "Scheduled";
     /// Deployment: the desired replicas are available.

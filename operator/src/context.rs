@@ -117,6 +117,8 @@ pub struct Context {
     pub health: Arc<crate::health::Health>,
     /// Orphan sweeps: when each Cluster last swept, and when each orphan was first seen.
     pub orphans: Mutex<Orphans>,
+    /// What pools that follow demand are sized from ([`crate::cluster::demand`]).
+    pub demand: crate::cluster::demand::Demand,
     /// What this process last applied for each Deployment, and where.
     pub applied: Mutex<HashMap<String, crate::deployment::Applied>>,
     /// Each Cluster's pending creates as this process last wrote them (by UID), in case
@@ -157,6 +159,7 @@ impl Context {
             metrics: Arc::default(),
             health: Arc::default(),
             orphans: Mutex::default(),
+            demand: Default::default(),
             applied: Mutex::default(),
             pending: Mutex::default(),
         }
@@ -226,6 +229,10 @@ impl Context {
                 polls.remove(key);
                 Action::requeue(self.config.resync)
             }
+            Requeue::After(d) => {
+                polls.remove(key);
+                Action::requeue(d.min(self.config.resync))
+            }
             Requeue::Poll => {
                 let n = polls.entry(key.to_string()).or_default();
                 let delay = poll_delay(*n, self.config.poll);
@@ -268,6 +275,9 @@ pub enum Requeue {
     Poll,
     /// Converged or stalled: at the next resync (or on a change).
     Resync,
+    /// Converged until a known time (an idle machine's scale-down delay ends): then, or
+    /// at the next resync if that comes first.
+    After(Duration),
 }
 
 /// The delay of the `n`th consecutive poll (0-based): 250 ms doubling up to `max`, so a

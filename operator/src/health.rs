@@ -73,6 +73,16 @@ impl Health {
         tracing::debug!(controller, "cache synced");
     }
 
+    /// Whether `controller`'s cache holds its first full list.
+    pub fn is_synced(&self, controller: &str) -> bool {
+        self.synced
+            .lock()
+            .unwrap()
+            .get(controller)
+            .copied()
+            .unwrap_or(false)
+    }
+
     /// The controllers whose caches have not synced yet (empty: ready). A follower runs
     /// none and is ready.
     pub fn waiting(&self) -> Vec<&'static str> {

@@ -349,7 +349,13 @@ struct Slot {
 
 impl Slot {
     fn of(node: Node) -> Self {
-        let ready = crate::cluster::node_ready(&node);
+        // A cordoned Node takes no new pods, as the scheduler has it.
+        let cordoned = node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false);
+        let ready = crate::cluster::node_ready(&node) && !cordoned;
         let alloc = node.status.and_then(|s| s.allocatable).unwrap_or_default();
         let get = |k: &str| alloc.get(k).map(|q| parse_quantity(&q.0)).unwrap_or(0.0);
         Slot {

@@ -890,3 +890,173 @@ async fn fish_ready_on_c1() -> (Harness, kube::Client) {
     let target = h.target("c1").await;
     (h, target)
 }
+
+/// A sim Cluster whose T4 pool follows demand (0..4, idle machines go after 2 s), with an
+/// optional budget line.
+fn autoscaling_cluster(name: &str, budget: &str) -> String {
+    format!(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {{name: {name}}}
+spec:
+  cloud: {{sim: {{latencyMs: 1}}}}
+  {budget}
+  kubernetes: {{controlPlane: {{cpu: 2}}}}
+  nodePools:
+    - name: gpu-t4
+      replicas: 0
+      autoscaling: {{minReplicas: 0, maxReplicas: 4, scaleDownDelaySeconds: 2}}
+      machine: {{cpu: 8, memoryMB: 32000, gpu: {{count: 1, vendor: NVIDIA, model: T4}}}}
+      taints: [{{key: nvidia.com/gpu, value: present, effect: NoSchedule}}]
+"#
+    )
+}
+
+fn pool_status(c: &Cluster) -> Option<&kelp_crds::NodePoolStatus> {
+    c.status
+        .as_ref()?
+        .node_pools
+        .iter()
+        .find(|p| p.name == "gpu-t4")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_that_follows_demand_grows_with_the_replicas_and_shrinks_when_idle() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&autoscaling_cluster("auto", "")).await;
+    // No demand: no GPU machine, and the pool says why.
+    let c = h.cluster_ready_with("auto", "0/0").await;
+    assert_eq!(
+        pool_status(&c).and_then(|p| p.demand.as_deref()),
+        Some("0 machine(s): no kelp Deployment runs on the pool (bounds 0..4)")
+    );
+    h.apply_yaml(&deployment("fish", "auto", 1)).await;
+    h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 3}))
+        .await;
+    let d = h
+        .wait::<Deployment>("fish", "3/3 ready", |d| {
+            d.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.ready.as_deref() == Some("3/3"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(d.status.unwrap().phase, Some(DeploymentPhase::Ready));
+    let c = h.cluster_ready_with("auto", "3/3").await;
+    let pool = pool_status(&c).unwrap();
+    assert_eq!(pool.desired, 3);
+    assert_eq!(
+        pool.demand.as_deref(),
+        Some("3 machine(s) of type sim.t4-8 for 3 replica(s) needing 1 GPU each (bounds 0..4)")
+    );
+    let sim = h.sim("auto").await;
+    assert_eq!(machines_by_pool(&sim).get("gpu-t4"), Some(&3));
+    // More than the bounds allow: the pool stops at 4 and says so.
+    h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 6}))
+        .await;
+    let c = h
+        .wait::<Cluster>("auto", "4 machines", |c| {
+            c.and_then(pool_status)
+                .is_some_and(|p| p.desired == 4 && p.ready == 4)
+        })
+        .await
+        .unwrap();
+    assert!(
+        pool_status(&c)
+            .and_then(|p| p.demand.as_deref())
+            .is_some_and(|m| m.starts_with("4 machine(s), the most autoscaling allows")),
+        "{:?}",
+        pool_status(&c)
+    );
+    // Down to one replica: the idle machines go once idle for the delay, to one.
+    h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 1}))
+        .await;
+    let c = h.cluster_ready_with("auto", "1/1").await;
+    assert_eq!(machines_by_pool(&sim).get("gpu-t4"), Some(&1));
+    assert!(
+        pool_status(&c)
+            .unwrap()
+            .machines
+            .iter()
+            .all(|m| m.idle_since.is_some()),
+        "the sim shows no Pods: every machine counts as idle"
+    );
+    h.deployment_ready("fish").await;
+    // The Deployment deleted: no demand, no GPU machine.
+    h.delete::<Deployment>("fish").await;
+    h.cluster_ready_with("auto", "0/0").await;
+    assert_eq!(machines_by_pool(&sim).get("gpu-t4"), None);
+    assert_eq!(
+        sim.all_created(),
+        1 + 3 + 1,
+        "control plane, 3, then 1 more"
+    );
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_caps_the_machines_and_says_which_pool_hit_it() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    // The control plane (sim.cpu-2) and two T4 machines fit; a third does not.
+    let types = kelp_cloud_drivers::sim::catalogue();
+    let price = |n: &str| {
+        types
+            .iter()
+            .find(|t| t.name == n)
+            .unwrap()
+            .price_per_hour
+            .unwrap()
+    };
+    let cap = price("sim.cpu-2") + 2.0 * price("sim.t4-8") + 0.01;
+    h.apply_yaml(&autoscaling_cluster(
+        "capped",
+        &format!("budget: {{maxPricePerHour: {cap}}}"),
+    ))
+    .await;
+    h.apply_yaml(&deployment("fish", "capped", 1)).await;
+    h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 3}))
+        .await;
+    let c = h
+        .wait::<Cluster>("capped", "BudgetExceeded", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .is_some_and(|s| conditions::is_true(&s.conditions, "BudgetExceeded"))
+                && c.and_then(pool_status).is_some_and(|p| p.ready == 2)
+        })
+        .await
+        .unwrap();
+    let st = c.status.unwrap();
+    let msg = &conditions::get(&st.conditions, "BudgetExceeded")
+        .unwrap()
+        .message;
+    assert!(
+        msg.starts_with(
+            "pool gpu-t4: 1 more machine(s) of type sim.t4-8 would take the Cluster to"
+        ),
+        "{msg}"
+    );
+    assert!(
+        msg.ends_with(&format!("over its budget of {cap:.2}")),
+        "{msg}"
+    );
+    let sim = h.sim("capped").await;
+    assert_eq!(machines_by_pool(&sim).get("gpu-t4"), Some(&2));
+    let total = st.price_per_hour.unwrap();
+    assert!(total <= cap, "{total} within {cap}");
+    // Raising the budget lets the third machine come.
+    h.patch_spec::<Cluster>(
+        "capped",
+        serde_json::json!({"budget": {"maxPricePerHour": 100.0}}),
+    )
+    .await;
+    let c = h.cluster_ready_with("capped", "3/3").await;
+    let st = c.status.unwrap();
+    assert!(!conditions::is_true(&st.conditions, "BudgetExceeded"));
+    h.deployment_ready("fish").await;
+    h.stop().await;
+}

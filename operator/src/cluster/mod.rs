@@ -5,6 +5,7 @@
 //! pool) -> control plane -> plan (pure: [`plan::plan`]) -> apply (delete and create
 //! batches, Nodes) -> status (pure: [`status::compute`]).
 
+pub mod demand;
 pub mod plan;
 pub mod status;
 
@@ -63,6 +64,10 @@ pub async fn run(
                 .map(|c| kube::runtime::reflector::ObjectRef::from_obj(c.as_ref()))
                 .collect();
             futures::stream::iter(refs)
+        }))
+        // A Deployment on it added, changed or deleted: pools that follow demand resize.
+        .reconcile_on(ctx.demand.changes().map(|(ns, name)| {
+            kube::runtime::reflector::ObjectRef::<Cluster>::new(&name).within(&ns)
         }))
         // A user recipe loaded, fixed or broken: everything may render differently.
         .reconcile_all_on(crate::recipes::changes(&ctx))
@@ -132,6 +137,8 @@ struct Run<'a> {
     unsettled: Vec<Unsettled>,
     /// Machines of the separate control plane, as listed.
     cp_machines: Option<Vec<kelp_crds::MachineStatus>>,
+    /// What the separate control-plane machines cost per hour, as far as known.
+    cp_price: f64,
     /// What the Cluster waits for (capacity), shown in the Ready condition.
     waiting: Vec<String>,
     /// Pools rolling to a new instance type, shown in the Ready condition.
@@ -146,6 +153,8 @@ struct Run<'a> {
     /// one, off the path from create to running).
     created: bool,
     now: Timestamp,
+    /// What the target showed of the machines of pools that follow demand.
+    usage: BTreeMap<String, plan::demand::Usage>,
 }
 
 async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
@@ -233,12 +242,14 @@ async fn apply(cluster: Arc<Cluster>, ctx: Ctx) -> Result<Action> {
         control_plane: None,
         unsettled: Vec::new(),
         cp_machines: None,
+        cp_price: 0.0,
         waiting: Vec::new(),
         rolling: Vec::new(),
         pending: ctx.pending_creates(&cluster),
         seen: Vec::new(),
         created: false,
         now: Timestamp::now(),
+        usage: BTreeMap::new(),
     };
     let outcome = match run.reconcile().await {
         Ok(o) => o,
@@ -376,6 +387,26 @@ impl Run<'_> {
         } else {
             None
         };
+        // Pools that follow demand: the Deployments they carry, and what the target
+        // shows of their machines.
+        let autoscaling = self
+            .cluster
+            .spec
+            .node_pools
+            .iter()
+            .any(|p| p.autoscaling.is_some());
+        let wants = if autoscaling {
+            self.ctx
+                .demand
+                .wants(self.cluster, self.ctx.health.is_synced("deployment"))
+        } else {
+            None
+        };
+        self.usage = if autoscaling && join.is_some() {
+            self.usage(&listed).await
+        } else {
+            BTreeMap::new()
+        };
         let plan = plan::plan(
             self.cluster,
             &plan::Observed {
@@ -385,8 +416,26 @@ impl Run<'_> {
                 can_join: join.is_some(),
                 now: self.now,
                 grace: self.ctx.config.create_grace,
+                wants: wants.as_deref(),
+                usage: &self.usage,
+                other_price_per_hour: self.cp_price,
             },
         );
+        if autoscaling && wants.is_none() {
+            // Demand is not known yet: look again soon.
+            self.unsettled.push(Unsettled::DemandUnknown);
+        }
+        let scale_down_in_s = plan
+            .pools
+            .iter()
+            .filter_map(|p| p.scale_down_in)
+            .min()
+            .map(|d| d.as_secs_f64().ceil() as u64);
+        let over_budget: Vec<String> = plan
+            .pools
+            .iter()
+            .filter_map(|p| p.over_budget.clone())
+            .collect();
         let mut pools = Vec::new();
         let mut all_running: Vec<(String, Machine)> = Vec::new();
         let spec = &self.cluster.spec.node_pools;
@@ -423,7 +472,32 @@ impl Run<'_> {
             rolling: std::mem::take(&mut self.rolling),
             pending_creates,
             unsettled: std::mem::take(&mut self.unsettled),
+            scale_down_in_s,
+            over_budget,
+            control_plane_price_per_hour: self.cp_price,
         })
+    }
+
+    /// What the target shows of the machines of pools that follow demand.
+    async fn usage(&self, listed: &[Vec<Machine>]) -> BTreeMap<String, plan::demand::Usage> {
+        let Ok(target) = self
+            .ctx
+            .targets
+            .client(&self.ctx.client, &self.ctx.secrets, self.cluster)
+            .await
+        else {
+            return BTreeMap::new();
+        };
+        let machines: Vec<&Machine> = self
+            .cluster
+            .spec
+            .node_pools
+            .iter()
+            .zip(listed)
+            .filter(|(p, _)| p.autoscaling.is_some())
+            .flat_map(|(_, ms)| ms.iter())
+            .collect();
+        demand::usage(&target, &self.uid, &machines).await
     }
 
     fn owner(&self) -> OwnerReference {
@@ -753,6 +827,10 @@ impl Run<'_> {
             }
         }
         self.cp_machines = Some(alive.iter().map(status::machine).collect());
+        self.cp_price = alive
+            .iter()
+            .filter_map(|m| plan::price_of(&self.types, &m.instance_type))
+            .sum();
         Ok(alive
             .into_iter()
             .max_by_key(|m| (m.state == MachineState::Running) as u8))
@@ -977,12 +1055,27 @@ impl Run<'_> {
         mut machines: Vec<Machine>,
         join: Option<&Join>,
     ) -> Result<(NodePoolStatus, Vec<Machine>)> {
+        let mut kept: Vec<String> = Vec::new();
         for d in &actions.deletes {
             let (reason, why) = (d.reason.event_reason(), d.reason.why());
-            self.delete_machines(&pool.name, &d.ids, reason, &why)
-                .await?;
+            let mut ids = d.ids.clone();
+            if matches!(d.reason, plan::DeleteReason::Idle { .. }) {
+                // Cordoned and drained first; a machine whose drain is not done yet
+                // stays until the next reconcile.
+                ids = self.drained(&ids).await;
+                kept.extend(d.ids.iter().filter(|id| !ids.contains(id)).cloned());
+            }
+            if !ids.is_empty() {
+                self.delete_machines(&pool.name, &ids, reason, &why).await?;
+            }
         }
-        let gone: std::collections::HashSet<&String> = actions.deleted().collect();
+        if !kept.is_empty() {
+            self.unsettled.push(Unsettled::Draining {
+                pool: pool.name.clone(),
+            });
+        }
+        let gone: std::collections::HashSet<&String> =
+            actions.deleted().filter(|id| !kept.contains(id)).collect();
         machines.retain(|m| !gone.contains(&m.id));
         for p in &actions.held {
             // Extra machines younger than the grace period: the cloud may still be
@@ -1038,6 +1131,35 @@ impl Run<'_> {
             .filter(|m| m.state == MachineState::Running)
             .collect();
         Ok((st, running))
+    }
+
+    /// The machines of `ids` whose Nodes are cordoned and drained (or that never joined):
+    /// those may go now.
+    async fn drained(&self, ids: &[String]) -> Vec<String> {
+        let target = self
+            .ctx
+            .targets
+            .client(&self.ctx.client, &self.ctx.secrets, self.cluster)
+            .await;
+        let mut out = Vec::new();
+        for id in ids {
+            let node = self.usage.get(id).and_then(|u| u.node.clone());
+            let done = match (&node, &target) {
+                (None, _) => true,
+                (Some(n), Ok(t)) => match demand::drain(t, n).await {
+                    Ok(done) => done,
+                    Err(e) => {
+                        tracing::info!(node = %n, error = %e, "draining; retried at the next reconcile");
+                        false
+                    }
+                },
+                (Some(_), Err(_)) => false,
+            };
+            if done {
+                out.push(id.clone());
+            }
+        }
+        out
     }
 
     /// Deletes machines in this Cluster's cloud account that kelp tagged for a Cluster that

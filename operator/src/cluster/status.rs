@@ -32,6 +32,10 @@ pub enum Unsettled {
     NotRunning { pool: String },
     /// Orphaned machines of a deleted Cluster wait for their grace period.
     OrphansWaiting,
+    /// Pools follow demand, and the Deployments they carry are not read yet.
+    DemandUnknown,
+    /// Idle machines of the pool are being drained before they go.
+    Draining { pool: String },
 }
 
 /// What one reconcile found and did, in the terms the status is made of.
@@ -57,6 +61,12 @@ pub struct Outcome {
     pub pending_creates: Vec<PendingCreate>,
     /// Reasons to look again soon.
     pub unsettled: Vec<Unsettled>,
+    /// Seconds until the next idle machine of a pool that follows demand may go.
+    pub scale_down_in_s: Option<u64>,
+    /// Pools whose creates the budget held back, and why.
+    pub over_budget: Vec<String>,
+    /// What the separate control-plane machines cost per hour, as far as known.
+    pub control_plane_price_per_hour: f64,
 }
 
 /// One pool's status from the machines it has after its plan ran: its instance type (the
@@ -88,7 +98,14 @@ pub fn pool(
             .and_then(|n| types.iter().find(|t| &t.name == n))
             .and_then(|t| t.price_per_hour),
         instance_type: type_name,
-        machines: listed.into_iter().map(machine).collect(),
+        machines: listed
+            .into_iter()
+            .map(|m| MachineStatus {
+                idle_since: actions.idle_since.get(&m.name).cloned(),
+                ..machine(m)
+            })
+            .collect(),
+        demand: actions.demand.clone(),
         ..Default::default()
     }
 }
@@ -108,6 +125,7 @@ pub fn machine(m: &Machine) -> MachineStatus {
             })
             .collect(),
         created_at: Some(m.created_at.clone()),
+        idle_since: None,
     }
 }
 
@@ -140,7 +158,9 @@ pub fn compute(cluster: &Cluster, mut base: ClusterStatus, outcome: &Outcome) ->
         conditions::set(c, ct::STALLED, false, "Progressing", "", g);
     }
     let counts = format!("{ready}/{desired} machines ready");
-    let pools_ready = ready == desired && outcome.nodes_read;
+    // Idle machines a pool that follows demand keeps until its scale-down delay ends
+    // count as ready beyond what is desired.
+    let pools_ready = ready >= desired && outcome.nodes_read;
     conditions::set(
         c,
         ct::NODE_POOLS_READY,
@@ -173,6 +193,8 @@ pub fn compute(cluster: &Cluster, mut base: ClusterStatus, outcome: &Outcome) ->
             "InsufficientCapacity".to_string(),
             outcome.waiting.join("; "),
         )
+    } else if !outcome.over_budget.is_empty() {
+        ("BudgetExceeded".to_string(), outcome.over_budget.join("; "))
     } else if !outcome.rolling.is_empty() {
         ("Rolling".to_string(), outcome.rolling.join("; "))
     } else if !cp_ready {
@@ -186,8 +208,40 @@ pub fn compute(cluster: &Cluster, mut base: ClusterStatus, outcome: &Outcome) ->
         ("Provisioning".to_string(), counts)
     };
     conditions::set(c, ct::READY, all, &reason, msg, g);
+    if let Some(b) = &cluster.spec.budget {
+        let over = !outcome.over_budget.is_empty();
+        let message = if over {
+            outcome.over_budget.join("; ")
+        } else {
+            format!("within the budget of {:.2} per hour", b.max_price_per_hour)
+        };
+        let reason = if over { "OverBudget" } else { "WithinBudget" };
+        conditions::set(c, ct::BUDGET_EXCEEDED, over, reason, message, g);
+    } else {
+        c.retain(|c| c.r#type != ct::BUDGET_EXCEEDED);
+    }
+    base.price_per_hour = price_per_hour(&base.node_pools)
+        .map(|p| ((p + outcome.control_plane_price_per_hour) * 10000.0).round() / 10000.0);
     base.phase = Some(phase);
     base
+}
+
+/// What every pool's machines cost per hour together (terminating ones excepted), when
+/// each pool with machines has a known price; the Cluster's total adds its control plane.
+pub fn price_per_hour(pools: &[NodePoolStatus]) -> Option<f64> {
+    let mut total = 0.0;
+    for p in pools {
+        let n = p
+            .machines
+            .iter()
+            .filter(|m| m.state.as_deref() != Some("terminating"))
+            .count();
+        if n == 0 {
+            continue;
+        }
+        total += p.price_per_hour? * n as f64;
+    }
+    Some((total * 10000.0).round() / 10000.0)
 }
 
 fn phase(cluster: &Cluster, generation: i64, outcome: &Outcome, all: bool) -> ClusterPhase {
@@ -243,7 +297,10 @@ pub fn requeue(status: &ClusterStatus, outcome: &Outcome) -> Requeue {
     });
     let moving = !status.pending_creates.is_empty() || !outcome.unsettled.is_empty() || joining;
     if !moving && (ready || !outcome.stalled.is_empty()) {
-        Requeue::Resync
+        match outcome.scale_down_in_s {
+            Some(s) => Requeue::After(std::time::Duration::from_secs(s.max(1))),
+            None => Requeue::Resync,
+        }
     } else {
         Requeue::Poll
     }

@@ -64,6 +64,13 @@ pub async fn run(
         api,
         watcher::Config::default().any_semantic(),
     );
+    // Each Deployment seen also tells the Cluster it runs on, whose pools may follow demand.
+    let seen = ctx.clone();
+    let deployments = deployments.inspect(move |d| {
+        if let Ok(d) = d {
+            seen.demand.saw(d);
+        }
+    });
     let controller = Controller::for_stream(deployments, store.clone())
         .with_config(crate::context::controller_config());
     // The Module and Cluster caches the reconcile reads: each is written by the watch
@@ -72,11 +79,13 @@ pub async fn run(
     let (modules, module_cache) = reflector::store();
     let (clusters, cluster_cache) = reflector::store();
     let (workloads, workload_wakes) = workloads::Workloads::new();
+    ctx.demand.share(store.clone(), modules.clone());
     let views = Views {
         modules,
         clusters,
         workloads: workloads.clone(),
     };
+    let modules_synced = ctx.demand.modules_synced_flag();
     let module_changes = watcher(
         Api::<Module>::all(ctx.client.clone()),
         watcher::Config::default(),
@@ -84,6 +93,11 @@ pub async fn run(
     .default_backoff()
     .modify(crate::context::trim)
     .reflect(module_cache)
+    .inspect(move |e| {
+        if let Ok(watcher::Event::InitDone) = e {
+            modules_synced.store(true, std::sync::atomic::Ordering::Release);
+        }
+    })
     .applied_objects();
     let by_module = store.clone();
     let by_cluster = store.clone();

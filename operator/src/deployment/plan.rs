@@ -473,15 +473,27 @@ pub fn rollout(
     let ready_replicas = now.ready_replicas.unwrap_or(0);
     let unavailable = now.unavailable;
     let ready = observed && ready_replicas >= dep.spec.replicas.max(0);
-    let pool_ready = cluster
+    let pool_status = cluster
         .and_then(|c| c.status.as_ref())
-        .and_then(|s| s.node_pools.iter().find(|p| Some(p.name.as_str()) == pool))
-        .map_or(0, |p| p.ready);
+        .and_then(|s| s.node_pools.iter().find(|p| Some(p.name.as_str()) == pool));
+    let pool_ready = pool_status.map_or(0, |p| p.ready);
+    // A pool that follows demand and is still growing: say what the workload waits for.
+    let follows_demand = cluster
+        .and_then(|c| {
+            c.spec
+                .node_pools
+                .iter()
+                .find(|p| Some(p.name.as_str()) == pool)
+        })
+        .is_some_and(|p| p.autoscaling.is_some());
+    let growing = pool_status
+        .filter(|p| follows_demand && p.ready < p.desired)
+        .map(|p| format!("waiting for pool {} to grow to {}", p.name, p.desired));
     (
         ready_replicas,
         Rollout {
             ready,
-            why_not: if ready { None } else { unavailable },
+            why_not: if ready { None } else { growing.or(unavailable) },
             pool_empty: !ready && pool_ready == 0,
         },
     )

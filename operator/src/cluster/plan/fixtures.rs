@@ -53,6 +53,18 @@ fn machines(lines: &str) -> Vec<Machine> {
 
 /// Plans `cluster` with one pool's `listed` machines, the `pending` batches, at 09:10.
 fn run(cluster: &Cluster, listed: &str, pending: &str) -> PoolActions {
+    run_with(cluster, listed, pending, Some(&[]), &BTreeMap::new())
+}
+
+/// [`run`] with the pool's Deployments (`wants`; None: not known) and what the target
+/// shows of each machine.
+fn run_with(
+    cluster: &Cluster,
+    listed: &str,
+    pending: &str,
+    wants: Option<&[demand::Want]>,
+    usage: &BTreeMap<String, demand::Usage>,
+) -> PoolActions {
     let types: Vec<InstanceType> = yaml(TYPES);
     let pending: Vec<PendingCreate> = if pending.is_empty() {
         Vec::new()
@@ -69,6 +81,9 @@ fn run(cluster: &Cluster, listed: &str, pending: &str) -> PoolActions {
             can_join: true,
             now: "2026-01-01T09:10:00Z".parse().unwrap(),
             grace: std::time::Duration::from_secs(120),
+            wants: wants.map(|w| vec![w.to_vec()]).as_deref(),
+            usage,
+            other_price_per_hour: 0.0,
         },
     );
     plan.pools.into_iter().next().unwrap()
@@ -117,6 +132,9 @@ fn nothing_is_created_while_the_control_plane_takes_no_joins() {
             can_join: false,
             now: Timestamp::now(),
             grace: std::time::Duration::from_secs(120),
+            wants: None,
+            usage: &BTreeMap::new(),
+            other_price_per_hour: 0.0,
         },
     );
     let p = &plan.pools[0];
@@ -237,4 +255,137 @@ fn a_type_that_no_longer_fits_is_rolled_within_max_surge() {
         }]
     );
     assert_eq!(p.creates, vec![agents(1, 1)]);
+}
+
+const AUTO: &str = "  cloud: {sim: {}}\n  nodePools: [{name: gpu, replicas: 1, autoscaling: {minReplicas: 0, maxReplicas: 4, scaleDownDelaySeconds: 300}, machine: {gpu: {count: 1, model: T4}}}]\n";
+
+fn gpu_replicas(n: u32) -> Vec<demand::Want> {
+    vec![demand::Want {
+        deployment: "ns/fish".into(),
+        replicas: n,
+        need: crate::deployment::build::Need {
+            cpu: 2,
+            memory_mb: 4096,
+            gpu: 1,
+        },
+    }]
+}
+
+/// `cluster` with a status in which pool `gpu` has been sized and machine `m-<id>` has
+/// been idle since the given time, for each `(id, since)`.
+fn sized(cluster: &str, idle: &[(&str, &str)]) -> Cluster {
+    let mut c = self::cluster(cluster);
+    let machines: Vec<String> = idle
+        .iter()
+        .map(|(id, since)| format!("{{name: m-{id}, idleSince: '{since}'}}"))
+        .collect();
+    c.status = Some(yaml(&format!(
+        "nodePools: [{{name: gpu, desired: 3, machines: [{}]}}]",
+        machines.join(", ")
+    )));
+    c
+}
+
+#[test]
+fn a_pool_that_follows_demand_grows_in_one_batch_within_its_bounds() {
+    let c = sized(AUTO, &[]);
+    let p = run_with(
+        &c,
+        "a running t4-1 0",
+        "",
+        Some(&gpu_replicas(3)),
+        &BTreeMap::new(),
+    );
+    assert_eq!(p.desired, 3);
+    assert_eq!(p.creates, vec![agents(2, 1)]);
+    assert_eq!(
+        p.demand.as_deref(),
+        Some("3 machine(s) of type t4-1 for 3 replica(s) needing 1 GPU each (bounds 0..4)")
+    );
+    let p = run_with(&c, "", "", Some(&gpu_replicas(9)), &BTreeMap::new());
+    assert_eq!(p.creates, vec![agents(4, 0)]);
+    // A new pool starts at `replicas` even without demand.
+    let p = run_with(&cluster(AUTO), "", "", Some(&[]), &BTreeMap::new());
+    assert_eq!((p.desired, p.creates.clone()), (1, vec![agents(1, 0)]));
+}
+
+#[test]
+fn only_machines_idle_for_the_delay_go_and_the_emptiest_first() {
+    let listed = "a running t4-1 0\nb running t4-1 1\nc running t4-1 2";
+    // b and c idle since 09:00 (10 minutes, over the 300 s delay); a carries Pods.
+    let c = sized(
+        AUTO,
+        &[("b", "2026-01-01T09:00:00Z"), ("c", "2026-01-01T09:00:00Z")],
+    );
+    let usage: BTreeMap<String, demand::Usage> = [("a", 1), ("b", 0), ("c", 0)]
+        .into_iter()
+        .map(|(id, pods)| {
+            (
+                id.to_string(),
+                demand::Usage {
+                    kelp_pods: Some(pods),
+                    node: Some(format!("m-{id}")),
+                },
+            )
+        })
+        .collect();
+    let p = run_with(&c, listed, "", Some(&gpu_replicas(1)), &usage);
+    assert_eq!(p.desired, 1);
+    assert_eq!(
+        p.deletes,
+        vec![Delete {
+            ids: ids(&["c", "b"]),
+            reason: DeleteReason::Idle {
+                to: 1,
+                delay_s: 300
+            },
+        }]
+    );
+    assert_eq!(
+        p.idle_since.get("m-b").map(String::as_str),
+        Some("2026-01-01T09:00:00Z")
+    );
+    assert!(!p.idle_since.contains_key("m-a"));
+    // Idle for two minutes only: nothing goes yet, and the plan says when one may.
+    let c = sized(
+        AUTO,
+        &[("b", "2026-01-01T09:08:00Z"), ("c", "2026-01-01T09:08:00Z")],
+    );
+    let p = run_with(&c, listed, "", Some(&gpu_replicas(1)), &usage);
+    assert!(p.deletes.is_empty(), "{p:?}");
+    assert_eq!(p.scale_down_in, Some(std::time::Duration::from_secs(180)));
+    // While demand is not known, nothing goes, and the size stays.
+    let c = sized(
+        AUTO,
+        &[("b", "2026-01-01T09:00:00Z"), ("c", "2026-01-01T09:00:00Z")],
+    );
+    let p = run_with(&c, listed, "", None, &usage);
+    assert!(p.deletes.is_empty() && p.creates.is_empty(), "{p:?}");
+    assert_eq!(p.desired, 3);
+}
+
+#[test]
+fn a_budget_stops_creates_and_never_deletes() {
+    let spec = format!("{AUTO}  budget: {{maxPricePerHour: 1.2}}\n");
+    let c = sized(&spec, &[]);
+    let p = run_with(
+        &c,
+        "a running t4-1 0",
+        "",
+        Some(&gpu_replicas(4)),
+        &BTreeMap::new(),
+    );
+    // 0.5 now; one more makes 1.0; a third would make 1.5.
+    assert_eq!(p.creates, vec![agents(1, 1)]);
+    assert_eq!(
+        p.over_budget.as_deref(),
+        Some(
+            "pool gpu: 2 more machine(s) of type t4-1 would take the Cluster to 2.00 per hour, over its budget of 1.20"
+        )
+    );
+    // Over budget already: nothing new, nothing deleted.
+    let spec = format!("{GPU3}  budget: {{maxPricePerHour: 0.4}}\n");
+    let p = run(&cluster(&spec), "a running t4-1 0", "");
+    assert!(p.creates.is_empty() && p.deletes.is_empty(), "{p:?}");
+    assert!(p.over_budget.is_some());
 }

@@ -8,6 +8,8 @@ use kelp_crds::{Cluster, KubernetesMode, NodePool, PendingCreate};
 use kelp_recipes::{NodeRole, RecipeUse};
 use sha2::{Digest, Sha256};
 
+pub mod demand;
+
 /// The pool name that tags a separate control-plane machine.
 pub const CONTROL_PLANE_POOL: &str = "control-plane";
 
@@ -440,6 +442,15 @@ pub struct Observed<'a> {
     pub now: Timestamp,
     /// How long a batch, or a new machine, may take to show in the cloud's list.
     pub grace: std::time::Duration,
+    /// The kelp Deployments each pool carries, in the order of `spec.nodePools` (pools
+    /// with `autoscaling` are sized from them); None while they are not known.
+    pub wants: Option<&'a [Vec<demand::Want>]>,
+    /// What the target cluster shows of each machine (by machine id), for scale-down;
+    /// empty when it could not be read.
+    pub usage: &'a BTreeMap<String, demand::Usage>,
+    /// What the Cluster's machines outside the pools (the separate control plane) cost
+    /// per hour: part of the total a budget caps.
+    pub other_price_per_hour: f64,
 }
 
 /// Why machines are deleted: the Event and its wording.
@@ -453,6 +464,8 @@ pub enum DeleteReason {
     ExtraServer,
     /// More machines than the pool's `replicas`.
     ScaleDown { to: u32 },
+    /// More machines than demand needs, idle for at least the scale-down delay.
+    Idle { to: u32, delay_s: u64 },
     /// Their type no longer meets the pool's requirements (a roll).
     Replaced,
 }
@@ -462,7 +475,9 @@ impl DeleteReason {
     pub fn event_reason(&self) -> &'static str {
         match self {
             DeleteReason::Failed | DeleteReason::ServerFailed => "MachineFailed",
-            DeleteReason::ExtraServer | DeleteReason::ScaleDown { .. } => "MachinesDeleted",
+            DeleteReason::ExtraServer
+            | DeleteReason::ScaleDown { .. }
+            | DeleteReason::Idle { .. } => "MachinesDeleted",
             DeleteReason::Replaced => "MachinesReplaced",
         }
     }
@@ -476,6 +491,9 @@ impl DeleteReason {
             DeleteReason::ServerFailed => "replacing the failed server machine".into(),
             DeleteReason::ExtraServer => "removing an extra server machine".into(),
             DeleteReason::ScaleDown { to } => format!("scaling down to {to}"),
+            DeleteReason::Idle { to, delay_s } => format!(
+                "scaling down to {to} for demand; no kelp workload on them for at least {delay_s}s"
+            ),
             DeleteReason::Replaced => {
                 "their instance type no longer meets the pool's requirements".into()
             }
@@ -515,6 +533,15 @@ pub struct PoolActions {
     pub held: Vec<String>,
     /// Set while machines of a type that no longer fits are being replaced.
     pub rolling: Option<String>,
+    /// Why the pool has this size, when it follows demand.
+    pub demand: Option<String>,
+    /// Since when each machine (by name) has carried no kelp workload, in pools with
+    /// `autoscaling`.
+    pub idle_since: BTreeMap<String, String>,
+    /// Machines the budget kept from being created, and why.
+    pub over_budget: Option<String>,
+    /// When the next extra idle machine will have been idle for the scale-down delay.
+    pub scale_down_in: Option<std::time::Duration>,
 }
 
 /// The plan for every pool of the Cluster.
@@ -535,10 +562,86 @@ pub fn plan(cluster: &Cluster, observed: &Observed) -> Plan {
         .enumerate()
         .map(|(i, pool)| {
             let machines = observed.machines.get(i).map_or(&[][..], Vec::as_slice);
-            plan_one(cluster, pool, machines, observed)
+            plan_one(cluster, pool, i, machines, observed)
         })
         .collect();
-    Plan { pools }
+    let mut plan = Plan { pools };
+    if let Some(b) = &cluster.spec.budget {
+        within_budget(&mut plan, cluster, observed, b.max_price_per_hour);
+    }
+    plan
+}
+
+/// The price per hour of one machine of `type_name`, when the cloud's table has it.
+pub fn price_of(types: &[InstanceType], type_name: &str) -> Option<f64> {
+    types
+        .iter()
+        .find(|t| t.name == type_name)
+        .and_then(|t| t.price_per_hour)
+}
+
+/// Trims the plan's creates so that the Cluster's estimated price per hour stays within
+/// `cap`: what its machines cost now (the control plane, alive pool machines and batches
+/// in flight, after this plan's deletes), plus each create in pool order while it fits. Machines already there are
+/// never deleted for the budget. A pool whose type has no known price creates nothing
+/// while a budget is set.
+fn within_budget(plan: &mut Plan, cluster: &Cluster, o: &Observed, cap: f64) {
+    let mut total = o.other_price_per_hour;
+    for (i, actions) in plan.pools.iter().enumerate() {
+        let machines = o.machines.get(i).map_or(&[][..], Vec::as_slice);
+        let gone: std::collections::HashSet<&String> = actions.deleted().collect();
+        for m in machines {
+            if matches!(m.state, MachineState::Pending | MachineState::Running)
+                && !gone.contains(&m.id)
+            {
+                total += price_of(o.types, &m.instance_type).unwrap_or_default();
+            }
+        }
+        let pool = &cluster.spec.node_pools[i];
+        let flying: u32 = [pool.name.clone(), format!("{}-server", pool.name)]
+            .iter()
+            .map(|bp| in_flight(o.pending, bp, machines, o.now, o.grace))
+            .sum();
+        let t = actions.candidates.first().map(|t| t.name.as_str());
+        total += f64::from(flying) * t.and_then(|t| price_of(o.types, t)).unwrap_or_default();
+    }
+    for (i, actions) in plan.pools.iter_mut().enumerate() {
+        let pool = &cluster.spec.node_pools[i].name;
+        let Some(t) = actions.candidates.first().cloned() else {
+            continue;
+        };
+        let wanted: u32 = actions.creates.iter().map(|c| c.count).sum();
+        if wanted == 0 {
+            continue;
+        }
+        let Some(price) = t.price_per_hour else {
+            actions.creates.clear();
+            actions.over_budget = Some(format!(
+                "pool {pool}: {wanted} machine(s) of type {} not created: its price is not known, and the Cluster has a budget of {cap:.2} per hour",
+                t.name
+            ));
+            continue;
+        };
+        let mut allowed = 0u32;
+        while allowed < wanted && total + price * f64::from(allowed + 1) <= cap + 1e-9 {
+            allowed += 1;
+        }
+        if allowed < wanted {
+            let reach = total + price * f64::from(wanted);
+            actions.over_budget = Some(format!(
+                "pool {pool}: {} more machine(s) of type {} would take the Cluster to {reach:.2} per hour, over its budget of {cap:.2}",
+                wanted - allowed,
+                t.name
+            ));
+            let mut left = allowed;
+            for c in &mut actions.creates {
+                c.count = c.count.min(left);
+                left -= c.count;
+            }
+            actions.creates.retain(|c| c.count > 0);
+        }
+        total += price * f64::from(allowed);
+    }
 }
 
 /// Whether `pool` also runs the k3s server (a provisioned cluster without a separate
@@ -549,8 +652,14 @@ pub fn runs_server(cluster: &Cluster, pool: &NodePool) -> bool {
         && k.control_plane.as_ref().and_then(|c| c.pool.as_deref()) == Some(pool.name.as_str())
 }
 
-fn plan_one(cluster: &Cluster, pool: &NodePool, machines: &[Machine], o: &Observed) -> PoolActions {
-    let desired = pool.replicas.max(0) as u32;
+fn plan_one(
+    cluster: &Cluster,
+    pool: &NodePool,
+    index: usize,
+    machines: &[Machine],
+    o: &Observed,
+) -> PoolActions {
+    let mut desired = pool.replicas.max(0) as u32;
     // An unfit pool is Stalled by `unsatisfiable`: nothing to create, but the machines
     // already there are still reported.
     let mut candidates: Vec<InstanceType> = select::candidates(o.types, &requirements(pool))
@@ -569,9 +678,58 @@ fn plan_one(cluster: &Cluster, pool: &NodePool, machines: &[Machine], o: &Observ
         let t = candidates.remove(pos);
         candidates.insert(0, t);
     }
+    let previous = cluster
+        .status
+        .as_ref()
+        .and_then(|s| s.node_pools.iter().find(|p| p.name == pool.name));
+    let mut idle_since = BTreeMap::new();
+    let mut demand_known = true;
+    let mut demand_text = None;
+    if let Some(bounds) = &pool.autoscaling {
+        // The pool follows demand: its size comes from the Deployments it carries.
+        match o.wants.and_then(|w| w.get(index)) {
+            Some(wants) => {
+                let s = demand::size(pool, bounds, candidates.first(), wants, previous.is_none());
+                desired = s.desired;
+                demand_text = Some(s.message);
+            }
+            None => {
+                // Not known yet (the Deployments are still being read): keep the size.
+                demand_known = false;
+                desired = previous.map_or(desired, |p| p.desired.max(0) as u32);
+                demand_text = Some(format!(
+                    "{desired} machine(s), kept while the Deployments on the pool are read"
+                ));
+            }
+        }
+        let now = o.now.to_string();
+        let before: BTreeMap<&str, &str> = previous
+            .map(|p| {
+                p.machines
+                    .iter()
+                    .filter_map(|m| Some((m.name.as_str(), m.idle_since.as_deref()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for m in machines {
+            if m.state == MachineState::Terminating {
+                continue;
+            }
+            if let Some(t) = demand::idle_since(
+                m,
+                o.usage.get(&m.id),
+                before.get(m.name.as_str()).copied(),
+                &now,
+            ) {
+                idle_since.insert(m.name.clone(), t);
+            }
+        }
+    }
     let mut out = PoolActions {
         desired,
         candidates,
+        demand: demand_text,
+        idle_since,
         ..Default::default()
     };
     if !o.can_join || out.candidates.is_empty() {
@@ -635,6 +793,51 @@ fn plan_one(cluster: &Cluster, pool: &NodePool, machines: &[Machine], o: &Observ
             outdated.len()
         ));
         out.push_delete(step.delete, DeleteReason::Replaced);
+    }
+    if let Some(bounds) = &pool.autoscaling {
+        // Scale-down for demand: only machines idle for the delay, emptiest first; none
+        // while demand is not known.
+        let delay = bounds.scale_down_delay();
+        let idle = |m: &Machine| {
+            let since: Timestamp = out.idle_since.get(&m.name)?.parse().ok()?;
+            let for_ =
+                std::time::Duration::try_from(o.now.duration_since(since)).unwrap_or_default();
+            let pods = o.usage.get(&m.id).and_then(|u| u.kelp_pods).unwrap_or(0);
+            Some((for_, pods))
+        };
+        let alive_now = agents
+            .iter()
+            .filter(|m| matches!(m.state, MachineState::Pending | MachineState::Running))
+            .count() as u32;
+        let mut go = Vec::new();
+        if demand_known && alive_now > agents_desired {
+            // A young extra stays while the cloud may still be catching up (as above).
+            let ok = settled(&pool.name);
+            go = demand::removable(agents_desired, &agents, idle, delay)
+                .into_iter()
+                .filter(|id| agents.iter().any(|m| &m.id == id && ok(m)))
+                .collect();
+            // When the next idle machine will have waited long enough.
+            out.scale_down_in = agents
+                .iter()
+                .filter(|m| !go.contains(&m.id))
+                .filter_map(|m| idle(m).map(|(for_, _)| delay.saturating_sub(for_)))
+                .filter(|left| !left.is_zero())
+                .min();
+        }
+        if alive_now > agents_desired {
+            p.alive = alive_now - go.len() as u32;
+            p.held = 0;
+            out.held.retain(|h| h != &pool.name);
+        }
+        p.scale_down = Vec::new();
+        out.push_delete(
+            go,
+            DeleteReason::Idle {
+                to: desired,
+                delay_s: delay.as_secs(),
+            },
+        );
     }
     out.push_delete(p.failed, DeleteReason::Failed);
     out.push_delete(p.scale_down, DeleteReason::ScaleDown { to: desired });
