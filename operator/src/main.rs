@@ -96,6 +96,36 @@ enum Command {
         #[command(subcommand)]
         command: EgiCommand,
     },
+    /// Show what applying kelp manifests would do, before anything is created: for each
+    /// Cluster pool the instance type, its size, the machines now and after, the price
+    /// and the action; for each Deployment the Cluster and pool it would land on. Offline
+    /// for Clusters on the sim cloud; with --kubeconfig, the clouds of the others are
+    /// asked for their types and prices, with the Secrets read from that cluster, and
+    /// what is already there counts. Nothing is written.
+    Plan {
+        /// A manifest file, or a directory of them (.yaml, .yml, .json). Repeatable.
+        #[arg(
+            short = 'f',
+            long = "filename",
+            required = true,
+            value_name = "FILE_OR_DIR"
+        )]
+        files: Vec<PathBuf>,
+        /// Kubeconfig of the cluster the manifests are for.
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// The namespace of manifests that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: PlanOutput,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum PlanOutput {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -207,6 +237,31 @@ enum EgiOutput {
     Table,
     Yaml,
     Json,
+}
+
+/// The client configuration of a kubeconfig file, naming the file in errors.
+async fn config_from(path: &std::path::Path) -> anyhow::Result<kube::Config> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let kc = kube::config::Kubeconfig::from_yaml(&text)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+/// A client for a kubeconfig file that answers: errors name the server's URL.
+async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let config = config_from(path).await?;
+    let url = config.cluster_url.clone();
+    let client = kube::Client::try_from(config)?;
+    client.apiserver_version().await.map_err(|e| {
+        anyhow::anyhow!(
+            "the Kubernetes API at {url} does not answer: {}",
+            kelp_operator::context::error_chain(&e)
+        )
+    })?;
+    Ok(client)
 }
 
 /// Prints an offline command's outcome; on failure, only the errors (exit status 1).
@@ -399,15 +454,7 @@ fn main() -> anyhow::Result<()> {
                 )
                 .await?;
                 let config = match kubeconfig {
-                    Some(path) => {
-                        let text = std::fs::read_to_string(&path)
-                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                        let kc = kube::config::Kubeconfig::from_yaml(&text)
-                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-                            .await
-                            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
-                    }
+                    Some(path) => config_from(&path).await?,
                     None => kube::Config::infer().await?,
                 };
                 let url = config.cluster_url.clone();
@@ -449,6 +496,30 @@ fn main() -> anyhow::Result<()> {
                 }
                 Ok(())
             })
+        }
+        Command::Plan {
+            files,
+            kubeconfig,
+            namespace,
+            output,
+        } => {
+            let manifests = match cli::plan::read(&files, &namespace) {
+                Ok(m) => m,
+                Err(f) => return emit(Err(f)),
+            };
+            let format = match output {
+                PlanOutput::Table => cli::plan::Format::Table,
+                PlanOutput::Json => cli::plan::Format::Json,
+            };
+            let inputs = match kubeconfig {
+                None => cli::plan::offline(manifests),
+                Some(path) => tokio::runtime::Runtime::new()?.block_on(async move {
+                    let client = client_from(&path).await?;
+                    anyhow::Ok(cli::plan::gather(&client, manifests).await)
+                })?,
+            };
+            let plan = cli::plan::plan(&inputs, k8s_openapi::jiff::Timestamp::now());
+            emit(Ok(cli::plan::render(&plan, format)))
         }
         #[cfg(feature = "dev")]
         Command::Dev {

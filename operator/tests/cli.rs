@@ -1120,3 +1120,175 @@ fn rand_suffix() -> u128 {
         .unwrap()
         .as_nanos()
 }
+
+// ---- kelp plan --------------------------------------------------------------------------
+
+fn plan_json(args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["plan", "-o", "json"];
+    all.extend_from_slice(args);
+    let out = kelp(&all);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn sim_price(name: &str) -> f64 {
+    kelp_cloud_drivers::sim::catalogue()
+        .into_iter()
+        .find(|t| t.name == name)
+        .and_then(|t| t.price_per_hour)
+        .unwrap()
+}
+
+#[test]
+fn kelp_plan_shows_the_examples_types_counts_and_prices_offline() {
+    let plan = plan_json(&["-f", &repo_path("examples")]);
+    let c = &plan["clusters"][0];
+    assert_eq!(c["name"], "sim-gpu");
+    let pools: Vec<(String, String, u64, String)> = c["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["pool"].as_str().unwrap().to_string(),
+                p["instanceType"].as_str().unwrap().to_string(),
+                p["after"].as_u64().unwrap(),
+                p["action"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        pools,
+        [
+            (
+                "control-plane".into(),
+                "sim.cpu-2".into(),
+                1,
+                "create 1".into()
+            ),
+            ("cpu".into(), "sim.cpu-4".into(), 1, "create 1".into()),
+            ("gpu-t4".into(), "sim.t4-8".into(), 2, "create 2".into()),
+        ]
+    );
+    let expected = sim_price("sim.cpu-2") + sim_price("sim.cpu-4") + 2.0 * sim_price("sim.t4-8");
+    let total = plan["pricePerHour"].as_f64().unwrap();
+    assert!((total - expected).abs() < 0.01, "{total} vs {expected}");
+    assert!((plan["pricePer30Days"].as_f64().unwrap() - expected * 720.0).abs() < 1.0);
+    assert_eq!(plan["deployments"][0]["name"], "fish-detector");
+    assert_eq!(plan["deployments"][0]["pool"], "gpu-t4");
+    assert!(plan["deployments"][0]["problem"].is_null());
+
+    // The table says the same, with the total last.
+    let out = kelp(&["plan", "-f", &repo_path("examples")]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("CLUSTER"), "{text}");
+    assert!(
+        text.contains("gpu-t4         sim.t4-8   8     32 GiB  1x T4  0    2"),
+        "{text}"
+    );
+    assert!(
+        text.trim_end().ends_with(&format!(
+            "Total: {:.2} per hour, {:.2} per 30 days",
+            total,
+            total * 720.0
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn kelp_plan_says_why_a_deployment_fits_nowhere_and_where_a_budget_stops() {
+    let dir = scratch("plan");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("all.yaml"),
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Module
+metadata: {name: yolo}
+spec:
+  title: YOLO
+  summary: An object detector
+  image: {repository: ai4oshub/yolo, tag: latest}
+  resources: {cpu: 2, memoryMB: 4096, gpu: 1}
+---
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {name: small}
+spec:
+  cloud: {sim: {}}
+  budget: {maxPricePerHour: 1.0}
+  kubernetes: {controlPlane: {pool: gpu}}
+  nodePools:
+    - {name: cpu, replicas: 1, machine: {cpu: 2}}
+    - {name: gpu, replicas: 4, machine: {gpu: {count: 1, model: T4}}}
+---
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Deployment
+metadata: {name: fits}
+spec: {moduleRef: {name: yolo}, clusterRef: {name: small}}
+---
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Deployment
+metadata: {name: wrong-pool}
+spec: {moduleRef: {name: yolo}, clusterRef: {name: small}, nodePool: cpu}
+---
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Deployment
+metadata: {name: no-cluster}
+spec: {moduleRef: {name: yolo}, clusterRef: {name: elsewhere}}
+"#,
+    )
+    .unwrap();
+    let plan = plan_json(&["-f", dir.to_str().unwrap(), "-n", "research"]);
+    let c = &plan["clusters"][0];
+    assert_eq!(c["namespace"], "research");
+    let gpu = &c["pools"][1];
+    assert_eq!(gpu["pool"], "gpu");
+    // 1.0 per hour holds the CPU machine and one T4 machine only.
+    let t4 = sim_price(gpu["instanceType"].as_str().unwrap());
+    let cpu = sim_price(c["pools"][0]["instanceType"].as_str().unwrap());
+    let room = ((1.0 - cpu) / t4).floor() as u64;
+    assert_eq!(gpu["after"].as_u64(), Some(room));
+    assert_eq!(gpu["action"], format!("create {room}"));
+    let problems = c["problems"].to_string();
+    assert!(problems.contains("over its budget of 1.00"), "{problems}");
+    let by_name = |n: &str| {
+        plan["deployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["name"] == n)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(by_name("fits")["pool"], "gpu");
+    assert_eq!(
+        by_name("wrong-pool")["problem"],
+        "spec.nodePool: pool cpu has 0 GPU(s) per machine; the Deployment needs 1"
+    );
+    assert!(
+        by_name("no-cluster")["problem"]
+            .as_str()
+            .unwrap()
+            .contains("Cluster research/elsewhere is neither in the manifests nor on the cluster")
+    );
+    // A Cluster on a real cloud needs its Secrets: offline, it says so.
+    let out = kelp(&["plan", "-f", &repo_path("examples/clouds/ec2.yaml")]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("needs --kubeconfig"), "{text}");
+    // Nothing to plan is an error.
+    let out = kelp(&["plan", "-f", &repo_path("examples/module-yolov8.yaml")]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("error: no Cluster or Deployment"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -528,3 +528,55 @@ spec:
     kubelets.abort();
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kelp_plan_asks_ec2_for_its_types_and_prices_and_creates_nothing() {
+    let Some(moto) = kelp_test_peers::start_moto().await else {
+        return;
+    };
+    let endpoint = moto.endpoint();
+    let h = Harness::new().await;
+    secrets(&h).await;
+    let dir = std::env::temp_dir().join(format!("kelp-plan-ec2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (kc, manifest) = (dir.join("kubeconfig"), dir.join("cluster.yaml"));
+    std::fs::write(&kc, h.server.kubeconfig()).unwrap();
+    std::fs::write(&manifest, ec2_cluster("planned", &endpoint, 2, 0)).unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(["plan", "-o", "json", "-f"])
+        .arg(&manifest)
+        .arg("--kubeconfig")
+        .arg(&kc)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let c = &plan["clusters"][0];
+    assert_eq!(c["cloud"], "ec2");
+    assert_eq!(c["exists"], false);
+    let t4 = &c["pools"][0];
+    // The cheapest type with a T4, 4 vCPUs and room for an 80 GB disk, from moto's
+    // catalogue; its price from kelp's EC2 table.
+    assert_eq!(t4["instanceType"], "g4dn.xlarge", "{c}");
+    assert_eq!(t4["gpus"], 1);
+    assert_eq!(
+        (t4["now"].as_u64(), t4["after"].as_u64()),
+        (Some(0), Some(2))
+    );
+    assert_eq!(t4["action"], "create 2");
+    let price = t4["pricePerHour"].as_f64().unwrap();
+    assert!((price - 2.0 * 0.526).abs() < 0.01, "{price}");
+    assert_eq!(c["pools"][1]["action"], "none");
+    // Nothing was started.
+    let listed = driver(&endpoint)
+        .list(&kelp_cloud_drivers::kelp_selector())
+        .await
+        .unwrap();
+    assert!(listed.is_empty(), "{listed:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -1,13 +1,16 @@
 //! The offline command-line tools of `kelp`: `kelp recipe ...` (inspect and render
 //! recipes), `kelp module import` (ai4-metadata to a Module manifest) and
 //! `kelp egi sites` (the EGI FedCloud site catalogue). They read files and print text;
-//! none of them talks to a Kubernetes API server or a cloud.
+//! none of them talks to a Kubernetes API server or a cloud. `kelp plan` (what applying
+//! manifests would do, with prices) is offline too, unless given `--kubeconfig`: it then
+//! reads, and never writes, that cluster and the clouds its Secrets open.
 //!
 //! Every command computes its whole output first: on error nothing is printed on
 //! stdout, only the errors (and warnings) on stderr. `docs/cli.md` documents them.
 
 pub mod egi;
 pub mod import;
+pub mod plan;
 pub mod recipe;
 
 use std::path::Path;
