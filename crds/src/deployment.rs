@@ -28,7 +28,8 @@ use crate::common::{
     printcolumn(
         name = "Cluster",
         type_ = "string",
-        json_path = ".spec.clusterRef.name"
+        json_path = ".status.cluster",
+        description = "The Cluster the workload runs on (clusterRef, or the one placement chose)"
     ),
     printcolumn(
         name = "Ready",
@@ -53,11 +54,15 @@ use crate::common::{
         .message("metadata.name: a Deployment name must be a DNS label starting with a letter: lower-case letters, digits and '-', no '.' (it names the workload's Service)")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.clusterRef) != has(self.placement)")
+    .message("exactly one of spec.clusterRef (one Cluster) or spec.placement (an ordered list of Clusters) must be set"))]
 pub struct DeploymentSpec {
     /// The Module to run, in the same namespace.
     pub module_ref: LocalObjectReference,
-    /// The Cluster to run it on, in the same namespace.
-    pub cluster_ref: LocalObjectReference,
+    /// The Cluster to run it on, in the same namespace. Exactly one of clusterRef and
+    /// placement is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_ref: Option<LocalObjectReference>,
     /// Node pool to run on; otherwise the smallest pool that fits the GPU need.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_pool: Option<String>,
@@ -88,6 +93,84 @@ pub struct DeploymentSpec {
     #[serde(default = "default_recipe")]
     #[schemars(length(min = 1, max = 63))]
     pub recipe: String,
+    /// Clusters to choose from, instead of one clusterRef: the first (or cheapest) that
+    /// can run the workload; the next when it cannot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placement: Option<Placement>,
+}
+
+impl DeploymentSpec {
+    /// The Clusters the Deployment may run on: its clusterRef, or its placement's list.
+    pub fn candidates(&self) -> Vec<&str> {
+        match (&self.cluster_ref, &self.placement) {
+            (Some(r), _) => vec![r.name.as_str()],
+            (None, Some(p)) => p.clusters.iter().map(|c| c.name.as_str()).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+}
+
+impl Deployment {
+    /// The Cluster the workload is on (or on its way to): its clusterRef, else the
+    /// Cluster placement chose, as the status records it.
+    pub fn target_cluster(&self) -> Option<&str> {
+        if let Some(r) = &self.spec.cluster_ref {
+            return Some(&r.name);
+        }
+        let st = self.status.as_ref()?;
+        st.placement
+            .iter()
+            .find(|p| p.result == PlacementResult::Waiting)
+            .or_else(|| {
+                st.placement
+                    .iter()
+                    .find(|p| p.result == PlacementResult::Running)
+            })
+            .map(|p| p.cluster.as_str())
+    }
+
+    /// Every Cluster the workload has objects on now: the target, and during a move
+    /// the Cluster it still runs on (`status.cluster`).
+    pub fn clusters_in_use(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.target_cluster().into_iter().collect();
+        if let Some(c) = self.status.as_ref().and_then(|s| s.cluster.as_deref())
+            && !out.contains(&c)
+        {
+            out.push(c);
+        }
+        out
+    }
+}
+
+/// Where a Deployment may run: candidate Clusters and how to choose among them.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// Candidate Clusters in the same namespace, in order of preference; names unique.
+    #[schemars(length(min = 1, max = 16))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub clusters: Vec<LocalObjectReference>,
+    /// `Ordered`: the first Cluster that can run it; `Cheapest`: the lowest price per
+    /// hour among those that can (unknown prices count as the most expensive).
+    #[serde(default)]
+    pub policy: PlacementPolicy,
+    /// How long a Cluster may take to make the workload Ready before the next one is
+    /// tried, in seconds.
+    #[serde(default = "default_fallback_after")]
+    #[schemars(range(min = 1, max = 604800))]
+    pub fallback_after_seconds: i64,
+}
+
+fn default_fallback_after() -> i64 {
+    900
+}
+
+/// How placement orders its candidate Clusters.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum PlacementPolicy {
+    #[default]
+    Ordered,
+    Cheapest,
 }
 
 fn default_replicas() -> i32 {
@@ -264,4 +347,44 @@ pub struct DeploymentStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+    /// The Cluster the workload runs on now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+    /// With placement: one entry per candidate Cluster, what kelp made of it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["cluster"]))]
+    pub placement: Vec<PlacementStatus>,
+}
+
+/// What placement made of one candidate Cluster.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct PlacementStatus {
+    /// The candidate Cluster.
+    pub cluster: String,
+    /// Running, Skipped, Unfit, Waiting or Untried.
+    pub result: PlacementResult,
+    /// Why, in one word (e.g. Ready, InsufficientCapacity, Stalled, NoPoolFits, Timeout).
+    pub reason: String,
+    /// Why, in a sentence.
+    #[serde(default)]
+    pub message: String,
+    /// When the result last changed (RFC 3339).
+    pub since: String,
+}
+
+/// The outcome for one candidate Cluster.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, JsonSchema, PartialEq, Eq)]
+pub enum PlacementResult {
+    /// The workload runs there, Ready.
+    Running,
+    /// Passed over: it could not run it (capacity, quota, Stalled, or not Ready in time).
+    Skipped,
+    /// No pool of it fits the workload.
+    Unfit,
+    /// The workload is on its way there.
+    Waiting,
+    /// Not tried yet.
+    #[default]
+    Untried,
 }

@@ -393,6 +393,19 @@ fn the_schema_rejects_bad_fields_and_names_them() {
 fn cel_cases() -> Vec<Case> {
     vec![
         (
+            "Deployment",
+            vec![("spec.clusterRef", Value::Null)],
+            "exactly one of spec.clusterRef (one Cluster) or spec.placement (an ordered list of Clusters) must be set",
+        ),
+        (
+            "Deployment",
+            vec![(
+                "spec.placement",
+                json!({"clusters": [{"name": "a"}, {"name": "b"}]}),
+            )],
+            "exactly one of spec.clusterRef (one Cluster) or spec.placement (an ordered list of Clusters) must be set",
+        ),
+        (
             "Cluster",
             vec![("spec.cloud.sim", Value::Null)],
             "exactly one of cloud.sim, cloud.ec2, cloud.openstack, cloud.egi must be set",

@@ -313,7 +313,10 @@ async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
             Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))
                 if ready(d.status.as_ref().map(|s| &s.conditions)) =>
             {
-                Seen::Deployment(d.name_any(), d.spec.cluster_ref.name.clone())
+                Seen::Deployment(
+                    d.name_any(),
+                    d.target_cluster().unwrap_or_default().to_string(),
+                )
             }
             _ => Seen::Other,
         });
@@ -345,7 +348,7 @@ async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
                     eprintln!(
                         "  not Ready: {} on {}: {}",
                         d.name_any(),
-                        d.spec.cluster_ref.name,
+                        d.target_cluster().unwrap_or_default(),
                         serde_json::to_string(&d.status).unwrap_or_default()
                     );
                 }

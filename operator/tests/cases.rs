@@ -34,26 +34,6 @@ fn deployment_condition(d: Option<&Deployment>, type_: &str) -> Option<kelp_crds
         .and_then(|s| condition(&s.conditions, type_).cloned())
 }
 
-/// Every Event about `name` in the default namespace: (type, reason, note, count).
-async fn events(h: &Harness, name: &str) -> Vec<(String, String, String, i32)> {
-    Api::<Event>::namespaced(h.client.clone(), "default")
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| {
-            (
-                e.type_.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                e.note.unwrap_or_default(),
-                e.series.map_or(1, |s| s.count),
-            )
-        })
-        .collect()
-}
-
 /// Server-side applies one manifest as the test user; the API server's refusal, if any.
 async fn try_apply(h: &Harness, yaml: &str) -> Result<(), Box<kube::core::Status>> {
     let doc = kelp_crds::parse::documents(yaml).unwrap().remove(0);

@@ -580,3 +580,127 @@ async fn kelp_plan_asks_ec2_for_its_types_and_prices_and_creates_nothing() {
     assert!(listed.is_empty(), "{listed:?}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deployment_falls_back_from_a_full_sim_cluster_to_ec2_and_stays_there() {
+    let Some(moto) = kelp_test_peers::start_moto().await else {
+        return;
+    };
+    let endpoint = moto.endpoint();
+    let mut h = Harness::new().await;
+    secrets(&h).await;
+    let kubelets = kubelets(&h, &endpoint);
+    h.start();
+    h.apply_yaml(MODULE).await;
+    // The preferred Cluster: the sim, with no A100 left.
+    h.apply_yaml(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {name: sim-a100}
+spec:
+  cloud: {sim: {latencyMs: 1, capacity: {A100: 0}}}
+  nodePools:
+    - {name: a100, replicas: 0, autoscaling: {minReplicas: 0, maxReplicas: 2, scaleDownDelaySeconds: 1}, machine: {gpu: {count: 1, model: A100}}}
+"#,
+    )
+    .await;
+    h.apply_yaml(&format!(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {{name: aws-a100}}
+spec:
+  cloud:
+    ec2: {{region: us-east-1, endpointUrl: "{endpoint}", credentialsSecretRef: {{name: aws}}}}
+  kubernetes: {{mode: Existing, kubeconfigSecretRef: {{name: self-kubeconfig}}}}
+  nodePools:
+    - {{name: a100, replicas: 0, autoscaling: {{minReplicas: 0, maxReplicas: 1}}, machine: {{gpu: {{count: 1, model: A100}}}}}}
+"#
+    ))
+    .await;
+    h.apply_yaml(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Deployment
+metadata: {name: fish}
+spec:
+  moduleRef: {name: yolov8}
+  placement: {clusters: [{name: sim-a100}, {name: aws-a100}]}
+"#,
+    )
+    .await;
+    let d = h
+        .wait::<kelp_crds::Deployment>("fish", "Ready on aws-a100", |d| {
+            d.and_then(|d| d.status.as_ref()).is_some_and(|s| {
+                s.cluster.as_deref() == Some("aws-a100")
+                    && kelp_operator::conditions::is_true(&s.conditions, "Ready")
+            })
+        })
+        .await
+        .unwrap();
+    let st = d.status.unwrap();
+    let entry = |name: &str| {
+        st.placement
+            .iter()
+            .find(|e| e.cluster == name)
+            .unwrap()
+            .clone()
+    };
+    let sim = entry("sim-a100");
+    assert_eq!(
+        (sim.result, sim.reason.as_str()),
+        (kelp_crds::PlacementResult::Skipped, "InsufficientCapacity"),
+        "{sim:?}"
+    );
+    assert!(sim.message.contains("pool a100: no capacity"), "{sim:?}");
+    let aws = entry("aws-a100");
+    assert_eq!(aws.result, kelp_crds::PlacementResult::Running, "{aws:?}");
+    // One A100 machine on EC2, grown from demand.
+    let aws_uid = h
+        .api::<Cluster>()
+        .get("aws-a100")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let on_ec2 = instances(&endpoint, &aws_uid).await;
+    assert_eq!(on_ec2.len(), 1, "{on_ec2:?}");
+    assert_eq!(on_ec2[0].instance_type, "p4d.24xlarge");
+    // The moves were told as Events.
+    let events = events(&h, "fish").await;
+    assert!(
+        events.iter().any(|(_, reason, note, _)| reason == "Moving"
+            && note.contains("from Cluster sim-a100 to Cluster aws-a100")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|(_, reason, _, _)| reason == "Moved"),
+        "{events:?}"
+    );
+    // Capacity appears on the sim: the Deployment stays where it runs.
+    h.patch_spec::<Cluster>(
+        "sim-a100",
+        serde_json::json!({"cloud": {"sim": {"latencyMs": 1, "capacity": {"A100": 4}}}}),
+    )
+    .await;
+    h.wait::<Cluster>("sim-a100", "its new generation seen", |c| {
+        c.and_then(|c| c.status.as_ref())
+            .is_some_and(|s| s.observed_generation == Some(2))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let d = h.api::<kelp_crds::Deployment>().get("fish").await.unwrap();
+    let st = d.status.unwrap();
+    assert_eq!(st.cluster.as_deref(), Some("aws-a100"));
+    let sim_cluster = h.api::<Cluster>().get("sim-a100").await.unwrap();
+    let a100 = &sim_cluster.status.unwrap().node_pools[0];
+    assert_eq!(
+        a100.machines.len(),
+        0,
+        "no demand left on the sim: {a100:?}"
+    );
+    kubelets.abort();
+    h.stop().await;
+}

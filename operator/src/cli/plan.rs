@@ -268,7 +268,13 @@ pub fn plan(inputs: &Inputs, now: k8s_openapi::jiff::Timestamp) -> Plan {
         .iter()
         .map(|d| {
             let ns = d.metadata.namespace.clone().unwrap_or_default();
-            let cluster_name = d.spec.cluster_ref.name.clone();
+            // With placement: the first candidate (the plan does not try the others).
+            let cluster_name = d
+                .spec
+                .candidates()
+                .first()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
             let mut out = DeploymentPlan {
                 namespace: ns.clone(),
                 name: d.name_any(),

@@ -714,10 +714,10 @@ fn render_for_deployment(
             module_file.display()
         )));
     }
-    if dep.spec.cluster_ref.name != cluster_name {
+    if !dep.spec.candidates().contains(&cluster_name.as_str()) {
         return Err(Failure::new(format!(
-            "Deployment {dep_id} spec.clusterRef names Cluster {:?}, {} holds Cluster {cluster_name:?}",
-            dep.spec.cluster_ref.name,
+            "Deployment {dep_id} runs on {:?} (spec.clusterRef or spec.placement), {} holds Cluster {cluster_name:?}",
+            dep.spec.candidates(),
             cluster_file.display()
         )));
     }

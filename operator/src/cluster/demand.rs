@@ -3,7 +3,7 @@
 //! a Cluster when a Deployment on it changes, what the target shows of each machine, and
 //! the cordon and drain before an idle machine goes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -19,9 +19,9 @@ use tokio::sync::broadcast;
 use super::plan::demand::{Usage, Want};
 use crate::deployment::build::DEPLOYMENT_LABEL;
 
-/// What of a Deployment decides its demand: its Cluster, its generation (its spec),
-/// whether it is being deleted.
-type Seen = (String, Option<i64>, bool);
+/// What of a Deployment decides its demand: the Clusters it is or may be on, its
+/// generation (its spec), whether it is being deleted.
+type Seen = (BTreeSet<String>, Option<i64>, bool);
 
 /// The caches of the Deployment controller that pools are sized from, and the wakes of
 /// the Clusters whose demand changed. Shared in the Context.
@@ -62,22 +62,33 @@ impl Demand {
     /// what the Cluster sizes pools from may have changed (a new Deployment, a spec
     /// change, a delete).
     pub fn saw(&self, dep: &Deployment) {
-        let key = (dep.namespace().unwrap_or_default(), dep.name_any());
-        let now = (
-            dep.spec.cluster_ref.name.clone(),
+        let ns = dep.namespace().unwrap_or_default();
+        let key = (ns.clone(), dep.name_any());
+        let now: Seen = (
+            dep.clusters_in_use()
+                .into_iter()
+                .chain(dep.spec.candidates())
+                .map(str::to_string)
+                .collect(),
             dep.metadata.generation,
             dep.metadata.deletion_timestamp.is_some(),
         );
-        let before = self.seen.lock().unwrap().insert(key.clone(), now.clone());
+        let before = self.seen.lock().unwrap().insert(key, now.clone());
         if before.as_ref() == Some(&now) {
             return;
         }
-        let _ = self.tx.send((key.0.clone(), now.0));
-        if let Some((old, ..)) = before
-            && old != dep.spec.cluster_ref.name
-        {
-            let _ = self.tx.send((key.0, old));
+        let mut clusters: BTreeSet<String> = now.0;
+        if let Some((old, ..)) = before {
+            clusters.extend(old);
         }
+        for c in clusters {
+            self.wake(&ns, &c);
+        }
+    }
+
+    /// Wakes the Cluster `namespace/name`: the demand on its pools changed.
+    pub fn wake(&self, namespace: &str, name: &str) {
+        let _ = self.tx.send((namespace.to_string(), name.to_string()));
     }
 
     /// The Clusters (namespace, name) whose demand may have changed, from now on.

@@ -9,6 +9,7 @@
 //! - status (pure, [`status::compute`]): readiness and endpoint from that cluster.
 
 pub mod build;
+pub mod placement;
 pub mod plan;
 pub mod status;
 mod workloads;
@@ -124,7 +125,7 @@ pub async fn run(
                         .into_iter()
                         .filter(|d| {
                             d.namespace() == ns
-                                && d.spec.cluster_ref.name == name
+                                && d.spec.candidates().contains(&name.as_str())
                                 && concerns(d, &woken)
                         })
                         .map(|d| ObjectRef::from_obj(d.as_ref()))
@@ -166,7 +167,8 @@ pub async fn run(
 }
 
 /// What of a Cluster its Deployments read: its spec, whether it is being deleted, its
-/// control plane's readiness, endpoint and kubeconfig Secret (`common`), and, once the
+/// control plane's readiness, endpoint and kubeconfig Secret, whether it is Stalled or
+/// short of capacity (placement passes it over then) (`common`), and, once the
 /// control plane is ready, how many machines of each pool are Ready (room for
 /// workloads). A change of anything else (a machine's address or state, the cloud's
 /// condition, machines joining before there is a control plane) wakes no Deployment.
@@ -182,9 +184,13 @@ fn cluster_view(c: &Cluster) -> ClusterView {
     // The endpoint and kubeconfig are read only once the control plane is ready: their
     // arrival while it boots changes nothing for a Deployment.
     let target = cp_ready.then(|| (s.api_endpoint, s.kubeconfig_secret_ref.map(|r| r.name)));
+    // What placement passes a Cluster over for: Stalled, or short of capacity or quota.
+    let stalled = conditions::is_true(&s.conditions, ct::STALLED);
+    let short = conditions::get(&s.conditions, ct::READY)
+        .is_some_and(|r| matches!(r.reason.as_str(), "InsufficientCapacity" | "QuotaExceeded"));
     ClusterView {
         common: format!(
-            "{:?}|{}|{cp_ready}|{target:?}",
+            "{:?}|{}|{cp_ready}|{target:?}|{stalled}|{short}",
             c.metadata.generation,
             c.metadata.deletion_timestamp.is_some(),
         ),
@@ -389,7 +395,14 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
         }
     };
     let base = status::base(&dep, &plan, rolled);
-    let status = status::compute(&dep, base, &outcome);
+    let mut status = status::compute(&dep, base, &outcome);
+    match &observed.placement {
+        None => status.cluster = dep.target_cluster().map(str::to_string),
+        Some(d) => {
+            let ready = matches!(&outcome, Outcome::Rolled(r) if r.ready);
+            place(&ctx, &dep, d, ready, &views, &mut status).await;
+        }
+    }
     if let Outcome::Blocked(b) = &outcome
         && dep
             .status
@@ -409,7 +422,25 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
         )
         .await;
     }
+    let before: BTreeSet<String> = dep
+        .clusters_in_use()
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+    let after: BTreeSet<String> = {
+        let mut d = (*dep).clone();
+        d.status = Some(status.clone());
+        d.clusters_in_use()
+            .into_iter()
+            .map(str::to_string)
+            .collect()
+    };
     write_status(&ctx, &dep, status).await?;
+    // The Clusters whose pools now carry this workload, or no longer do.
+    let ns = dep.namespace().unwrap_or_default();
+    for c in before.symmetric_difference(&after) {
+        ctx.demand.wake(&ns, c);
+    }
     Ok(ctx.requeue(
         &crate::context::key(dep.as_ref()),
         status::requeue(
@@ -438,13 +469,46 @@ async fn dereference(
         .modules
         .get(&ObjectRef::new(&dep.spec.module_ref.name).within(&ns))
         .map(|m| (*m).clone());
-    let cluster = views
-        .clusters
-        .get(&ObjectRef::new(&dep.spec.cluster_ref.name).within(&ns))
-        .map(|c| (*c).clone());
+    let cached_cluster = |name: &str| views.clusters.get(&ObjectRef::new(name).within(&ns));
+    let (cluster, placement) = match &dep.spec.placement {
+        None => (
+            dep.target_cluster()
+                .and_then(cached_cluster)
+                .map(|c| (*c).clone()),
+            None,
+        ),
+        Some(p) => {
+            // Placement: the candidate to apply to, from the cached Clusters and the
+            // workload's readiness as the last reconcile saw it.
+            let candidates: Vec<(String, Option<Arc<Cluster>>)> = p
+                .clusters
+                .iter()
+                .map(|c| (c.name.clone(), cached_cluster(&c.name)))
+                .collect();
+            let ready = dep.status.as_ref().is_some_and(|s| {
+                conditions::is_true(&s.conditions, ct::READY)
+                    && s.observed_generation == dep.metadata.generation
+            });
+            let d = placement::decide(
+                dep,
+                p,
+                &candidates,
+                module.as_ref(),
+                ready,
+                k8s_openapi::jiff::Timestamp::now(),
+            );
+            let c = d
+                .target
+                .as_deref()
+                .and_then(cached_cluster)
+                .map(|c| (*c).clone());
+            (c, Some(d))
+        }
+    };
     let mut obs = Observed {
         module,
         cluster,
+        placement,
         ..Default::default()
     };
     // What the workload's objects are built from is read only once they can be applied:
@@ -557,7 +621,7 @@ async fn apply_work(
                 reason: "ObjectNotOwned".into(),
                 message: format!(
                     "{what} already exists in Cluster {} and kelp did not create it (it lacks the label {DEPLOYMENT_LABEL}={name}): kelp neither changes nor deletes it; rename the Deployment or remove that object",
-                    dep.spec.cluster_ref.name
+                    dep.target_cluster().unwrap_or_default()
                 ),
                 kind: Kind::Stalled,
             }));
@@ -793,6 +857,110 @@ async fn write_status(ctx: &Ctx, dep: &Deployment, mut status: DeploymentStatus)
 
 /// Removes the workload from the target cluster. A Cluster that is gone (or has no
 /// Kubernetes yet) has nothing left to remove.
+/// Completes the status of a Deployment with placement from `d`: each candidate's entry,
+/// and where the workload runs. Once it is Ready on the target, a move is finished:
+/// the workload is removed from the Cluster it ran on before (make-before-break), with
+/// an Event. A removal that fails keeps that Cluster as where it runs, and is tried
+/// again by the next reconcile.
+async fn place(
+    ctx: &Ctx,
+    dep: &Deployment,
+    d: &placement::Decision,
+    ready: bool,
+    views: &Views,
+    status: &mut kelp_crds::DeploymentStatus,
+) {
+    let ns = dep.namespace().unwrap_or_default();
+    status.placement = d.entries.clone();
+    let before = dep.status.as_ref().and_then(|s| s.cluster.clone());
+    // Where it ran, as long as that Cluster is still there.
+    let running_on = before
+        .clone()
+        .filter(|c| views.clusters.get(&ObjectRef::new(c).within(&ns)).is_some());
+    if let Some((from, why)) = &d.moved
+        && let Some(to) = &d.target
+    {
+        let (reason, note) = match from.as_ref().or(running_on.as_ref()) {
+            Some(from) if from != to => (
+                "Moving",
+                format!(
+                    "moving from Cluster {from} to Cluster {to}: {why}; the workload keeps running on {from} until it is Ready on {to}"
+                ),
+            ),
+            _ => ("Placed", format!("placed on Cluster {to}: {why}")),
+        };
+        ctx.event(dep, false, reason, "Place", note).await;
+    }
+    status.cluster = match (&d.target, ready) {
+        (Some(to), true) => {
+            if let Some(e) = status.placement.iter_mut().find(|e| &e.cluster == to)
+                && e.result != kelp_crds::PlacementResult::Running
+            {
+                e.result = kelp_crds::PlacementResult::Running;
+                e.reason = "Ready".into();
+                e.message = format!("the workload is Ready on Cluster {to}");
+                e.since = k8s_openapi::jiff::Timestamp::now().to_string();
+            }
+            match running_on.filter(|old| old != to) {
+                Some(old) => match remove_from(ctx, dep, &old).await {
+                    Ok(n) => {
+                        ctx.event(
+                            dep,
+                            false,
+                            "Moved",
+                            "Place",
+                            format!("moved from Cluster {old} to Cluster {to}: Ready on {to}; deleted {n} object(s) from {old}"),
+                        )
+                        .await;
+                        Some(to.clone())
+                    }
+                    Err(e) => {
+                        tracing::info!(error = %e, cluster = %old, "removing the workload after a move; retried");
+                        Some(old)
+                    }
+                },
+                None => Some(to.clone()),
+            }
+        }
+        (Some(to), false) => running_on.or_else(|| Some(to.clone())),
+        (None, _) => running_on,
+    };
+}
+
+/// Deletes every object kelp applied for `dep` on the Cluster `name`: the number
+/// deleted (0 when the Cluster is gone, or is being deleted and does not answer).
+async fn remove_from(ctx: &Ctx, dep: &Deployment, name: &str) -> Result<usize> {
+    let ns = dep.namespace().unwrap_or_default();
+    let Some(cluster) = Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(name)
+        .await?
+    else {
+        return Ok(0);
+    };
+    let target = match ctx
+        .targets
+        .client(&ctx.client, &ctx.secrets, &cluster)
+        .await
+    {
+        Ok(t) => t,
+        Err(_) if cluster.metadata.deletion_timestamp.is_some() => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let pruned = match owned(&target, &ns, &dep.name_any()).await {
+        Ok(owned) => prune(&target, &ns, &owned, &BTreeSet::new()).await,
+        Err(e) => Err(e),
+    };
+    match pruned {
+        Ok(n) => Ok(n),
+        // An unreachable cluster that is itself being deleted takes the workload with it.
+        Err(e) if cluster.metadata.deletion_timestamp.is_some() => {
+            tracing::info!(error = %e, "cluster going away");
+            Ok(0)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 async fn cleanup(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
     let ns = dep.namespace().unwrap_or_default();
     ctx.applied
@@ -804,38 +972,20 @@ async fn cleanup(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action>
     let mut status = dep.status.clone().unwrap_or_default();
     status.phase = Some(DeploymentPhase::Deleting);
     write_status(&ctx, &dep, status).await?;
-    let cluster = Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
-        .get_opt(&dep.spec.cluster_ref.name)
-        .await?;
-    if let Some(cluster) = cluster
-        && let Ok(target) = ctx
-            .targets
-            .client(&ctx.client, &ctx.secrets, &cluster)
-            .await
-    {
-        let pruned = match owned(&target, &ns, &dep.name_any()).await {
-            Ok(owned) => prune(&target, &ns, &owned, &BTreeSet::new()).await,
-            Err(e) => Err(e),
-        };
-        match pruned {
-            Ok(n) => {
-                if n > 0 {
-                    ctx.event(
-                        dep.as_ref(),
-                        false,
-                        "WorkloadDeleted",
-                        "Delete",
-                        format!("deleted {n} object(s) from Cluster {}", cluster.name_any()),
-                    )
-                    .await;
-                }
-            }
-            // An unreachable cluster that is itself being deleted takes the workload with it.
-            Err(e) if cluster.metadata.deletion_timestamp.is_some() => {
-                tracing::info!(error = %e, "cluster going away")
-            }
-            Err(e) => return Err(e),
+    // Every Cluster it has objects on: its target, and during a move the one it ran on.
+    for name in dep.clusters_in_use() {
+        let n = remove_from(&ctx, &dep, name).await?;
+        if n > 0 {
+            ctx.event(
+                dep.as_ref(),
+                false,
+                "WorkloadDeleted",
+                "Delete",
+                format!("deleted {n} object(s) from Cluster {name}"),
+            )
+            .await;
         }
+        ctx.demand.wake(&ns, name);
     }
     Ok(Action::await_change())
 }

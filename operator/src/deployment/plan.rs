@@ -61,8 +61,11 @@ fn cluster_gone(reason: &str, message: String) -> Blocked {
 pub struct Observed {
     /// `spec.moduleRef`, None when there is no such Module.
     pub module: Option<Module>,
-    /// `spec.clusterRef`, None when there is no such Cluster.
+    /// `spec.clusterRef` (or the Cluster placement chose), None when there is no such
+    /// Cluster.
     pub cluster: Option<Cluster>,
+    /// With `spec.placement`: where it goes and what kelp made of each candidate.
+    pub placement: Option<super::placement::Decision>,
     /// The Deployment's namespace's Secrets that the spec (and the Module's pull secret)
     /// names, by name; None when one does not exist.
     pub secrets: BTreeMap<String, Option<Secret>>,
@@ -161,6 +164,14 @@ pub fn plan(dep: &Deployment, obs: &Observed, recipes: &crate::recipes::Recipes)
         );
     };
     let Some(cluster) = &obs.cluster else {
+        if let Some(d) = &obs.placement {
+            // No candidate can run it now: waiting, the Clusters may change.
+            return Plan::blocked(
+                None,
+                None,
+                waiting("NoClusterFits", super::placement::nowhere(&d.entries)),
+            );
+        }
         return Plan::blocked(
             None,
             None,
@@ -168,7 +179,7 @@ pub fn plan(dep: &Deployment, obs: &Observed, recipes: &crate::recipes::Recipes)
                 "ClusterNotFound",
                 format!(
                     "spec.clusterRef: Cluster {ns}/{} not found; the workload runs nowhere",
-                    dep.spec.cluster_ref.name
+                    dep.target_cluster().unwrap_or_default()
                 ),
             ),
         );

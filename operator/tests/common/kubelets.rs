@@ -68,7 +68,8 @@ pub fn register_unless(
                         "kelp.imagine-ai.eu/pool": m.tags[tags::POOL]}},
                     "spec": {"providerID": m.provider_id},
                     "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                               "capacity": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}},
+                               "capacity": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"},
+                               "allocatable": {"cpu": "4", "memory": "16Gi", "nvidia.com/gpu": "1"}},
                 });
                 let pp = PatchParams::apply("test-kubelet").force();
                 let _ = nodes.patch(&m.id, &pp, &Patch::Apply(&node)).await;

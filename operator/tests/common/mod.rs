@@ -335,3 +335,23 @@ where
     }
     false
 }
+
+/// Every Event about `name` in the default namespace: (type, reason, note, count).
+pub async fn events(h: &Harness, name: &str) -> Vec<(String, String, String, i32)> {
+    Api::<k8s_openapi::api::events::v1::Event>::namespaced(h.client.clone(), "default")
+        .list(&kube::api::ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .map(|e| {
+            (
+                e.type_.unwrap_or_default(),
+                e.reason.unwrap_or_default(),
+                e.note.unwrap_or_default(),
+                e.series.map_or(1, |s| s.count),
+            )
+        })
+        .collect()
+}

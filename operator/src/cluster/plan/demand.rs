@@ -17,8 +17,8 @@ pub struct Want {
 }
 
 /// The Deployments each pool of `cluster` carries, in the order of `spec.nodePools`: every
-/// kelp Deployment of the Cluster's namespace whose `clusterRef` names it, not being
-/// deleted, on the pool the Deployment controller chooses for it ([`build::choose_pool`]).
+/// kelp Deployment of the Cluster's namespace on it (its `clusterRef`, or where its
+/// placement put it, both Clusters during a move), not being deleted, on the pool the Deployment controller chooses for it ([`build::choose_pool`]).
 /// None when a Deployment's Module is not known (not cached yet): demand is then unknown.
 pub fn wants<'a>(
     cluster: &Cluster,
@@ -31,7 +31,7 @@ pub fn wants<'a>(
     let mut out: Vec<Vec<Want>> = vec![Vec::new(); pools.len()];
     for d in deployments {
         if d.metadata.namespace.as_deref() != Some(ns)
-            || d.spec.cluster_ref.name != name
+            || !d.clusters_in_use().contains(&name)
             || d.metadata.deletion_timestamp.is_some()
         {
             continue;
