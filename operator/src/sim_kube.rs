@@ -9,6 +9,7 @@
 //!   CPU, memory and GPU (and matching node selectors and tolerated taints) exist, and not
 //!   otherwise. No container ever runs.
 
+use crate::cluster::demand::parse_quantity;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -524,30 +525,6 @@ fn place(view: &View) -> Vec<((String, String), Value, Shown)> {
         out.push((key.clone(), status, now));
     }
     out
-}
-
-/// A Kubernetes quantity in base units (cores, bytes, count).
-pub fn parse_quantity(q: &str) -> f64 {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let n: f64 = num.parse().unwrap_or(0.0);
-    let mult = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0f64.powi(4),
-        _ => 1.0,
-    };
-    n * mult
 }
 
 #[cfg(test)]

@@ -1060,3 +1060,76 @@ async fn a_budget_caps_the_machines_and_says_which_pool_hit_it() {
     h.deployment_ready("fish").await;
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_pods_that_select_a_pool_that_follows_demand_grow_it() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
+        serde_json::to_string(&h.server.kubeconfig()).unwrap()
+    ))
+    .await;
+    h.apply_yaml(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {name: shared}
+spec:
+  cloud: {sim: {latencyMs: 1}}
+  kubernetes: {mode: Existing, kubeconfigSecretRef: {name: self-kubeconfig}}
+  nodePools:
+    - name: gpu
+      replicas: 0
+      autoscaling: {minReplicas: 0, maxReplicas: 3, scaleDownDelaySeconds: 1}
+      machine: {gpu: {count: 1, model: T4}}
+      labels: {accelerator: t4}
+"#,
+    )
+    .await;
+    h.cluster_ready_with("shared", "0/0").await;
+    // Someone else's Pod on the same Kubernetes waits for a T4 Node.
+    let pods = Api::<Pod>::default_namespaced(h.client.clone());
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "notebook"},
+        "spec": {"nodeSelector": {"accelerator": "t4"},
+                 "containers": [{"name": "c", "image": "jupyter",
+                                 "resources": {"limits": {"nvidia.com/gpu": "1"}}}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    pods.patch_status(
+        "notebook",
+        &PatchParams::default(),
+        &Patch::Merge(
+            serde_json::json!({"status": {"phase": "Pending", "conditions": [
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+             "message": "0/0 nodes are available"}]}}),
+        ),
+    )
+    .await
+    .unwrap();
+    // A Pod wakes no Cluster: it is seen at the Cluster's next reconcile (at the latest
+    // the resync). Here a spec change brings that on.
+    h.patch_spec::<Cluster>("shared", serde_json::json!({"paused": false}))
+        .await;
+    let c = h
+        .wait::<Cluster>("shared", "one machine for the Pod", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.node_pools.first())
+                .is_some_and(|p| p.desired == 1)
+        })
+        .await
+        .unwrap();
+    let pool = &c.status.unwrap().node_pools[0];
+    assert!(
+        pool.demand
+            .as_deref()
+            .is_some_and(|d| d.contains("1 replica(s) needing 1 GPU each")),
+        "{pool:?}"
+    );
+    h.stop().await;
+}

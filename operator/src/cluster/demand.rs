@@ -16,7 +16,7 @@ use kube::runtime::reflector::Store;
 use kube::{Client, ResourceExt};
 use tokio::sync::broadcast;
 
-use super::plan::demand::{Usage, Want};
+use super::plan::demand::{PendingPod, Usage, Want};
 use crate::deployment::build::DEPLOYMENT_LABEL;
 
 /// What of a Deployment decides its demand: the Clusters it is or may be on, its
@@ -220,4 +220,86 @@ pub async fn drain(target: &Client, node: &str) -> Result<bool, kube::Error> {
         }
     }
     Ok(left == 0)
+}
+
+/// A Kubernetes quantity in base units (cores, bytes, count).
+pub fn parse_quantity(q: &str) -> f64 {
+    let q = q.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(q.len());
+    let (num, suffix) = q.split_at(split);
+    let n: f64 = num.parse().unwrap_or(0.0);
+    let mult = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0f64.powi(4),
+        _ => 1.0,
+    };
+    n * mult
+}
+
+/// The Pods of the target that wait for room: Pending, not bound, `PodScheduled=False`
+/// with reason `Unschedulable`, and not kelp workload Pods. Empty when Pods cannot be
+/// listed.
+pub async fn pending_pods(target: &Client) -> Vec<PendingPod> {
+    let Ok(list) = Api::<Pod>::all(target.clone())
+        .list(&ListParams::default().fields("status.phase=Pending"))
+        .await
+    else {
+        return Vec::new();
+    };
+    list.items
+        .into_iter()
+        .filter(|p| !p.labels().contains_key(DEPLOYMENT_LABEL))
+        .filter(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| {
+                    c.iter().any(|c| {
+                        c.type_ == "PodScheduled"
+                            && c.status == "False"
+                            && c.reason.as_deref() == Some("Unschedulable")
+                    })
+                })
+        })
+        .filter_map(|p| {
+            let name = format!("{}/{}", p.namespace().unwrap_or_default(), p.name_any());
+            let spec = p.spec?;
+            if spec.node_name.is_some() {
+                return None;
+            }
+            let (mut cpu, mut mem, mut gpu) = (0.0, 0.0, 0.0);
+            for c in &spec.containers {
+                let r = c.resources.clone().unwrap_or_default();
+                let (req, lim) = (r.requests.unwrap_or_default(), r.limits.unwrap_or_default());
+                let q = |k: &str| {
+                    req.get(k)
+                        .or_else(|| lim.get(k))
+                        .map_or(0.0, |q| parse_quantity(&q.0))
+                };
+                cpu += q("cpu");
+                mem += q("memory");
+                gpu += q("nvidia.com/gpu");
+            }
+            Some(PendingPod {
+                name,
+                node_selector: spec.node_selector.unwrap_or_default(),
+                tolerations: spec.tolerations.unwrap_or_default(),
+                need: crate::deployment::build::Need {
+                    cpu: cpu.ceil() as u32,
+                    memory_mb: (mem / 1048576.0).ceil() as u64,
+                    gpu: gpu.ceil() as u32,
+                },
+            })
+        })
+        .collect()
 }

@@ -395,13 +395,29 @@ impl Run<'_> {
             .node_pools
             .iter()
             .any(|p| p.autoscaling.is_some());
-        let wants = if autoscaling {
+        let mut wants = if autoscaling {
             self.ctx
                 .demand
                 .wants(self.cluster, self.ctx.health.is_synced("deployment"))
         } else {
             None
         };
+        // Pods of others that wait for room on a pool count too.
+        if let Some(w) = wants.as_mut()
+            && join.is_some()
+            && let Ok(target) = self
+                .ctx
+                .targets
+                .client(&self.ctx.client, &self.ctx.secrets, self.cluster)
+                .await
+        {
+            let pending = demand::pending_pods(&target).await;
+            for (pool, wants) in self.cluster.spec.node_pools.iter().zip(w.iter_mut()) {
+                if pool.autoscaling.is_some() {
+                    wants.extend(plan::demand::pending_wants(pool, &self.uid, &pending));
+                }
+            }
+        }
         self.usage = if autoscaling && join.is_some() {
             self.usage(&listed).await
         } else {

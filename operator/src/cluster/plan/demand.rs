@@ -53,6 +53,62 @@ pub fn wants<'a>(
     Some(out)
 }
 
+/// A Pod on the target cluster the scheduler could not place for lack of resources
+/// (`PodScheduled=False`, reason `Unschedulable`), other than kelp's own workload Pods
+/// (those count through their Deployments).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PendingPod {
+    /// `namespace/name`.
+    pub name: String,
+    pub node_selector: std::collections::BTreeMap<String, String>,
+    pub tolerations: Vec<k8s_openapi::api::core::v1::Toleration>,
+    pub need: Need,
+}
+
+/// The Pending Pods that select `pool` of the Cluster with UID `uid` (every key of
+/// their node selector is a label of the pool's Nodes, and one of them is the pool's
+/// own: its `kelp.imagine-ai.eu/pool` label or one of `labels`) and tolerate its
+/// taints: they count as demand, one replica each (Karpenter's rule).
+pub fn pending_wants(pool: &NodePool, uid: &str, pods: &[PendingPod]) -> Vec<Want> {
+    let mut labels = pool.labels.clone();
+    labels.insert(crate::simulated::NODE_POOL_LABEL.into(), pool.name.clone());
+    labels.insert(crate::simulated::NODE_CLUSTER_LABEL.into(), uid.into());
+    let own = |k: &str| k == crate::simulated::NODE_POOL_LABEL || pool.labels.contains_key(k);
+    pods.iter()
+        .filter(|p| {
+            !p.node_selector.is_empty()
+                && p.node_selector
+                    .iter()
+                    .all(|(k, v)| labels.get(k) == Some(v))
+                && p.node_selector.keys().any(|k| own(k))
+        })
+        .filter(|p| {
+            pool.taints.iter().all(|t| {
+                let effect = format!("{:?}", t.effect);
+                effect == "PreferNoSchedule"
+                    || p.tolerations.iter().any(|tol| {
+                        let (key, op, value, eff) =
+                            (&tol.key, &tol.operator, &tol.value, &tol.effect);
+                        let key_ok = match key.as_deref() {
+                            None | Some("") => op.as_deref() == Some("Exists"),
+                            Some(k) => k == t.key,
+                        };
+                        let value_ok = op.as_deref() == Some("Exists")
+                            || value.as_deref().unwrap_or_default()
+                                == t.value.as_deref().unwrap_or_default();
+                        let effect_ok = eff.as_deref().is_none_or(|e| e.is_empty() || e == effect);
+                        key_ok && value_ok && effect_ok
+                    })
+            })
+        })
+        .map(|p| Want {
+            deployment: format!("pod {}", p.name),
+            replicas: 1,
+            need: p.need,
+        })
+        .collect()
+}
+
 /// A pool's size from demand.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sizing {
@@ -152,7 +208,8 @@ pub fn size(
     }
 }
 
-/// ` needing 1 GPU each` when every replica needs the same, otherwise ` of N Deployments`.
+/// ` needing 1 GPU each` when every replica needs the same, otherwise ` of N Deployments`
+/// (or Pending Pods).
 fn describe(wants: &[Want]) -> String {
     let needs: std::collections::BTreeSet<(u32, u32, u64)> = wants
         .iter()
@@ -167,10 +224,18 @@ fn describe(wants: &[Want]) -> String {
                 format!(" needing {cpu} CPU and {mem} MB each")
             }
         }
-        _ => format!(
-            " of {} Deployments",
-            wants.iter().filter(|w| w.replicas > 0).count()
-        ),
+        _ => {
+            let pods = wants
+                .iter()
+                .filter(|w| w.deployment.starts_with("pod "))
+                .count();
+            let deps = wants.iter().filter(|w| w.replicas > 0).count() - pods;
+            match (deps, pods) {
+                (d, 0) => format!(" of {d} Deployments"),
+                (0, p) => format!(" of {p} Pending Pods"),
+                (d, p) => format!(" of {d} Deployments and {p} Pending Pods"),
+            }
+        }
     }
 }
 
@@ -412,5 +477,55 @@ mod tests {
         );
         assert_eq!(idle_since(m, None, Some("t0"), "t1").as_deref(), Some("t0"));
         assert_eq!(idle_since(m, None, None, "t1"), None);
+    }
+
+    #[test]
+    fn pending_pods_that_select_the_pool_and_tolerate_it_count() {
+        let mut pool = pool(0);
+        pool.labels.insert("accelerator".into(), "t4".into());
+        pool.taints.push(kelp_crds::Taint {
+            key: "nvidia.com/gpu".into(),
+            value: Some("present".into()),
+            effect: kelp_crds::TaintEffect::NoSchedule,
+        });
+        let pod = |name: &str, selector: &[(&str, &str)], tolerates: bool| PendingPod {
+            name: format!("ns/{name}"),
+            node_selector: selector
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            tolerations: if tolerates {
+                vec![k8s_openapi::api::core::v1::Toleration {
+                    key: Some("nvidia.com/gpu".into()),
+                    operator: Some("Exists".into()),
+                    ..Default::default()
+                }]
+            } else {
+                vec![]
+            },
+            need: Need {
+                cpu: 1,
+                memory_mb: 1024,
+                gpu: 1,
+            },
+        };
+        let pods = [
+            pod("mine", &[("accelerator", "t4")], true),
+            pod("by-pool", &[("kelp.imagine-ai.eu/pool", "gpu")], true),
+            pod("untolerated", &[("accelerator", "t4")], false),
+            pod("anywhere", &[], true),
+            pod("other-pool", &[("kelp.imagine-ai.eu/pool", "cpu")], true),
+            pod(
+                "only-the-cluster",
+                &[("kelp.imagine-ai.eu/cluster-uid", "u")],
+                true,
+            ),
+        ];
+        let w = pending_wants(&pool, "u", &pods);
+        let names: Vec<&str> = w.iter().map(|w| w.deployment.as_str()).collect();
+        assert_eq!(names, ["pod ns/mine", "pod ns/by-pool"]);
+        let s = size(&pool, &bounds(0, 4), Some(&t4()), &w, false);
+        assert_eq!(s.desired, 2);
+        assert!(s.message.contains("needing 1 GPU each"), "{}", s.message);
     }
 }
