@@ -1241,6 +1241,11 @@ apiVersion: kelp.imagine-ai.eu/v1alpha1
 kind: Deployment
 metadata: {name: no-cluster}
 spec: {moduleRef: {name: yolo}, clusterRef: {name: elsewhere}}
+---
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Deployment
+metadata: {name: falls-back}
+spec: {moduleRef: {name: yolo}, placement: {clusters: [{name: elsewhere}, {name: small}]}}
 "#,
     )
     .unwrap();
@@ -1276,6 +1281,19 @@ spec: {moduleRef: {name: yolo}, clusterRef: {name: elsewhere}}
             .as_str()
             .unwrap()
             .contains("Cluster research/elsewhere is neither in the manifests nor on the cluster")
+    );
+    // Placement passes over what cannot run it, and says so.
+    let fb = by_name("falls-back");
+    assert_eq!(
+        (fb["cluster"].as_str(), fb["pool"].as_str()),
+        (Some("small"), Some("gpu"))
+    );
+    assert!(
+        fb["problem"]
+            .as_str()
+            .unwrap()
+            .starts_with("passed over: elsewhere: Cluster research/elsewhere is neither"),
+        "{fb}"
     );
     // A Cluster on a real cloud needs its Secrets: offline, it says so.
     let out = kelp(&["plan", "-f", &repo_path("examples/clouds/ec2.yaml")]);

@@ -166,6 +166,9 @@ pub struct ClusterPlan {
     /// What keeps kelp from doing everything the spec asks (no type fits, the budget,
     /// an unknown catalogue).
     pub problems: Vec<String>,
+    /// The pools (and control plane) no type fits, as the operator says it.
+    #[serde(skip)]
+    pub unfit: Vec<String>,
 }
 
 /// Where one Deployment would land.
@@ -263,56 +266,117 @@ pub fn plan(inputs: &Inputs, now: k8s_openapi::jiff::Timestamp) -> Plan {
             })
         }))
         .collect();
+    // Where a Deployment would land on one Cluster: its pool, or why not.
+    let land = |d: &Deployment, ns: &str, cluster_name: &str| -> Result<String, String> {
+        let cluster = all_clusters
+            .iter()
+            .find(|c| c.metadata.namespace.as_deref() == Some(ns) && c.name_any() == cluster_name)
+            .ok_or_else(|| {
+                format!(
+                    "Cluster {ns}/{cluster_name} is neither in the manifests nor on the cluster"
+                )
+            })?;
+        let module = find_module(ns, &d.spec.module_ref.name).ok_or_else(|| {
+            format!(
+                "spec.moduleRef: Module {ns}/{} is neither in the manifests nor on the cluster",
+                d.spec.module_ref.name
+            )
+        })?;
+        let p = build::choose_pool(
+            cluster,
+            d.spec.node_pool.as_deref(),
+            build::need(d, &module),
+        )?;
+        let unfit = clusters
+            .iter()
+            .find(|c| c.namespace == ns && c.name == cluster_name)
+            .and_then(|c| {
+                c.unfit
+                    .iter()
+                    .find(|m| m.starts_with(&format!("pool {}:", p.name)))
+            });
+        match unfit {
+            Some(m) => Err(m.clone()),
+            None => Ok(p.name.clone()),
+        }
+    };
+    // The price per hour of one machine of a planned pool.
+    let pool_price = |ns: &str, cluster: &str, pool: &str| {
+        clusters
+            .iter()
+            .find(|c| c.namespace == ns && c.name == cluster)
+            .and_then(|c| c.pools.iter().find(|p| p.pool == pool))
+            .and_then(|p| p.price_per_hour.map(|t| t / f64::from(p.after.max(1))))
+    };
     let deployments = m
         .deployments
         .iter()
         .map(|d| {
             let ns = d.metadata.namespace.clone().unwrap_or_default();
-            // With placement: the first candidate (the plan does not try the others).
-            let cluster_name = d
-                .spec
-                .candidates()
-                .first()
-                .map(|s| s.to_string())
-                .unwrap_or_default();
             let mut out = DeploymentPlan {
                 namespace: ns.clone(),
                 name: d.name_any(),
-                cluster: cluster_name.clone(),
+                cluster: String::new(),
                 pool: None,
                 replicas: d.spec.replicas,
                 problem: None,
             };
-            let cluster = all_clusters
+            // Every candidate (one with clusterRef), in the order placement tries them.
+            let mut tries: Vec<(usize, String, Result<String, String>)> = d
+                .spec
+                .candidates()
                 .iter()
-                .find(|c| c.metadata.namespace.as_deref() == Some(&ns) && c.name_any() == cluster_name);
-            let Some(cluster) = cluster else {
-                out.problem = Some(format!(
-                    "spec.clusterRef: Cluster {ns}/{cluster_name} is neither in the manifests nor on the cluster"
-                ));
-                return out;
-            };
-            let Some(module) = find_module(&ns, &d.spec.module_ref.name) else {
-                out.problem = Some(format!(
-                    "spec.moduleRef: Module {ns}/{} is neither in the manifests nor on the cluster",
-                    d.spec.module_ref.name
-                ));
-                return out;
-            };
-            match build::choose_pool(cluster, d.spec.node_pool.as_deref(), build::need(d, &module)) {
-                Ok(p) => {
-                    out.pool = Some(p.name.clone());
-                    let unfit = clusters
-                        .iter()
-                        .find(|c| c.namespace == ns && c.name == cluster_name)
-                        .and_then(|c| {
-                            c.problems
-                                .iter()
-                                .find(|m| m.starts_with(&format!("pool {}:", p.name)))
-                        });
-                    out.problem = unfit.cloned();
+                .enumerate()
+                .map(|(i, c)| (i, c.to_string(), land(d, &ns, c)))
+                .collect();
+            let cheapest = d
+                .spec
+                .placement
+                .as_ref()
+                .is_some_and(|p| p.policy == kelp_crds::PlacementPolicy::Cheapest);
+            if cheapest {
+                let price = |t: &(usize, String, Result<String, String>)| {
+                    t.2.as_ref()
+                        .ok()
+                        .and_then(|p| pool_price(&ns, &t.1, p))
+                        .unwrap_or(f64::INFINITY)
+                };
+                tries.sort_by(|a, b| price(a).total_cmp(&price(b)).then(a.0.cmp(&b.0)));
+            }
+            let passed: Vec<String> = tries
+                .iter()
+                .filter_map(|(_, c, r)| r.as_ref().err().map(|e| format!("{c}: {e}")))
+                .collect();
+            match tries.iter().find(|t| t.2.is_ok()) {
+                Some((_, c, Ok(p))) => {
+                    out.cluster = c.clone();
+                    out.pool = Some(p.clone());
+                    if d.spec.placement.is_some() && !passed.is_empty() {
+                        out.problem = Some(format!("passed over: {}", passed.join("; ")));
+                    }
                 }
-                Err(e) => out.problem = Some(e),
+                _ => {
+                    out.cluster = d
+                        .spec
+                        .candidates()
+                        .first()
+                        .map(|s| s.to_string())
+                        .unwrap_or_default();
+                    out.problem = Some(match (&d.spec.placement, passed.as_slice()) {
+                        (None, [one]) => {
+                            let msg = one.split_once(": ").map_or(one.as_str(), |x| x.1);
+                            if msg.starts_with("Cluster ") {
+                                format!("spec.clusterRef: {msg}")
+                            } else {
+                                msg.to_string()
+                            }
+                        }
+                        _ => format!(
+                            "spec.placement: no candidate Cluster can run the workload ({})",
+                            passed.join("; ")
+                        ),
+                    });
+                }
             }
             out
         })
@@ -392,6 +456,7 @@ fn plan_cluster(
         pools: Vec::new(),
         price_per_hour: None,
         problems: Vec::new(),
+        unfit: Vec::new(),
     };
     let types = match catalogue {
         Ok(t) => t,
@@ -416,7 +481,8 @@ fn plan_cluster(
             return out;
         }
     };
-    out.problems.extend(cplan::unsatisfiable(c, types));
+    out.unfit = cplan::unsatisfiable(c, types);
+    out.problems.extend(out.unfit.clone());
     // The separate control plane: one machine.
     let k8s = &c.spec.kubernetes;
     let cp = k8s.control_plane.clone().unwrap_or_default();
