@@ -1114,8 +1114,11 @@ spec:
     .unwrap();
     // A Pod wakes no Cluster: it is seen at the Cluster's next reconcile (at the latest
     // the resync). Here a spec change brings that on.
-    h.patch_spec::<Cluster>("shared", serde_json::json!({"paused": false}))
-        .await;
+    h.patch_spec::<Cluster>(
+        "shared",
+        serde_json::json!({"budget": {"maxPricePerHour": 100.0}}),
+    )
+    .await;
     let c = h
         .wait::<Cluster>("shared", "one machine for the Pod", |c| {
             c.and_then(|c| c.status.as_ref())

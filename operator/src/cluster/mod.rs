@@ -54,6 +54,7 @@ pub async fn run(
     );
     let controller = Controller::for_stream(clusters, store.clone())
         .with_config(crate::context::controller_config());
+    let by_demand = store.clone();
     controller
         // Credentials or kubeconfig created or rotated after the Cluster.
         .reconcile_on(ctx.secrets.subscribe().flat_map(move |(ns, name)| {
@@ -65,9 +66,14 @@ pub async fn run(
                 .collect();
             futures::stream::iter(refs)
         }))
-        // A Deployment on it added, changed or deleted: pools that follow demand resize.
-        .reconcile_on(ctx.demand.changes().map(|(ns, name)| {
-            kube::runtime::reflector::ObjectRef::<Cluster>::new(&name).within(&ns)
+        // A Deployment on it added, changed or deleted: pools that follow demand resize
+        // (Clusters without such a pool are not woken).
+        .reconcile_on(ctx.demand.changes().filter_map(move |(ns, name)| {
+            let r = kube::runtime::reflector::ObjectRef::<Cluster>::new(&name).within(&ns);
+            let follows = by_demand
+                .get(&r)
+                .is_some_and(|c| c.spec.node_pools.iter().any(|p| p.autoscaling.is_some()));
+            std::future::ready(follows.then_some(r))
         }))
         // A user recipe loaded, fixed or broken: everything may render differently.
         .reconcile_all_on(crate::recipes::changes(&ctx))
