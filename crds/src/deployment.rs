@@ -130,7 +130,8 @@ impl Deployment {
     }
 
     /// Every Cluster the workload has objects on now: the target, and during a move
-    /// the Cluster it still runs on (`status.cluster`).
+    /// (placement's, or a changed clusterRef) the Cluster it still runs on
+    /// (`status.cluster`).
     pub fn clusters_in_use(&self) -> Vec<&str> {
         let mut out: Vec<&str> = self.target_cluster().into_iter().collect();
         if let Some(c) = self.status.as_ref().and_then(|s| s.cluster.as_deref())

@@ -1136,3 +1136,45 @@ spec:
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_cluster_ref_moves_the_workload_and_removes_it_from_the_old_cluster() {
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(SECRET).await;
+    h.apply_yaml(&cluster("old", 0, 1)).await;
+    h.apply_yaml(&cluster("new", 0, 1)).await;
+    h.apply_yaml(&deployment("fish", "old", 1)).await;
+    let d = h.deployment_ready("fish").await;
+    assert_eq!(d.status.unwrap().cluster.as_deref(), Some("old"));
+    let on = |target: kube::Client| async move {
+        Api::<AppsDeployment>::namespaced(target, "default")
+            .get_opt("fish")
+            .await
+            .unwrap()
+            .is_some()
+    };
+    assert!(on(h.target("old").await).await);
+    h.patch_spec::<Deployment>("fish", serde_json::json!({"clusterRef": {"name": "new"}}))
+        .await;
+    h.wait::<Deployment>("fish", "Ready on new", |d| {
+        d.and_then(|d| d.status.as_ref()).is_some_and(|s| {
+            s.cluster.as_deref() == Some("new") && conditions::is_true(&s.conditions, "Ready")
+        })
+    })
+    .await;
+    assert!(on(h.target("new").await).await);
+    assert!(
+        eventually(10, || async { !on(h.target("old").await).await }).await,
+        "the old Cluster's workload is deleted once the new one is Ready"
+    );
+    let events = events(&h, "fish").await;
+    assert!(
+        events
+            .iter()
+            .any(|(_, r, n, _)| r == "Moved" && n.contains("from Cluster old to Cluster new")),
+        "{events:?}"
+    );
+    h.stop().await;
+}

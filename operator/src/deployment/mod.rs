@@ -396,13 +396,18 @@ async fn apply(dep: Arc<Deployment>, ctx: Ctx, views: Views) -> Result<Action> {
     };
     let base = status::base(&dep, &plan, rolled);
     let mut status = status::compute(&dep, base, &outcome);
-    match &observed.placement {
-        None => status.cluster = dep.target_cluster().map(str::to_string),
-        Some(d) => {
-            let ready = matches!(&outcome, Outcome::Rolled(r) if r.ready);
-            place(&ctx, &dep, d, ready, &views, &mut status).await;
-        }
-    }
+    // Where it runs; with clusterRef, a Decision of one Cluster (a changed clusterRef
+    // moves the workload as placement does, make-before-break).
+    let decision = observed
+        .placement
+        .clone()
+        .unwrap_or_else(|| placement::Decision {
+            target: dep.target_cluster().map(str::to_string),
+            entries: Vec::new(),
+            moved: None,
+        });
+    let ready = matches!(&outcome, Outcome::Rolled(r) if r.ready);
+    place(&ctx, &dep, &decision, ready, &views, &mut status).await;
     if let Outcome::Blocked(b) = &outcome
         && dep
             .status
