@@ -605,6 +605,10 @@ pub struct NodePoolStatus {
     /// replicas needing 1 GPU each (bounds 0..4)`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub demand: Option<String>,
+    /// A pool that follows demand has had machines: from then on demand alone sizes it
+    /// (`replicas` is only its starting size).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub started: bool,
 }
 
 /// Observed state of one machine.

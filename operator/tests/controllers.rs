@@ -1178,3 +1178,81 @@ async fn a_changed_cluster_ref_moves_the_workload_and_removes_it_from_the_old_cl
     );
     h.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_machine_is_cordoned_and_drained_before_it_goes() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::PostParams;
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
+        serde_json::to_string(&h.server.kubeconfig()).unwrap()
+    ))
+    .await;
+    // Starts with one machine; with no demand it goes once idle for 10 s.
+    h.apply_yaml(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {name: shared}
+spec:
+  cloud: {sim: {latencyMs: 1}}
+  kubernetes: {mode: Existing, kubeconfigSecretRef: {name: self-kubeconfig}}
+  nodePools:
+    - {name: cpu, replicas: 1, autoscaling: {minReplicas: 0, maxReplicas: 2, scaleDownDelaySeconds: 10}, machine: {cpu: 2}}
+"#,
+    )
+    .await;
+    // Its starting machine joins; demand alone (none) sizes the pool from then on.
+    let c = h
+        .wait::<Cluster>("shared", "the starting machine's Node Ready", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.node_pools.first())
+                .is_some_and(|p| p.ready == 1)
+        })
+        .await
+        .unwrap();
+    let pool = &c.status.unwrap().node_pools[0];
+    assert_eq!(pool.desired, 0, "{pool:?}");
+    let node = pool.machines[0].name.clone();
+    // Someone's Pod (not kelp's workload) runs on that Node.
+    let pods = Api::<Pod>::default_namespaced(h.client.clone());
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "batch-job"},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let sim = h.sim("shared").await;
+    let gone = eventually(30, || async { machines_by_pool(&sim).get("cpu").is_none() }).await;
+    if !gone {
+        let c = h.api::<Cluster>().get("shared").await.unwrap();
+        let n = Api::<Node>::all(h.client.clone())
+            .get_opt(&node)
+            .await
+            .unwrap();
+        panic!(
+            "the idle machine goes: {:#?}\npod: {:?}\nnode spec: {:?}",
+            c.status,
+            pods.get_opt("batch-job")
+                .await
+                .unwrap()
+                .map(|p| p.metadata.name),
+            n.map(|n| n.spec)
+        );
+    }
+    // It was drained first: the Pod was evicted.
+    assert!(pods.get_opt("batch-job").await.unwrap().is_none());
+    let events = events(&h, "shared").await;
+    assert!(
+        events.iter().any(|(_, r, n, _)| r == "MachinesDeleted"
+            && n.contains(
+                "scaling down to 0 for demand; no kelp workload on them for at least 10s"
+            )),
+        "{events:?}"
+    );
+    h.cluster_ready_with("shared", "0/0").await;
+    h.stop().await;
+}

@@ -106,6 +106,7 @@ pub fn pool(
             })
             .collect(),
         demand: actions.demand.clone(),
+        started: actions.started,
         ..Default::default()
     }
 }

@@ -166,6 +166,7 @@ fn parse_target(
         Some("scale") if rt.scale.is_some() => {}
         Some("finalize") if rt.plural == "namespaces" => {}
         Some("token") if rt.plural == "serviceaccounts" && rt.group.is_empty() => {}
+        Some("eviction") if rt.plural == "pods" && rt.group.is_empty() => {}
         Some(_) => return Err(ApiError::path_not_found()),
     }
     if rest.len() > 3 {
@@ -377,6 +378,34 @@ async fn resource(
         let obj = parse_object(&body, headers)?;
         let out = crate::reviews::answer(store, req.user, &t.rt, ns, obj)?;
         return Ok(json_response(StatusCode::CREATED, &out));
+    }
+    if sub == Some("eviction") {
+        // An Eviction (policy/v1) deletes the Pod, as the API server does when no
+        // PodDisruptionBudget stands in the way (this server keeps none).
+        if *method != Method::POST {
+            return Err(ApiError::method_not_allowed(method.as_str()));
+        }
+        // The kind may be left out, as clients do (the endpoint says what it is).
+        let eviction = parse_object(&body, headers)?;
+        if !eviction["kind"].is_null() && eviction["kind"] != "Eviction" {
+            return Err(ApiError::bad_request(format!(
+                "the body of an eviction must be an Eviction (policy/v1), not {}",
+                eviction["kind"]
+            )));
+        }
+        let name = t.name.as_deref().unwrap_or_default();
+        let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+        store.delete(
+            &t.rt,
+            ns,
+            name,
+            &eviction["deleteOptions"]["preconditions"],
+            dry_run,
+        )?;
+        return Ok(json_response(
+            StatusCode::CREATED,
+            &status::success(json!({"name": name, "kind": "pods"})),
+        ));
     }
     if sub == Some("token") {
         if *method != Method::POST {

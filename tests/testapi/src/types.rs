@@ -126,6 +126,16 @@ pub fn builtin_types() -> Vec<ResourceType> {
             .short(&["no"])
             .with_status(),
         rt("", "v1", "ServiceAccount", "serviceaccounts", true).short(&["sa"]),
+        // Kept, not enforced: an eviction (pods/eviction) always succeeds here.
+        rt(
+            "policy",
+            "v1",
+            "PodDisruptionBudget",
+            "poddisruptionbudgets",
+            true,
+        )
+        .short(&["pdb"])
+        .with_status(),
         {
             let mut d = rt("apps", "v1", "Deployment", "deployments", true)
                 .short(&["deploy"])

@@ -381,3 +381,48 @@ async fn with_crds(server: &TestApiServer) -> Kubectl {
     .await;
     k
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_drain_cordons_and_evicts() {
+    let server = TestApiServer::start().await.unwrap();
+    let k = Kubectl::new(&server).await;
+    k.run_expect(
+        &["apply", "-f", "-"],
+        Some(
+            r#"
+apiVersion: v1
+kind: Node
+metadata: {name: n1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: job, namespace: default}
+spec:
+  nodeName: n1
+  containers: [{name: c, image: busybox}]
+"#,
+        ),
+        true,
+    )
+    .await;
+    let out = k
+        .run(&[
+            "drain",
+            "n1",
+            "--force",
+            "--ignore-daemonsets",
+            "--timeout=30s",
+        ])
+        .await;
+    // kubectl found the eviction subresource in discovery and used it.
+    assert!(out.contains("evicting pod default/job"), "{out}");
+    assert!(out.contains("node/n1 drained"), "{out}");
+    let out = k
+        .run(&["get", "node", "n1", "-o", "jsonpath={.spec.unschedulable}"])
+        .await;
+    assert_eq!(out.trim(), "true");
+    let out = k
+        .run_expect(&["get", "pod", "job", "-n", "default"], None, false)
+        .await;
+    assert!(out.contains("NotFound"), "{out}");
+}

@@ -280,7 +280,7 @@ fn sized(cluster: &str, idle: &[(&str, &str)]) -> Cluster {
         .map(|(id, since)| format!("{{name: m-{id}, idleSince: '{since}'}}"))
         .collect();
     c.status = Some(yaml(&format!(
-        "nodePools: [{{name: gpu, desired: 3, machines: [{}]}}]",
+        "nodePools: [{{name: gpu, desired: 3, started: true, machines: [{}]}}]",
         machines.join(", ")
     )));
     c

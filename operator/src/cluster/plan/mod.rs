@@ -535,6 +535,8 @@ pub struct PoolActions {
     pub rolling: Option<String>,
     /// Why the pool has this size, when it follows demand.
     pub demand: Option<String>,
+    /// A pool that follows demand has had machines (see `NodePoolStatus::started`).
+    pub started: bool,
     /// Since when each machine (by name) has carried no kelp workload, in pools with
     /// `autoscaling`.
     pub idle_since: BTreeMap<String, String>,
@@ -689,7 +691,9 @@ fn plan_one(
         // The pool follows demand: its size comes from the Deployments it carries.
         match o.wants.and_then(|w| w.get(index)) {
             Some(wants) => {
-                let s = demand::size(pool, bounds, candidates.first(), wants, previous.is_none());
+                // `replicas` is the starting size until the pool first has machines.
+                let start = !previous.is_some_and(|p| p.started) && machines.is_empty();
+                let s = demand::size(pool, bounds, candidates.first(), wants, start);
                 desired = s.desired;
                 demand_text = Some(s.message);
             }
@@ -725,11 +729,14 @@ fn plan_one(
             }
         }
     }
+    let started =
+        pool.autoscaling.is_some() && (previous.is_some_and(|p| p.started) || !machines.is_empty());
     let mut out = PoolActions {
         desired,
         candidates,
         demand: demand_text,
         idle_since,
+        started,
         ..Default::default()
     };
     if !o.can_join || out.candidates.is_empty() {
