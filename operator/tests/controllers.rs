@@ -1226,7 +1226,7 @@ spec:
     .unwrap();
     pods.create(&PostParams::default(), &pod).await.unwrap();
     let sim = h.sim("shared").await;
-    let gone = eventually(30, || async { machines_by_pool(&sim).get("cpu").is_none() }).await;
+    let gone = eventually(30, || async { !machines_by_pool(&sim).contains_key("cpu") }).await;
     if !gone {
         let c = h.api::<Cluster>().get("shared").await.unwrap();
         let n = Api::<Node>::all(h.client.clone())
