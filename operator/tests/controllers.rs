@@ -891,9 +891,9 @@ async fn fish_ready_on_c1() -> (Harness, kube::Client) {
     (h, target)
 }
 
-/// A sim Cluster whose T4 pool follows demand (0..4, idle machines go after 2 s), with an
-/// optional budget line.
-fn autoscaling_cluster(name: &str, budget: &str) -> String {
+/// A sim Cluster whose T4 pool (`gpus` per machine) follows demand (0..4, idle machines
+/// go after 2 s), with an optional budget line.
+fn autoscaling_cluster(name: &str, gpus: u32, budget: &str) -> String {
     format!(
         r#"
 apiVersion: kelp.imagine-ai.eu/v1alpha1
@@ -907,7 +907,7 @@ spec:
     - name: gpu-t4
       replicas: 0
       autoscaling: {{minReplicas: 0, maxReplicas: 4, scaleDownDelaySeconds: 2}}
-      machine: {{cpu: 8, memoryMB: 32000, gpu: {{count: 1, vendor: NVIDIA, model: T4}}}}
+      machine: {{cpu: 8, memoryMB: 32000, gpu: {{count: {gpus}, vendor: NVIDIA, model: T4}}}}
       taints: [{{key: nvidia.com/gpu, value: present, effect: NoSchedule}}]
 "#
     )
@@ -927,7 +927,8 @@ async fn a_pool_that_follows_demand_grows_with_the_replicas_and_shrinks_when_idl
     h.start();
     h.apply_yaml(MODULE).await;
     h.apply_yaml(SECRET).await;
-    h.apply_yaml(&autoscaling_cluster("auto", "")).await;
+    // Machines of 2 T4 each: 5 one-GPU replicas need 3.
+    h.apply_yaml(&autoscaling_cluster("auto", 2, "")).await;
     // No demand: no GPU machine, and the pool says why.
     let c = h.cluster_ready_with("auto", "0/0").await;
     assert_eq!(
@@ -935,12 +936,12 @@ async fn a_pool_that_follows_demand_grows_with_the_replicas_and_shrinks_when_idl
         Some("0 machine(s): no kelp Deployment runs on the pool (bounds 0..4)")
     );
     h.apply_yaml(&deployment("fish", "auto", 1)).await;
-    h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 3}))
+    h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 5}))
         .await;
     let d = h
-        .wait::<Deployment>("fish", "3/3 ready", |d| {
+        .wait::<Deployment>("fish", "5/5 ready", |d| {
             d.and_then(|d| d.status.as_ref())
-                .is_some_and(|s| s.ready.as_deref() == Some("3/3"))
+                .is_some_and(|s| s.ready.as_deref() == Some("5/5"))
         })
         .await
         .unwrap();
@@ -950,12 +951,17 @@ async fn a_pool_that_follows_demand_grows_with_the_replicas_and_shrinks_when_idl
     assert_eq!(pool.desired, 3);
     assert_eq!(
         pool.demand.as_deref(),
-        Some("3 machine(s) of type sim.t4-8 for 3 replica(s) needing 1 GPU each (bounds 0..4)")
+        Some("3 machine(s) of type sim.t4x2-16 for 5 replica(s) needing 1 GPU each (bounds 0..4)")
     );
     let sim = h.sim("auto").await;
     assert_eq!(machines_by_pool(&sim).get("gpu-t4"), Some(&3));
+    assert_eq!(
+        sim.all_created(),
+        1 + 3,
+        "one batch of 3 after the control plane"
+    );
     // More than the bounds allow: the pool stops at 4 and says so.
-    h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 6}))
+    h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 9}))
         .await;
     let c = h
         .wait::<Cluster>("auto", "4 machines", |c| {
@@ -970,6 +976,11 @@ async fn a_pool_that_follows_demand_grows_with_the_replicas_and_shrinks_when_idl
             .is_some_and(|m| m.starts_with("4 machine(s), the most autoscaling allows")),
         "{:?}",
         pool_status(&c)
+    );
+    assert_eq!(
+        machines_by_pool(&sim).get("gpu-t4"),
+        Some(&4),
+        "never above max"
     );
     // Down to one replica: the idle machines go once idle for the delay, to one.
     h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 1}))
@@ -1016,6 +1027,7 @@ async fn a_budget_caps_the_machines_and_says_which_pool_hit_it() {
     let cap = price("sim.cpu-2") + 2.0 * price("sim.t4-8") + 0.01;
     h.apply_yaml(&autoscaling_cluster(
         "capped",
+        1,
         &format!("budget: {{maxPricePerHour: {cap}}}"),
     ))
     .await;
