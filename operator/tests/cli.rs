@@ -1310,3 +1310,48 @@ spec: {moduleRef: {name: yolo}, placement: {clusters: [{name: elsewhere}, {name:
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `kelp plan` output against a committed golden file; `KELP_UPDATE_GOLDEN=1` rewrites it.
+fn golden(name: &str, args: &[&str]) {
+    let out = kelp(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = format!(
+        "$ kelp {}\n{}{}",
+        args.join(" ").replace(&repo_path(""), ""),
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8(out.stdout).unwrap()
+    );
+    let path = format!("{}/tests/fixtures/plan/{name}", env!("CARGO_MANIFEST_DIR"));
+    if std::env::var_os("KELP_UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(std::path::Path::new(&path).parent().unwrap()).unwrap();
+        std::fs::write(&path, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        want == text,
+        "kelp plan output differs from {path} (KELP_UPDATE_GOLDEN=1 rewrites it):\n{text}"
+    );
+}
+
+#[test]
+fn kelp_plan_golden_outputs() {
+    golden("examples.txt", &["plan", "-f", &repo_path("examples")]);
+    golden(
+        "multi-cloud.txt",
+        &[
+            "plan",
+            "-f",
+            &repo_path("examples"),
+            "-f",
+            &repo_path("examples/clouds"),
+        ],
+    );
+    golden(
+        "examples.json",
+        &["plan", "-o", "json", "-f", &repo_path("examples")],
+    );
+}
