@@ -531,12 +531,16 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kelp_plan_asks_ec2_for_its_types_and_prices_and_creates_nothing() {
+    use kelp_test_peers::proxy::Proxy;
     let Some(moto) = kelp_test_peers::start_moto().await else {
         return;
     };
-    let endpoint = moto.endpoint();
+    // Every EC2 request goes through the proxy, which records its Action.
+    let proxy = Proxy::start(moto.port).await;
+    let endpoint = proxy.endpoint();
     let h = Harness::new().await;
     secrets(&h).await;
+    let written_before = h.server.store().resource_version();
     let dir = std::env::temp_dir().join(format!("kelp-plan-ec2-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (kc, manifest) = (dir.join("kubeconfig"), dir.join("cluster.yaml"));
@@ -572,8 +576,19 @@ async fn kelp_plan_asks_ec2_for_its_types_and_prices_and_creates_nothing() {
     let price = t4["pricePerHour"].as_f64().unwrap();
     assert!((price - 2.0 * 0.526).abs() < 0.01, "{price}");
     assert_eq!(c["pools"][1]["action"], "none");
+    // Read-only: EC2 saw only Describe calls, and the API server no write at all.
+    let actions = proxy.summary();
+    assert!(
+        !actions.is_empty() && actions.keys().all(|a| a.starts_with("Describe")),
+        "{actions:?}"
+    );
+    assert_eq!(
+        h.server.store().resource_version(),
+        written_before,
+        "kelp plan wrote to the API server"
+    );
     // Nothing was started.
-    let listed = driver(&endpoint)
+    let listed = driver(&moto.endpoint())
         .list(&kelp_cloud_drivers::kelp_selector())
         .await
         .unwrap();
@@ -701,6 +716,64 @@ spec:
         0,
         "no demand left on the sim: {a100:?}"
     );
+    kubelets.abort();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ec2_pool_that_follows_demand_grows_in_one_run_instances() {
+    use kelp_test_peers::proxy::Proxy;
+    let Some(moto) = kelp_test_peers::start_moto().await else {
+        return;
+    };
+    let proxy = Proxy::start(moto.port).await;
+    let endpoint = proxy.endpoint();
+    let mut h = Harness::new().await;
+    secrets(&h).await;
+    let kubelets = kubelets(&h, &moto.endpoint());
+    h.start();
+    h.apply_yaml(MODULE).await;
+    h.apply_yaml(&format!(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {{name: aws-auto}}
+spec:
+  cloud:
+    ec2: {{region: us-east-1, endpointUrl: "{endpoint}", credentialsSecretRef: {{name: aws}}}}
+  kubernetes: {{mode: Existing, kubeconfigSecretRef: {{name: self-kubeconfig}}}}
+  nodePools:
+    - {{name: t4, replicas: 0, autoscaling: {{minReplicas: 0, maxReplicas: 4}}, machine: {{cpu: 4, gpu: {{count: 1, model: T4}}}}}}
+"#
+    ))
+    .await;
+    h.cluster_ready_with("aws-auto", "0/0").await;
+    h.apply_yaml(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Deployment
+metadata: {name: fish}
+spec: {moduleRef: {name: yolov8}, clusterRef: {name: aws-auto}, replicas: 3}
+"#,
+    )
+    .await;
+    let c = h.cluster_ready_with("aws-auto", "3/3").await;
+    let pool = &c.status.unwrap().node_pools[0];
+    assert_eq!(
+        pool.demand.as_deref(),
+        Some("3 machine(s) of type g4dn.xlarge for 3 replica(s) needing 1 GPU each (bounds 0..4)")
+    );
+    assert_eq!(proxy.count("RunInstances"), 1, "{:?}", proxy.summary());
+    let uid = h
+        .api::<Cluster>()
+        .get("aws-auto")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    assert_eq!(instances(&moto.endpoint(), &uid).await.len(), 3);
+    h.deployment_ready("fish").await;
     kubelets.abort();
     h.stop().await;
 }
