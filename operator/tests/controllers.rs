@@ -996,14 +996,29 @@ async fn a_pool_that_follows_demand_grows_with_the_replicas_and_shrinks_when_idl
         "the sim shows no Pods: every machine counts as idle"
     );
     h.deployment_ready("fish").await;
+    // Growing the same way twice at one generation of the Cluster: the second batch is
+    // a new one, not the first one's (gone) machines that the cloud remembers by its
+    // idempotency key.
+    for _ in 0..2 {
+        h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 3}))
+            .await;
+        h.wait::<Deployment>("fish", "3/3 ready again", |d| {
+            d.and_then(|d| d.status.as_ref())
+                .is_some_and(|s| s.ready.as_deref() == Some("3/3"))
+        })
+        .await;
+        h.patch_spec::<Deployment>("fish", serde_json::json!({"replicas": 1}))
+            .await;
+        h.cluster_ready_with("auto", "1/1").await;
+    }
     // The Deployment deleted: no demand, no GPU machine.
     h.delete::<Deployment>("fish").await;
     h.cluster_ready_with("auto", "0/0").await;
     assert_eq!(machines_by_pool(&sim).get("gpu-t4"), None);
     assert_eq!(
         sim.all_created(),
-        1 + 3 + 1,
-        "control plane, 3, then 1 more"
+        1 + 3 + 1 + 1 + 1,
+        "control plane, 3, then 1 more, then 1 more twice"
     );
     h.stop().await;
 }

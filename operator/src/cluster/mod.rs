@@ -1005,7 +1005,8 @@ impl Run<'_> {
             ..owner
         };
         for (i, t) in candidates.iter().enumerate() {
-            let key = plan::idempotency_key(&self.uid, pool, self.generation, alive, &t.name);
+            let key =
+                plan::idempotency_key(&self.uid, pool, self.generation, alive, &t.name, self.now);
             let owner = Owner {
                 batch: Some(key.clone()),
                 ..owner.clone()

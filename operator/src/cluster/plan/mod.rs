@@ -255,17 +255,26 @@ pub fn roll_step(
     }
 }
 
-/// The idempotency key of a batch: the same Cluster, pool, generation and count of machines
-/// already alive give the same key, so a retried create is the same request to the cloud.
+/// The idempotency key of a batch: the Cluster, pool, generation, count of machines
+/// already alive, type, and when the batch was first asked for (`at`). The key is recorded
+/// in `status.pendingCreates` before the cloud is asked, and a batch is not asked for
+/// again while that record is young, so a crash or a retry never sends a second request
+/// for it; `at` keeps a later batch of the same shape (a pool that follows demand grows,
+/// shrinks and grows again at one generation) from being taken by the cloud for the old
+/// one, whose machines are gone.
 pub fn idempotency_key(
     uid: &str,
     pool: &str,
     generation: i64,
     alive: u32,
     attempt_type: &str,
+    at: Timestamp,
 ) -> String {
     let mut h = Sha256::new();
-    h.update(format!("{uid}/{pool}/{generation}/{alive}/{attempt_type}"));
+    h.update(format!(
+        "{uid}/{pool}/{generation}/{alive}/{attempt_type}/{}",
+        at.as_second()
+    ));
     format!("kelp-{}", &hex::encode(h.finalize())[..32])
 }
 
@@ -1059,11 +1068,15 @@ mod tests {
 
     #[test]
     fn idempotency_keys_are_stable_and_distinct() {
-        let k = idempotency_key("uid", "gpu", 3, 1, "sim.t4-4");
-        assert_eq!(k, idempotency_key("uid", "gpu", 3, 1, "sim.t4-4"));
-        assert_ne!(k, idempotency_key("uid", "gpu", 3, 2, "sim.t4-4"));
-        assert_ne!(k, idempotency_key("uid", "gpu", 4, 1, "sim.t4-4"));
-        assert_ne!(k, idempotency_key("uid", "gpu", 3, 1, "sim.t4-8"));
+        let t: Timestamp = "2026-01-01T09:00:00Z".parse().unwrap();
+        let later: Timestamp = "2026-01-01T09:05:00Z".parse().unwrap();
+        let k = idempotency_key("uid", "gpu", 3, 1, "sim.t4-4", t);
+        assert_eq!(k, idempotency_key("uid", "gpu", 3, 1, "sim.t4-4", t));
+        assert_ne!(k, idempotency_key("uid", "gpu", 3, 2, "sim.t4-4", t));
+        assert_ne!(k, idempotency_key("uid", "gpu", 4, 1, "sim.t4-4", t));
+        assert_ne!(k, idempotency_key("uid", "gpu", 3, 1, "sim.t4-8", t));
+        // The same shape asked for again later (after a scale-down) is a new batch.
+        assert_ne!(k, idempotency_key("uid", "gpu", 3, 1, "sim.t4-4", later));
         assert!(k.len() <= 64, "EC2 ClientToken limit");
     }
 
