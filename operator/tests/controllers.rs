@@ -470,11 +470,7 @@ async fn bad_input_is_reported_with_the_field_named() {
 async fn fish_on_the_api_server_kelp_runs_against() -> Harness {
     let mut h = Harness::new().await;
     h.start();
-    h.apply_yaml(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
-        serde_json::to_string(&h.server.kubeconfig()).unwrap()
-    ))
-    .await;
+    h.apply_self_kubeconfig().await;
     h.apply_yaml(MODULE).await;
     h.apply_yaml(SECRET).await;
     h.apply_yaml(&cluster("here", 1, 1).replace(
@@ -1094,11 +1090,7 @@ async fn pending_pods_that_select_a_pool_that_follows_demand_grow_it() {
     use kube::api::{Patch, PatchParams, PostParams};
     let mut h = Harness::new().await;
     h.start();
-    h.apply_yaml(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
-        serde_json::to_string(&h.server.kubeconfig()).unwrap()
-    ))
-    .await;
+    h.apply_self_kubeconfig().await;
     h.apply_yaml(
         r#"
 apiVersion: kelp.imagine-ai.eu/v1alpha1
@@ -1212,11 +1204,7 @@ async fn an_idle_machine_is_cordoned_and_drained_before_it_goes() {
     use kube::api::PostParams;
     let mut h = Harness::new().await;
     h.start();
-    h.apply_yaml(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
-        serde_json::to_string(&h.server.kubeconfig()).unwrap()
-    ))
-    .await;
+    h.apply_self_kubeconfig().await;
     // Starts with one machine; with no demand it goes once idle for 10 s.
     h.apply_yaml(
         r#"

@@ -39,11 +39,7 @@ async fn secrets(h: &Harness) {
         "apiVersion: v1\nkind: Secret\nmetadata: {name: aws}\nstringData: {accessKeyId: testing, secretAccessKey: testing}\n",
     )
     .await;
-    h.apply_yaml(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
-        serde_json::to_string(&h.server.kubeconfig()).unwrap()
-    ))
-    .await;
+    h.apply_self_kubeconfig().await;
 }
 
 async fn instances(endpoint: &str, uid: &str) -> Vec<kelp_cloud_drivers::Machine> {

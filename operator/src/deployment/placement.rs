@@ -388,6 +388,26 @@ mod tests {
         t.parse().unwrap()
     }
 
+    /// Candidates a, b and c with these statuses.
+    fn abc(a: &str, b: &str, c: &str) -> Vec<(String, Option<Arc<Cluster>>)> {
+        vec![
+            ("a".to_string(), cluster("a", a)),
+            ("b".to_string(), cluster("b", b)),
+            ("c".to_string(), cluster("c", c)),
+        ]
+    }
+
+    /// [`decide`] for `d` over `cs` at time `t`.
+    fn run(
+        d: &Deployment,
+        cs: &[(String, Option<Arc<Cluster>>)],
+        ready: bool,
+        t: &str,
+    ) -> Decision {
+        let p = d.spec.placement.clone().unwrap();
+        decide(d, &p, cs, Some(&module()), ready, at(t))
+    }
+
     fn results(d: &Decision) -> Vec<(String, PlacementResult, String)> {
         d.entries
             .iter()
@@ -457,42 +477,16 @@ mod tests {
     fn a_target_that_runs_it_is_kept_and_one_out_of_time_is_left() {
         let waiting = "placement: [{cluster: a, result: Waiting, reason: Deploying, since: '2026-01-01T09:00:00Z'}, {cluster: b, result: Untried, reason: Untried, since: '2026-01-01T09:00:00Z'}, {cluster: c, result: Untried, reason: Untried, since: '2026-01-01T09:00:00Z'}]";
         let d = dep("Ordered", waiting);
-        let p = d.spec.placement.clone().unwrap();
-        let cs = vec![
-            ("a".to_string(), cluster("a", "")),
-            ("b".to_string(), cluster("b", "")),
-            ("c".to_string(), cluster("c", "")),
-        ];
+        let cs = abc("", "", "");
         // Within the fallback time: stays.
-        let out = decide(
-            &d,
-            &p,
-            &cs,
-            Some(&module()),
-            false,
-            at("2026-01-01T09:10:00Z"),
-        );
+        let out = run(&d, &cs, false, "2026-01-01T09:10:00Z");
         assert_eq!(out.target.as_deref(), Some("a"));
         assert!(out.moved.is_none());
         // Ready: Running.
-        let out = decide(
-            &d,
-            &p,
-            &cs,
-            Some(&module()),
-            true,
-            at("2026-01-01T09:10:00Z"),
-        );
+        let out = run(&d, &cs, true, "2026-01-01T09:10:00Z");
         assert_eq!(out.entries[0].result, PlacementResult::Running);
         // Past it: the next one, saying why.
-        let out = decide(
-            &d,
-            &p,
-            &cs,
-            Some(&module()),
-            false,
-            at("2026-01-01T09:16:00Z"),
-        );
+        let out = run(&d, &cs, false, "2026-01-01T09:16:00Z");
         assert_eq!(out.target.as_deref(), Some("b"));
         assert_eq!(out.entries[0].reason, "Timeout");
         let (from, why) = out.moved.unwrap();
@@ -504,21 +498,8 @@ mod tests {
     fn there_is_no_move_back_once_the_first_recovers() {
         let moved = "placement: [{cluster: a, result: Skipped, reason: InsufficientCapacity, message: m, since: '2026-01-01T09:00:00Z'}, {cluster: b, result: Running, reason: Ready, since: '2026-01-01T09:01:00Z'}, {cluster: c, result: Untried, reason: Untried, since: '2026-01-01T09:00:00Z'}]";
         let d = dep("Ordered", moved);
-        let p = d.spec.placement.clone().unwrap();
-        let cs = vec![
-            ("a".to_string(), cluster("a", "")),
-            ("b".to_string(), cluster("b", "")),
-            ("c".to_string(), cluster("c", "")),
-        ];
         // a has capacity again (its Ready no longer says otherwise): b stays.
-        let out = decide(
-            &d,
-            &p,
-            &cs,
-            Some(&module()),
-            true,
-            at("2026-01-02T09:00:00Z"),
-        );
+        let out = run(&d, &abc("", "", ""), true, "2026-01-02T09:00:00Z");
         assert_eq!(out.target.as_deref(), Some("b"));
         assert_eq!(out.entries[0].result, PlacementResult::Skipped);
         assert!(out.moved.is_none());

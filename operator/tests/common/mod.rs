@@ -112,6 +112,16 @@ impl Harness {
         Api::default_namespaced(self.client.clone())
     }
 
+    /// The Secret `self-kubeconfig`: a kubeconfig of this API server, for Clusters that
+    /// join it as `kubernetes: Existing`.
+    pub async fn apply_self_kubeconfig(&self) {
+        self.apply_yaml(&format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: self-kubeconfig}}\nstringData:\n  value: {}\n",
+            serde_json::to_string(&self.server.kubeconfig()).unwrap()
+        ))
+        .await;
+    }
+
     /// Server-side applies a YAML manifest as the test user.
     pub async fn apply_yaml(&self, yaml: &str) {
         for doc in kelp_crds::parse::documents(yaml).unwrap() {
