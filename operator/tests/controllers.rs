@@ -1271,3 +1271,91 @@ spec:
     h.cluster_ready_with("shared", "0/0").await;
     h.stop().await;
 }
+
+/// A crash between kelp's cordon and the machine's delete leaves a cordoned Node; a
+/// machine that carries a kelp workload Pod is never removed, and kelp takes back its
+/// own cordon of a machine that stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_with_kelp_workload_is_never_removed_and_kelps_cordon_is_taken_back() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Patch, PatchParams, PostParams};
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_self_kubeconfig().await;
+    h.apply_yaml(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {name: shared}
+spec:
+  cloud: {sim: {latencyMs: 1}}
+  kubernetes: {mode: Existing, kubeconfigSecretRef: {name: self-kubeconfig}}
+  nodePools:
+    - {name: cpu, replicas: 1, autoscaling: {minReplicas: 0, maxReplicas: 2, scaleDownDelaySeconds: 2}, machine: {cpu: 2}}
+"#,
+    )
+    .await;
+    let c = h
+        .wait::<Cluster>("shared", "the starting machine's Node Ready", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.node_pools.first())
+                .is_some_and(|p| p.ready == 1)
+        })
+        .await
+        .unwrap();
+    let node = c.status.unwrap().node_pools[0].machines[0].name.clone();
+    // A kelp workload Pod runs there, and the Node carries kelp's cordon, as a crash
+    // right after the cordon would leave it.
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "fish-abc", "labels": {"kelp.imagine-ai.eu/deployment": "fish"}},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "yolo"}]},
+    }))
+    .unwrap();
+    Api::<Pod>::default_namespaced(h.client.clone())
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let nodes = Api::<Node>::all(h.client.clone());
+    nodes
+        .patch(
+            &node,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"annotations": {"kelp.imagine-ai.eu/cordoned-for-scale-down": "true"}},
+                "spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    h.patch_spec::<Cluster>(
+        "shared",
+        serde_json::json!({"budget": {"maxPricePerHour": 100.0}}),
+    )
+    .await;
+    assert!(
+        eventually(10, || async {
+            let n = nodes.get(&node).await.unwrap();
+            n.spec.and_then(|s| s.unschedulable) == Some(false)
+                && !n
+                    .metadata
+                    .annotations
+                    .unwrap_or_default()
+                    .contains_key("kelp.imagine-ai.eu/cordoned-for-scale-down")
+        })
+        .await,
+        "kelp's cordon is taken back"
+    );
+    // Well past the delay, the machine that carries the Pod is still there.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let sim = h.sim("shared").await;
+    assert_eq!(machines_by_pool(&sim).get("cpu"), Some(&1));
+    let st = h
+        .api::<Cluster>()
+        .get("shared")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert!(st.node_pools[0].machines[0].idle_since.is_none(), "{st:?}");
+    h.stop().await;
+}

@@ -154,14 +154,20 @@ pub async fn usage(target: &Client, uid: &str, machines: &[&Machine]) -> BTreeMa
     machines
         .iter()
         .map(|m| {
-            let node = nodes
-                .iter()
-                .find(|n| is_node_of(n, m))
-                .map(|n| n.name_any());
+            let n = nodes.iter().find(|n| is_node_of(n, m));
+            let node = n.map(|n| n.name_any());
+            let cordoned = n.is_some_and(|n| n.annotations().contains_key(CORDONED));
             let kelp_pods = pods
                 .as_ref()
                 .map(|p| node.as_ref().and_then(|n| p.get(n).copied()).unwrap_or(0));
-            (m.id.clone(), Usage { kelp_pods, node })
+            (
+                m.id.clone(),
+                Usage {
+                    kelp_pods,
+                    node,
+                    cordoned,
+                },
+            )
         })
         .collect()
 }
@@ -183,20 +189,39 @@ pub fn is_node_of(n: &Node, m: &Machine) -> bool {
             })
 }
 
-/// Cordons `node` and evicts its Pods (DaemonSet and mirror Pods stay, as `kubectl
-/// drain` leaves them): true once nothing but those is left, so the machine may go.
-/// An eviction a PodDisruptionBudget refuses waits for the next reconcile.
-pub async fn drain(target: &Client, node: &str) -> Result<bool, kube::Error> {
-    Api::<Node>::all(target.clone())
-        .patch(
-            node,
-            &PatchParams::default(),
-            &Patch::Merge(serde_json::json!({"spec": {"unschedulable": true}})),
-        )
-        .await?;
+/// The annotation on a Node kelp cordoned to remove its machine: a cordon kelp made,
+/// which it takes back when the machine is to stay after all.
+pub const CORDONED: &str = "kelp.imagine-ai.eu/cordoned-for-scale-down";
+
+/// Where a drain stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drain {
+    /// Nothing but DaemonSet and mirror Pods is left: the machine may go.
+    Done,
+    /// Pods are being evicted (or a PodDisruptionBudget holds them): look again.
+    Evicting,
+    /// A kelp workload Pod landed there before the cordon: the machine carries
+    /// workload, and stays (uncordoned).
+    Busy,
+}
+
+/// Cordons `node` (marked with [`CORDONED`]) and evicts its Pods (DaemonSet and mirror
+/// Pods stay, as `kubectl drain` leaves them). A kelp workload Pod found there after the
+/// cordon (scheduled between the look at the Node and the cordon) means the machine is
+/// not idle after all: it is uncordoned, and stays.
+pub async fn drain(target: &Client, node: &str) -> Result<Drain, kube::Error> {
+    cordon(target, node, true).await?;
     let pods = Api::<Pod>::all(target.clone())
         .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
         .await?;
+    if pods
+        .items
+        .iter()
+        .any(|p| p.labels().contains_key(DEPLOYMENT_LABEL))
+    {
+        cordon(target, node, false).await?;
+        return Ok(Drain::Busy);
+    }
     let mut left = 0;
     for p in pods.items {
         let daemon = p
@@ -219,7 +244,24 @@ pub async fn drain(target: &Client, node: &str) -> Result<bool, kube::Error> {
             Err(e) => return Err(e),
         }
     }
-    Ok(left == 0)
+    Ok(if left == 0 {
+        Drain::Done
+    } else {
+        Drain::Evicting
+    })
+}
+
+/// Cordons `node` for a scale-down (marked with [`CORDONED`]), or takes kelp's cordon back.
+pub async fn cordon(target: &Client, node: &str, on: bool) -> Result<(), kube::Error> {
+    let patch = if on {
+        serde_json::json!({"metadata": {"annotations": {CORDONED: "true"}}, "spec": {"unschedulable": true}})
+    } else {
+        serde_json::json!({"metadata": {"annotations": {CORDONED: null}}, "spec": {"unschedulable": false}})
+    };
+    Api::<Node>::all(target.clone())
+        .patch(node, &PatchParams::default(), &Patch::Merge(patch))
+        .await?;
+    Ok(())
 }
 
 /// A Kubernetes quantity in base units (cores, bytes, count).

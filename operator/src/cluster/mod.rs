@@ -1099,6 +1099,32 @@ impl Run<'_> {
         }
         let gone: std::collections::HashSet<&String> =
             actions.deleted().filter(|id| !kept.contains(id)).collect();
+        // A scale-down that will not happen (demand came back, or a crash or restart
+        // came in between): kelp takes its cordon back.
+        if pool.autoscaling.is_some() {
+            let leaving: Vec<&String> = actions.deleted().collect();
+            let stay: Vec<String> = machines
+                .iter()
+                .filter(|m| !leaving.contains(&&m.id))
+                .filter_map(|m| {
+                    let u = self.usage.get(&m.id)?;
+                    u.cordoned.then(|| u.node.clone()).flatten()
+                })
+                .collect();
+            if !stay.is_empty()
+                && let Ok(target) = self
+                    .ctx
+                    .targets
+                    .client(&self.ctx.client, &self.ctx.secrets, self.cluster)
+                    .await
+            {
+                for node in stay {
+                    if let Err(e) = demand::cordon(&target, &node, false).await {
+                        tracing::info!(node = %node, error = %e, "uncordoning; retried at the next reconcile");
+                    }
+                }
+            }
+        }
         machines.retain(|m| !gone.contains(&m.id));
         for p in &actions.held {
             // Extra machines younger than the grace period: the cloud may still be
@@ -1170,7 +1196,12 @@ impl Run<'_> {
             let done = match (&node, &target) {
                 (None, _) => true,
                 (Some(n), Ok(t)) => match demand::drain(t, n).await {
-                    Ok(done) => done,
+                    Ok(demand::Drain::Done) => true,
+                    Ok(demand::Drain::Evicting) => false,
+                    Ok(demand::Drain::Busy) => {
+                        tracing::info!(node = %n, "a kelp workload Pod landed on the Node before the cordon; the machine stays");
+                        false
+                    }
                     Err(e) => {
                         tracing::info!(node = %n, error = %e, "draining; retried at the next reconcile");
                         false

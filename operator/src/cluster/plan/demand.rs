@@ -247,6 +247,8 @@ pub struct Usage {
     pub kelp_pods: Option<u32>,
     /// The machine's Node, once it has joined.
     pub node: Option<String>,
+    /// Its Node carries kelp's scale-down cordon (a scale-down not finished).
+    pub cordoned: bool,
 }
 
 /// When each machine has been idle since, in pools with autoscaling: the time recorded
@@ -461,10 +463,12 @@ mod tests {
         let busy = Usage {
             kelp_pods: Some(2),
             node: None,
+            cordoned: false,
         };
         let empty = Usage {
             kelp_pods: Some(0),
             node: None,
+            cordoned: false,
         };
         assert_eq!(idle_since(m, Some(&busy), Some("t0"), "t1"), None);
         assert_eq!(

@@ -325,6 +325,7 @@ fn only_machines_idle_for_the_delay_go_and_the_emptiest_first() {
                 demand::Usage {
                     kelp_pods: Some(pods),
                     node: Some(format!("m-{id}")),
+                    cordoned: false,
                 },
             )
         })
