@@ -1163,7 +1163,8 @@ async fn a_changed_cluster_ref_moves_the_workload_and_removes_it_from_the_old_cl
     h.apply_yaml(MODULE).await;
     h.apply_yaml(SECRET).await;
     h.apply_yaml(&cluster("old", 0, 1)).await;
-    h.apply_yaml(&cluster("new", 0, 1)).await;
+    // The new Cluster has no GPU machine yet: the workload cannot be Ready there.
+    h.apply_yaml(&cluster("new", 0, 0)).await;
     h.apply_yaml(&deployment("fish", "old", 1)).await;
     let d = h.deployment_ready("fish").await;
     assert_eq!(d.status.unwrap().cluster.as_deref(), Some("old"));
@@ -1177,13 +1178,37 @@ async fn a_changed_cluster_ref_moves_the_workload_and_removes_it_from_the_old_cl
     assert!(on(h.target("old").await).await);
     h.patch_spec::<Deployment>("fish", serde_json::json!({"clusterRef": {"name": "new"}}))
         .await;
+    // Make-before-break: applied on the new Cluster, still running on the old one.
+    assert!(
+        eventually(10, || async { on(h.target("new").await).await }).await,
+        "applied to the new Cluster"
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        on(h.target("old").await).await,
+        "the old workload stays meanwhile"
+    );
+    let st = h
+        .api::<Deployment>()
+        .get("fish")
+        .await
+        .unwrap()
+        .status
+        .unwrap();
+    assert_eq!(st.cluster.as_deref(), Some("old"), "{st:?}");
+    // The new Cluster gets its GPU machine: the move finishes.
+    h.patch_spec::<Cluster>("new", serde_json::json!({"nodePools": [
+        {"name": "cpu", "replicas": 0, "machine": {"cpu": 4, "memoryMB": 8000}},
+        {"name": "gpu-t4", "replicas": 1, "machine": {"cpu": 8, "memoryMB": 32000, "gpu": {"count": 1, "vendor": "NVIDIA", "model": "T4"}},
+         "taints": [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]},
+    ]}))
+    .await;
     h.wait::<Deployment>("fish", "Ready on new", |d| {
         d.and_then(|d| d.status.as_ref()).is_some_and(|s| {
             s.cluster.as_deref() == Some("new") && conditions::is_true(&s.conditions, "Ready")
         })
     })
     .await;
-    assert!(on(h.target("new").await).await);
     assert!(
         eventually(10, || async { !on(h.target("old").await).await }).await,
         "the old Cluster's workload is deleted once the new one is Ready"
