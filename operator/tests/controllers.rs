@@ -1384,3 +1384,64 @@ spec:
     assert!(st.node_pools[0].machines[0].idle_since.is_none(), "{st:?}");
     h.stop().await;
 }
+
+/// kill -9 at random points while a pool that follows demand scales down: the machine
+/// that carries a kelp workload Pod is never removed, nothing is created again, and the
+/// idle one goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashes_during_a_scale_down_never_remove_a_machine_that_carries_workload() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::PostParams;
+    let mut h = Harness::new().await;
+    h.start();
+    h.apply_self_kubeconfig().await;
+    h.apply_yaml(
+        r#"
+apiVersion: kelp.imagine-ai.eu/v1alpha1
+kind: Cluster
+metadata: {name: shared}
+spec:
+  cloud: {sim: {latencyMs: 1}}
+  kubernetes: {mode: Existing, kubeconfigSecretRef: {name: self-kubeconfig}}
+  nodePools:
+    - {name: cpu, replicas: 2, autoscaling: {minReplicas: 0, maxReplicas: 3, scaleDownDelaySeconds: 1}, machine: {cpu: 2}}
+"#,
+    )
+    .await;
+    let c = h
+        .wait::<Cluster>("shared", "the two starting machines' Nodes Ready", |c| {
+            c.and_then(|c| c.status.as_ref())
+                .and_then(|s| s.node_pools.first())
+                .is_some_and(|p| p.ready == 2)
+        })
+        .await
+        .unwrap();
+    let busy = c.status.unwrap().node_pools[0].machines[0].name.clone();
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "fish-abc", "labels": {"kelp.imagine-ai.eu/deployment": "fish"}},
+        "spec": {"nodeName": busy, "containers": [{"name": "c", "image": "yolo"}]},
+    }))
+    .unwrap();
+    Api::<Pod>::default_namespaced(h.client.clone())
+        .create(&PostParams::default(), &pod)
+        .await
+        .unwrap();
+    let sim = h.sim("shared").await;
+    for _ in 0..12 {
+        let wait = rand::random_range(0..600);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        h.crash().await;
+        h.start();
+        let names: Vec<String> = sim.machines().into_iter().map(|m| m.name).collect();
+        assert!(names.contains(&busy), "the busy machine went: {names:?}");
+    }
+    assert!(
+        eventually(30, || async { sim.machines().len() == 1 }).await,
+        "the idle machine goes: {:?}",
+        sim.machines()
+    );
+    assert_eq!(sim.machines()[0].name, busy);
+    assert_eq!(sim.all_created(), 2, "nothing was created again");
+    h.stop().await;
+}
