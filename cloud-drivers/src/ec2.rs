@@ -11,6 +11,7 @@
 
 mod errors;
 mod prices;
+mod specs;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -35,6 +36,28 @@ use tokio::time::Instant;
 
 pub use errors::classify;
 pub use prices::builtin_price;
+
+/// The instance types kelp knows without asking EC2: the types of its price table with
+/// their vCPUs, memory and GPUs, priced from the table (us-east-1 estimates). Which of
+/// them a region offers is not known without asking EC2.
+pub fn builtin_catalogue() -> Vec<crate::InstanceType> {
+    specs::SPECS
+        .iter()
+        .map(|(name, vcpus, memory_mb, gpu)| crate::InstanceType {
+            name: name.to_string(),
+            vcpus: *vcpus,
+            memory_mb: *memory_mb,
+            disk_gb: None,
+            gpu: gpu.map(|(count, vendor, model, memory_mb)| crate::GpuInfo {
+                count,
+                vendor: vendor.to_string(),
+                model: model.to_string(),
+                memory_mb,
+            }),
+            price_per_hour: builtin_price(name),
+        })
+        .collect()
+}
 
 use crate::driver::{
     Address, CATALOGUE_TTL, CloudDriver, CloudError, CreateRequest, GpuInfo, Image, InstanceType,

@@ -1295,11 +1295,30 @@ spec: {moduleRef: {name: yolo}, placement: {clusters: [{name: elsewhere}, {name:
             .starts_with("passed over: elsewhere: Cluster research/elsewhere is neither"),
         "{fb}"
     );
-    // A Cluster on a real cloud needs its Secrets: offline, it says so.
-    let out = kelp(&["plan", "-f", &repo_path("examples/clouds/ec2.yaml")]);
+    // An OpenStack Cluster needs its Secrets: offline, it says so.
+    let out = kelp(&["plan", "-f", &repo_path("examples/clouds/openstack.yaml")]);
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("needs --kubeconfig"), "{text}");
+    // An EC2 one is planned from kelp's built-in EC2 table, and the note says so.
+    let out = kelp(&[
+        "plan",
+        "-o",
+        "json",
+        "-f",
+        &repo_path("examples/clouds/ec2.yaml"),
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let gpu = &plan["clusters"][0]["pools"][0];
+    assert_eq!(
+        (gpu["instanceType"].as_str(), gpu["gpus"].as_u64()),
+        (Some("g4dn.xlarge"), Some(1))
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("planned from kelp's built-in EC2 table"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Nothing to plan is an error.
     let out = kelp(&["plan", "-f", &repo_path("examples/module-yolov8.yaml")]);
     assert!(!out.status.success());

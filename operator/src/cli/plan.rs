@@ -128,6 +128,8 @@ pub struct Inputs {
     /// The same kinds as they are on the cluster (empty offline).
     pub existing: Manifests,
     pub types: BTreeMap<String, Catalogue>,
+    /// Planned without a cluster (the built-in catalogues).
+    pub offline: bool,
 }
 
 /// One row of the plan: a pool, or the separate control plane.
@@ -169,6 +171,11 @@ pub struct ClusterPlan {
     /// The pools (and control plane) no type fits, as the operator says it.
     #[serde(skip)]
     pub unfit: Vec<String>,
+    /// Planned from a built-in table, without asking the cloud.
+    pub offline: bool,
+    /// `price_per_hour` before rounding, for the total.
+    #[serde(skip)]
+    pub exact_per_hour: Option<f64>,
 }
 
 /// Where one Deployment would land.
@@ -250,8 +257,9 @@ pub fn plan(inputs: &Inputs, now: k8s_openapi::jiff::Timestamp) -> Plan {
         let wants = cplan::demand::wants(&c, deployments.iter().copied(), |ns, name| {
             find_module(ns, name)
         });
-        let cp = plan_cluster(&c, existing.is_some(), &catalogue, wants.as_deref(), now);
-        match cp.price_per_hour {
+        let mut cp = plan_cluster(&c, existing.is_some(), &catalogue, wants.as_deref(), now);
+        cp.offline = inputs.offline;
+        match cp.exact_per_hour {
             Some(p) => total += p,
             None => unpriced.push(k),
         }
@@ -287,14 +295,22 @@ pub fn plan(inputs: &Inputs, now: k8s_openapi::jiff::Timestamp) -> Plan {
             d.spec.node_pool.as_deref(),
             build::need(d, &module),
         )?;
-        let unfit = clusters
+        let planned = clusters
             .iter()
-            .find(|c| c.namespace == ns && c.name == cluster_name)
-            .and_then(|c| {
-                c.unfit
-                    .iter()
-                    .find(|m| m.starts_with(&format!("pool {}:", p.name)))
-            });
+            .find(|c| c.namespace == ns && c.name == cluster_name);
+        // A Cluster whose types could not be read: whether it can run it is not known.
+        if let Some(unknown) = planned.and_then(|c| {
+            c.problems
+                .iter()
+                .find(|m| m.starts_with("instance types unknown"))
+        }) {
+            return Err(unknown.clone());
+        }
+        let unfit = planned.and_then(|c| {
+            c.unfit
+                .iter()
+                .find(|m| m.starts_with(&format!("pool {}:", p.name)))
+        });
         match unfit {
             Some(m) => Err(m.clone()),
             None => Ok(p.name.clone()),
@@ -457,6 +473,8 @@ fn plan_cluster(
         price_per_hour: None,
         problems: Vec::new(),
         unfit: Vec::new(),
+        offline: false,
+        exact_per_hour: None,
     };
     let types = match catalogue {
         Ok(t) => t,
@@ -597,6 +615,7 @@ fn plan_cluster(
             actions.demand.clone(),
         ));
     }
+    out.exact_per_hour = priced.then_some(total);
     out.price_per_hour = priced.then(|| round2(total));
     out
 }
@@ -635,6 +654,18 @@ fn money(v: Option<f64>) -> String {
 /// The plan as text or JSON.
 pub fn render(plan: &Plan, format: Format) -> Outcome {
     let mut notes = Vec::new();
+    let offline_ec2: Vec<String> = plan
+        .clusters
+        .iter()
+        .filter(|c| c.cloud == "ec2" && c.offline)
+        .map(|c| format!("{}/{}", c.namespace, c.name))
+        .collect();
+    if !offline_ec2.is_empty() {
+        notes.push(format!(
+            "{}: planned from kelp's built-in EC2 table (us-east-1 prices; whether the region offers each type is not checked); --kubeconfig asks EC2 itself",
+            offline_ec2.join(", ")
+        ));
+    }
     if !plan.unpriced.is_empty() {
         notes.push(format!(
             "prices unknown for {}: not in the total",
@@ -791,11 +822,13 @@ pub async fn gather(client: &kube::Client, manifests: Manifests) -> Inputs {
         manifests,
         existing,
         types,
+        offline: false,
     }
 }
 
-/// The offline inputs: sim Clusters get the simulated catalogue; the others need the
-/// credentials Secret their spec names, from a cluster.
+/// The offline inputs: sim Clusters get the simulated catalogue, EC2 Clusters kelp's
+/// built-in table of EC2 types and prices; OpenStack and EGI need the credentials
+/// Secret their spec names, from a cluster.
 pub fn offline(manifests: Manifests) -> Inputs {
     let types = manifests
         .clusters
@@ -804,6 +837,9 @@ pub fn offline(manifests: Manifests) -> Inputs {
             let k = key(c.metadata.namespace.as_deref(), &c.name_any());
             let t = if c.spec.cloud.sim.is_some() {
                 Ok(sim_types())
+            } else if c.spec.cloud.ec2.is_some() {
+                // kelp's own table of EC2 types and prices (us-east-1).
+                Ok(kelp_cloud_drivers::ec2::builtin_catalogue())
             } else {
                 Err(format!(
                     "a Cluster on {} needs --kubeconfig: its cloud is asked for its instance types with the credentials Secret its spec names",
@@ -817,5 +853,6 @@ pub fn offline(manifests: Manifests) -> Inputs {
         manifests,
         existing: Manifests::default(),
         types,
+        offline: true,
     }
 }
