@@ -771,4 +771,34 @@ status:
         let (n, r) = on(Some(&w(2, 2, 2)));
         assert_eq!((n, r.ready, r.why_not), (2, true, None));
     }
+
+    #[test]
+    fn a_deployment_on_a_growing_pool_says_what_it_waits_for() {
+        let d = dep("  replicas: 3\n");
+        let w: AppsDeployment = serde_yaml_ng::from_str(
+            "metadata: {name: d, generation: 1}\nstatus: {observedGeneration: 1, readyReplicas: 1, conditions: [{type: Available, status: \"False\", message: no room}]}",
+        )
+        .unwrap();
+        let growing = |autoscaling: &str| -> Cluster {
+            serde_yaml_ng::from_str(
+                &CLUSTER
+                    .replace("replicas: 1,", &format!("replicas: 1,{autoscaling}"))
+                    .replace(
+                        "status:\n",
+                        "status:\n  nodePools: [{name: gpu, desired: 3, ready: 1}]\n",
+                    ),
+            )
+            .unwrap()
+        };
+        let c = growing(" autoscaling: {minReplicas: 0, maxReplicas: 4},");
+        let (_, r) = rollout(&d, Some(&c), Some("gpu"), Some(&Readiness::of(&w)));
+        assert_eq!(
+            r.why_not.as_deref(),
+            Some("waiting for pool gpu to grow to 3")
+        );
+        // A pool of fixed size says what the workload itself says.
+        let c = growing("");
+        let (_, r) = rollout(&d, Some(&c), Some("gpu"), Some(&Readiness::of(&w)));
+        assert_eq!(r.why_not.as_deref(), Some("no room"));
+    }
 }
