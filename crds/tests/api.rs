@@ -199,7 +199,12 @@ fn example(kind: &str) -> Value {
     example_objects()
         .into_iter()
         .map(|(_, o)| o)
-        .find(|o| o["kind"] == kind && (kind != "Cluster" || o["spec"]["cloud"]["sim"].is_object()))
+        // The sim Cluster, and the Deployment on it (not the placement example).
+        .find(|o| {
+            o["kind"] == kind
+                && (kind != "Cluster" || o["spec"]["cloud"]["sim"].is_object())
+                && (kind != "Deployment" || o["spec"]["clusterRef"].is_object())
+        })
         .unwrap()
 }
 
