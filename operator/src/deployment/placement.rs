@@ -418,20 +418,12 @@ mod tests {
     #[test]
     fn the_first_that_can_run_it_is_chosen_in_order() {
         let d = dep("Ordered", "");
-        let p = d.spec.placement.clone().unwrap();
         let cs = vec![
             ("a".to_string(), cluster("a", NO_CAPACITY)),
             ("b".to_string(), None),
             ("c".to_string(), cluster("c", "")),
         ];
-        let out = decide(
-            &d,
-            &p,
-            &cs,
-            Some(&module()),
-            false,
-            at("2026-01-01T09:00:00Z"),
-        );
+        let out = run(&d, &cs, false, "2026-01-01T09:00:00Z");
         assert_eq!(out.target.as_deref(), Some("c"));
         assert_eq!(
             results(&out),
@@ -451,21 +443,13 @@ mod tests {
     #[test]
     fn cheapest_picks_the_lowest_known_price() {
         let d = dep("Cheapest", "");
-        let p = d.spec.placement.clone().unwrap();
         let priced = |v: f64| format!("nodePools: [{{name: gpu, pricePerHour: {v}}}]");
         let cs = vec![
             ("a".to_string(), cluster("a", "")),
             ("b".to_string(), cluster("b", &priced(3.0))),
             ("c".to_string(), cluster("c", &priced(1.5))),
         ];
-        let out = decide(
-            &d,
-            &p,
-            &cs,
-            Some(&module()),
-            false,
-            at("2026-01-01T09:00:00Z"),
-        );
+        let out = run(&d, &cs, false, "2026-01-01T09:00:00Z");
         assert_eq!(
             out.target.as_deref(),
             Some("c"),
@@ -508,20 +492,12 @@ mod tests {
     #[test]
     fn nothing_fits_anywhere_is_said_per_candidate() {
         let d = dep("Ordered", "");
-        let p = d.spec.placement.clone().unwrap();
         let cs = vec![
             ("a".to_string(), None),
             ("b".to_string(), None),
             ("c".to_string(), cluster("c", NO_CAPACITY)),
         ];
-        let out = decide(
-            &d,
-            &p,
-            &cs,
-            Some(&module()),
-            false,
-            at("2026-01-01T09:00:00Z"),
-        );
+        let out = run(&d, &cs, false, "2026-01-01T09:00:00Z");
         assert_eq!(out.target, None);
         let msg = nowhere(&out.entries);
         assert!(msg.starts_with("spec.placement: no candidate Cluster can run the workload (a: Cluster ns/a not found;"), "{msg}");
