@@ -273,7 +273,7 @@ pub fn idempotency_key(
     let mut h = Sha256::new();
     h.update(format!(
         "{uid}/{pool}/{generation}/{alive}/{attempt_type}/{}",
-        at.as_second()
+        at.as_nanosecond()
     ));
     format!("kelp-{}", &hex::encode(h.finalize())[..32])
 }
@@ -1069,7 +1069,8 @@ mod tests {
     #[test]
     fn idempotency_keys_are_stable_and_distinct() {
         let t: Timestamp = "2026-01-01T09:00:00Z".parse().unwrap();
-        let later: Timestamp = "2026-01-01T09:05:00Z".parse().unwrap();
+        // A pool can shrink and grow again within one second.
+        let later: Timestamp = "2026-01-01T09:00:00.3Z".parse().unwrap();
         let k = idempotency_key("uid", "gpu", 3, 1, "sim.t4-4", t);
         assert_eq!(k, idempotency_key("uid", "gpu", 3, 1, "sim.t4-4", t));
         assert_ne!(k, idempotency_key("uid", "gpu", 3, 2, "sim.t4-4", t));
