@@ -5,8 +5,10 @@
 //!   AMIs written here. Found via `KELP_MOTO_SERVER`, then
 //!   `/var/tmp/kelp-venv/bin/moto_server`, then PATH; when it is missing,
 //!   [`start_moto`] returns None with a note, or panics when `KELP_REQUIRE_MOTO` is set.
+//! - [`oidc::Checkin`]: the EGI Check-in stand-in, an OIDC provider served in-process.
 #![forbid(unsafe_code)]
 
+pub mod oidc;
 pub mod openstack;
 pub mod proxy;
 

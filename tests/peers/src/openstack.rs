@@ -1,20 +1,19 @@
 //! The OpenStack peer as the tests see it: Keystone, Nova (fake virt driver) and
 //! Placement for real, Glance and Neutron stand-ins, started by
 //! `tests/peers/openstack/peer.sh start` (`.ci/run` does it) which writes the fixtures
-//! to `$KELP_OS_STATE/peer.env`. Plus an EGI Check-in token endpoint the tests serve
-//! themselves.
+//! to `$KELP_OS_STATE/peer.env`. The EGI Check-in the tests serve themselves is
+//! [`Checkin`], from [`crate::oidc`].
 //!
 //! Tests sharing the peer take [`OsPeer::lock`] so project-wide counts (servers, ports,
 //! floating IPs, security groups) are theirs alone.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
+
+pub use crate::oidc::Checkin;
 
 /// Serialises the tests of one process that use the peer.
 static LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -234,103 +233,5 @@ impl OsPeer {
                 .send()
                 .await;
         }
-    }
-}
-
-/// An EGI Check-in token endpoint served by the test: refresh tokens it knows buy the
-/// access token registered for them (the Keystone peer's OIDC front accepts
-/// `fake:<sub>:<entitlement>`); unknown or revoked ones get `invalid_grant`.
-pub struct Checkin {
-    port: u16,
-    accounts: Arc<Mutex<HashMap<String, String>>>,
-    calls: Arc<AtomicU64>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Checkin {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Checkin {
-    pub async fn start() -> Checkin {
-        use axum::extract::{Form, State};
-        use axum::http::StatusCode;
-        use axum::routing::post;
-        type Shared = (Arc<Mutex<HashMap<String, String>>>, Arc<AtomicU64>);
-        async fn token(
-            State((accounts, calls)): State<Shared>,
-            Form(form): Form<HashMap<String, String>>,
-        ) -> (StatusCode, axum::Json<Value>) {
-            calls.fetch_add(1, Ordering::Relaxed);
-            if form.get("grant_type").map(String::as_str) != Some("refresh_token") {
-                return (
-                    StatusCode::BAD_REQUEST,
-                    axum::Json(json!({"error": "unsupported_grant_type"})),
-                );
-            }
-            if form.get("client_id").is_none_or(|c| c.is_empty()) {
-                return (
-                    StatusCode::UNAUTHORIZED,
-                    axum::Json(
-                        json!({"error": "invalid_client", "error_description": "Invalid client credentials"}),
-                    ),
-                );
-            }
-            let refresh = form.get("refresh_token").cloned().unwrap_or_default();
-            match accounts.lock().unwrap().get(&refresh) {
-                Some(access) => (
-                    StatusCode::OK,
-                    axum::Json(
-                        json!({"access_token": access, "token_type": "Bearer", "expires_in": 3600}),
-                    ),
-                ),
-                None => (
-                    StatusCode::BAD_REQUEST,
-                    axum::Json(
-                        json!({"error": "invalid_grant", "error_description": "Token is not active"}),
-                    ),
-                ),
-            }
-        }
-        let accounts = Arc::new(Mutex::new(HashMap::new()));
-        let calls = Arc::new(AtomicU64::new(0));
-        let app = axum::Router::new()
-            .route("/token", post(token))
-            .with_state((accounts.clone(), calls.clone()));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Checkin {
-            port,
-            accounts,
-            calls,
-            task,
-        }
-    }
-
-    pub fn token_url(&self) -> String {
-        format!("http://127.0.0.1:{}/token", self.port)
-    }
-
-    /// `refresh` buys `access`.
-    pub fn add(&self, refresh: &str, access: &str) {
-        self.accounts
-            .lock()
-            .unwrap()
-            .insert(refresh.into(), access.into());
-    }
-
-    /// `refresh` is refused from now on.
-    pub fn revoke(&self, refresh: &str) {
-        self.accounts.lock().unwrap().remove(refresh);
-    }
-
-    /// Token requests answered so far.
-    pub fn calls(&self) -> u64 {
-        self.calls.load(Ordering::Relaxed)
     }
 }
