@@ -21,6 +21,7 @@ pub mod secrets;
 pub mod sim_kube;
 pub mod simulated;
 pub mod targets;
+pub mod tosca;
 
 use std::sync::Arc;
 

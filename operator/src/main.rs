@@ -120,6 +120,32 @@ enum Command {
         #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
         output: PlanOutput,
     },
+    /// Import deployments made for other tools as kelp manifests.
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ImportCommand {
+    /// Print the Module, Cluster, Deployment and Secret templates that do what the
+    /// Infrastructure Manager would do with a TOSCA template (and its children, as the
+    /// IM Dashboard combines them), as YAML for `kubectl apply -f -`. Works offline.
+    Tosca {
+        /// The main template (e.g. simple-node-disk.yml).
+        template: PathBuf,
+        /// A child template laid over it (e.g. ai4eoscvm.yaml). Repeatable, in order.
+        #[arg(long = "child", value_name = "TEMPLATE")]
+        children: Vec<PathBuf>,
+        /// An input value, NAME=VALUE, typed per the input's type and checked against its
+        /// constraints; `kelp.cloud=URL` says where the machines run. Repeatable.
+        #[arg(long = "input", value_name = "NAME=VALUE")]
+        inputs: Vec<String>,
+        /// The namespace of the manifests.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -521,6 +547,20 @@ fn main() -> anyhow::Result<()> {
             let plan = cli::plan::plan(&inputs, k8s_openapi::jiff::Timestamp::now());
             emit(Ok(cli::plan::render(&plan, format)))
         }
+        Command::Import {
+            command:
+                ImportCommand::Tosca {
+                    template,
+                    children,
+                    inputs,
+                    namespace,
+                },
+        } => emit(cli::tosca::import(&cli::tosca::ToscaArgs {
+            template,
+            children,
+            inputs,
+            namespace,
+        })),
         #[cfg(feature = "dev")]
         Command::Dev {
             kubeconfig,

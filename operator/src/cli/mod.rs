@@ -12,6 +12,7 @@ pub mod egi;
 pub mod import;
 pub mod plan;
 pub mod recipe;
+pub mod tosca;
 
 use std::path::Path;
 
