@@ -2,6 +2,7 @@
 //! fast sim cloud, which a test can stop, crash and restart on the same server and cloud.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod kubelets;
 pub mod process;
 
