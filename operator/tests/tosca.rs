@@ -40,12 +40,15 @@ fn inputs(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
 /// child ai4eoscvm.yaml and the module's image.
 const AI4OS: &[&str] = &["simple-node-disk.yml", "ai4eoscvm.yaml"];
 
-/// The golden cases: name, templates, inputs.
-fn cases() -> Vec<(
+/// A golden case: its name, the templates (main first), the inputs.
+type Case = (
     &'static str,
     Vec<&'static str>,
     Vec<(&'static str, &'static str)>,
-)> {
+);
+
+/// The golden cases.
+fn cases() -> Vec<Case> {
     vec![
         (
             "ai4os-egi-gpu",

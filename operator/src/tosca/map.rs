@@ -897,7 +897,7 @@ pub fn map(t: &Topology<'_>) -> Result<Imported, Failure> {
         m.notes
             .push("the template has no application node: only the Cluster is made".into());
         manifests.push(cluster);
-        output_notes(&mut m, &base, false);
+        output_notes(&mut m, &base, None);
         return Ok(Imported {
             manifests,
             notes: m.notes,
@@ -1110,7 +1110,7 @@ pub fn map(t: &Topology<'_>) -> Result<Imported, Failure> {
         "metadata": meta(&base, ns, &sources),
         "spec": spec,
     }));
-    output_notes(&mut m, &base, true);
+    output_notes(&mut m, &base, Some(expose_port));
     Ok(Imported {
         manifests,
         notes: m.notes,
@@ -1124,19 +1124,24 @@ fn headroom(mb: i64) -> i64 {
 }
 
 /// What each template output becomes.
-fn output_notes(m: &mut Mapper<'_>, base: &str, deployment: bool) {
+fn output_notes(m: &mut Mapper<'_>, base: &str, exposed: Option<i64>) {
     let ns = m.t.namespace;
     for (name, v) in m.t.outputs {
         let value = &v["value"];
         let text = value.to_string();
         let runtime = text.contains("get_attribute");
+        let port = published_port(m.t.nodes, value);
         let note = if !runtime {
             format!("output {name}: {}", show(value))
         } else if text.contains("credential") {
             format!(
                 "output {name}: kelp generates no SSH credentials; the machines take the keys of the Cluster's spec.sshAuthorizedKeys"
             )
-        } else if deployment && value.get("get_attribute").is_none() {
+        } else if let (Some(p), Some(e)) = (port, exposed)
+            && p != e
+        {
+            format!("output {name}: port {p} is not exposed; the Deployment exposes port {e}")
+        } else if exposed.is_some() && value.get("get_attribute").is_none() {
             format!(
                 "output {name}: the endpoint appears in the Deployment's status.endpoint: kubectl get kdep {base} -n {ns}"
             )
@@ -1146,6 +1151,27 @@ fn output_notes(m: &mut Mapper<'_>, base: &str, deployment: bool) {
             )
         };
         m.notes.push(note);
+    }
+}
+
+/// The port an output names through `get_attribute: [NODE, host, publish_ports, I, ...]`.
+fn published_port(nodes: &Map<String, Value>, v: &Value) -> Option<i64> {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::Array(a)) = o.get("get_attribute")
+                && a.get(1).and_then(Value::as_str) == Some("host")
+                && a.get(2).and_then(Value::as_str) == Some("publish_ports")
+            {
+                let node = a.first()?.as_str()?;
+                let i = a.get(3)?.as_u64()? as usize;
+                return int_of(
+                    &nodes.get(node)?["capabilities"]["host"]["properties"]["publish_ports"][i]["source"],
+                );
+            }
+            o.values().find_map(|x| published_port(nodes, x))
+        }
+        Value::Array(a) => a.iter().find_map(|x| published_port(nodes, x)),
+        _ => None,
     }
 }
 
