@@ -119,12 +119,98 @@ pub async fn start(port: u16, kubeconfig: &Path) -> anyhow::Result<(TestApiServe
     Ok((server, client))
 }
 
+/// A kube config from kubeconfig text.
+#[cfg(feature = "dev")]
+async fn config_of(text: &str) -> anyhow::Result<kube::Config> {
+    let kc = crate::targets::parse_kubeconfig(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)
+}
+
+/// Starts kelp dev's web console on `listen`; returns its URL.
+/// - Without `oidc`: one local user, `dev`, in namespace `default`, with the admin's
+///   credentials (`kelp console --dev-user dev`).
+/// - With `oidc`: users log in there. The console runs as the ServiceAccount
+///   `kelp-console`, which may only impersonate; kelp dev, as the administrator, makes
+///   each user's namespace and RoleBinding at their first login.
+#[cfg(feature = "dev")]
+pub async fn console(
+    server: &TestApiServer,
+    admin: &Client,
+    listen: std::net::SocketAddr,
+    oidc: Option<crate::console::auth::OidcConfig>,
+    namespace_mode: crate::console::NamespaceMode,
+    namespace_prefix: &str,
+) -> anyhow::Result<String> {
+    use crate::console::{AuthMode, ConsoleConfig, rbac};
+    for role in rbac::cluster_roles() {
+        apply_manifest(admin, "default", crate::context::MANAGER, &role).await?;
+    }
+    let (auth, base, provisioner) = match oidc {
+        None => (
+            AuthMode::Dev {
+                user: "dev".into(),
+                namespace: "default".into(),
+            },
+            config_of(&server.kubeconfig()).await?,
+            None,
+        ),
+        Some(oidc) => {
+            let ns = crate::context::Config::default().namespace;
+            let docs = [
+                serde_json::json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                    "metadata": {"name": rbac::CONSOLE_ROLE, "namespace": ns}}),
+                serde_json::json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": rbac::CONSOLE_ROLE},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::CONSOLE_ROLE},
+                    "subjects": [{"kind": "ServiceAccount", "name": rbac::CONSOLE_ROLE, "namespace": ns}]}),
+            ];
+            for doc in &docs {
+                apply_manifest(admin, &ns, crate::context::MANAGER, doc).await?;
+            }
+            let req = axum::http::Request::builder()
+                .method("POST")
+                .uri(format!(
+                    "/api/v1/namespaces/{ns}/serviceaccounts/{}/token",
+                    rbac::CONSOLE_ROLE
+                ))
+                .header("content-type", "application/json")
+                .body(
+                    serde_json::json!({"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}})
+                        .to_string()
+                        .into_bytes(),
+                )?;
+            let out: serde_json::Value = admin.request(req).await?;
+            let token = out["status"]["token"]
+                .as_str()
+                .ok_or_else(|| anyhow::anyhow!("the TokenRequest for the console gave no token"))?;
+            let kc = kelp_testapi::kubeconfig_for(&server.url(), server.ca_pem(), token);
+            (
+                AuthMode::Oidc(oidc),
+                config_of(&kc).await?,
+                Some(admin.clone()),
+            )
+        }
+    };
+    let config = ConsoleConfig {
+        listen,
+        public_url: String::new(),
+        auth,
+        namespace_mode,
+        namespace_prefix: namespace_prefix.to_string(),
+        catalogue_namespace: Some("default".into()),
+        allow_sim: true,
+    };
+    let addr = crate::console::spawn(config, base, provisioner).await?;
+    Ok(format!("http://{addr}"))
+}
+
 /// What to try next, printed once kelp dev is up.
 #[cfg(feature = "dev")]
-pub fn banner(url: &str, kubeconfig: &Path) -> String {
+pub fn banner(url: &str, kubeconfig: &Path, console: &str) -> String {
     let kc = kubeconfig.display();
     format!(
         "kelp dev is running: Kubernetes API (test server) at {url}, simulated cloud, operator.\n\
+         Web console: {console}\n\
          \n\
          Try:\n\
          \x20 export KUBECONFIG={kc}\n\

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod conditions;
+pub mod console;
 pub mod context;
 pub mod deployment;
 pub mod dev;

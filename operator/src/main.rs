@@ -73,6 +73,47 @@ enum Command {
         /// Log as JSON lines instead of text (the filter comes from RUST_LOG, default info).
         #[arg(long)]
         log_json: bool,
+        /// Where to serve the web console (port 0: any free port).
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        console_listen: std::net::SocketAddr,
+        /// Log in through this OIDC provider instead of serving one local user; kelp dev
+        /// then makes each user's namespace at their first login.
+        #[command(flatten)]
+        oidc: OidcArgs,
+    },
+    /// The web console for researchers: the module catalogue, a deploy form with prices,
+    /// live Deployments, TOSCA import, and the AI4OS dashboard's "deploy on your own
+    /// cloud" link (`/configure?...`). Users log in with EGI Check-in (OIDC), and every
+    /// request is made as them through impersonation; or `--dev-user` serves one local
+    /// user with the kubeconfig's own credentials. See docs/console.md.
+    Console {
+        /// Where to listen.
+        #[arg(long, env = "KELP_CONSOLE_LISTEN", default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// The URL users reach the console at (the OIDC redirect URI is
+        /// `<public-url>/callback`); default `http://<listen>`.
+        #[arg(long, env = "KELP_CONSOLE_PUBLIC_URL")]
+        public_url: Option<String>,
+        /// Kubeconfig of the cluster; else $KUBECONFIG, else the in-cluster service account.
+        #[arg(long, env = "KELP_KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
+        /// Serve this one user without a login, with the kubeconfig's own credentials.
+        #[arg(long, value_name = "NAME", conflicts_with = "issuer")]
+        dev_user: Option<String>,
+        /// The dev user's namespace.
+        #[arg(short = 'n', long, default_value = "default", requires = "dev_user")]
+        namespace: String,
+        #[command(flatten)]
+        oidc: OidcArgs,
+        /// A namespace whose Modules every user may deploy (the shared catalogue).
+        #[arg(long, env = "KELP_CONSOLE_CATALOGUE_NAMESPACE")]
+        catalogue_namespace: Option<String>,
+        /// Offer the simulated cloud in the deploy form.
+        #[arg(long)]
+        allow_sim: bool,
+        /// Log as JSON lines instead of text (the filter comes from RUST_LOG, default info).
+        #[arg(long)]
+        log_json: bool,
     },
     /// List, show and render the built-in recipes and your own recipe files (node
     /// recipes render cloud-init user-data, workload recipes Kubernetes objects). Works
@@ -152,6 +193,80 @@ enum ImportCommand {
 enum PlanOutput {
     Table,
     Json,
+}
+
+/// The console's OIDC login (EGI Check-in) and its namespaces.
+#[derive(clap::Args, Debug, Clone)]
+struct OidcArgs {
+    /// The OIDC issuer users log in with, e.g. EGI Check-in's
+    /// https://aai.egi.eu/auth/realms/egi.
+    #[arg(long = "oidc-issuer", id = "issuer", env = "KELP_OIDC_ISSUER")]
+    issuer: Option<String>,
+    /// The console's OIDC client ID.
+    #[arg(
+        long = "oidc-client-id",
+        env = "KELP_OIDC_CLIENT_ID",
+        default_value = "kelp-console"
+    )]
+    client_id: String,
+    /// The client secret (for a confidential client; PKCE is used either way).
+    #[arg(
+        long = "oidc-client-secret",
+        env = "KELP_OIDC_CLIENT_SECRET",
+        hide_env_values = true
+    )]
+    client_secret: Option<String>,
+    /// Scopes asked for (space-separated).
+    #[arg(
+        long = "oidc-scopes",
+        env = "KELP_OIDC_SCOPES",
+        default_value = "openid profile email eduperson_entitlement"
+    )]
+    scopes: String,
+    /// A VO whose members may log in (repeatable; none: any user of the provider).
+    #[arg(
+        long = "allowed-vo",
+        env = "KELP_CONSOLE_ALLOWED_VOS",
+        value_delimiter = ','
+    )]
+    allowed_vos: Vec<String>,
+    /// One namespace per user, or one per VO.
+    #[arg(
+        long,
+        value_enum,
+        env = "KELP_CONSOLE_NAMESPACE_MODE",
+        default_value = "user"
+    )]
+    namespace_mode: NamespaceModeArg,
+    /// The prefix of the users' (or VOs') namespaces.
+    #[arg(long, env = "KELP_CONSOLE_NAMESPACE_PREFIX", default_value = "kelp-")]
+    namespace_prefix: String,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum NamespaceModeArg {
+    User,
+    Vo,
+}
+
+impl OidcArgs {
+    fn oidc(&self) -> Option<kelp_operator::console::auth::OidcConfig> {
+        let issuer = self.issuer.clone()?;
+        Some(kelp_operator::console::auth::OidcConfig {
+            issuer,
+            client_id: self.client_id.clone(),
+            client_secret: self.client_secret.clone(),
+            scopes: self.scopes.split_whitespace().map(String::from).collect(),
+            allowed_vos: self.allowed_vos.clone(),
+        })
+    }
+
+    fn mode(&self) -> kelp_operator::console::NamespaceMode {
+        match self.namespace_mode {
+            NamespaceModeArg::User => kelp_operator::console::NamespaceMode::User,
+            NamespaceModeArg::Vo => kelp_operator::console::NamespaceMode::Vo,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -566,12 +681,26 @@ fn main() -> anyhow::Result<()> {
             kubeconfig,
             port,
             log_json,
+            console_listen,
+            oidc,
         } => {
             logging(log_json);
             tokio::runtime::Runtime::new()?.block_on(async move {
                 let (server, client) = kelp_operator::dev::start(port, &kubeconfig).await?;
                 let path = std::fs::canonicalize(&kubeconfig).unwrap_or(kubeconfig);
-                println!("{}", kelp_operator::dev::banner(&server.url(), &path));
+                let console = kelp_operator::dev::console(
+                    &server,
+                    &client,
+                    console_listen,
+                    oidc.oidc(),
+                    oidc.mode(),
+                    &oidc.namespace_prefix,
+                )
+                .await?;
+                println!(
+                    "{}",
+                    kelp_operator::dev::banner(&server.url(), &path, &console)
+                );
                 kelp_operator::run(
                     client,
                     kelp_operator::Environment::default(),
@@ -580,6 +709,43 @@ fn main() -> anyhow::Result<()> {
                 .await;
                 server.shutdown().await;
                 Ok(())
+            })
+        }
+        Command::Console {
+            listen,
+            public_url,
+            kubeconfig,
+            dev_user,
+            namespace,
+            oidc,
+            catalogue_namespace,
+            allow_sim,
+            log_json,
+        } => {
+            logging(log_json);
+            use kelp_operator::console::{AuthMode, ConsoleConfig};
+            let auth = match (dev_user, oidc.oidc()) {
+                (Some(user), _) => AuthMode::Dev { user, namespace },
+                (None, Some(o)) => AuthMode::Oidc(o),
+                (None, None) => anyhow::bail!(
+                    "kelp console needs --oidc-issuer (the OIDC provider users log in with, e.g. EGI Check-in) or --dev-user NAME (one local user, no login)"
+                ),
+            };
+            let config = ConsoleConfig {
+                listen,
+                public_url: public_url.unwrap_or_default(),
+                auth,
+                namespace_mode: oidc.mode(),
+                namespace_prefix: oidc.namespace_prefix.clone(),
+                catalogue_namespace,
+                allow_sim,
+            };
+            tokio::runtime::Runtime::new()?.block_on(async move {
+                let base = match kubeconfig {
+                    Some(path) => config_from(&path).await?,
+                    None => kube::Config::infer().await?,
+                };
+                kelp_operator::console::serve(config, base, None, shutdown_signal()).await
             })
         }
         #[cfg(not(feature = "dev"))]

@@ -36,7 +36,7 @@ pub enum Format {
 }
 
 /// The manifests to plan.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Manifests {
     pub modules: Vec<Module>,
     pub clusters: Vec<Cluster>,
