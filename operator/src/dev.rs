@@ -126,7 +126,8 @@ async fn config_of(text: &str) -> anyhow::Result<kube::Config> {
     Ok(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await?)
 }
 
-/// Starts kelp dev's web console on `listen`; returns its URL.
+/// Starts kelp dev's web console on `listen` (default 127.0.0.1:8090, else any free
+/// port); returns its URL.
 /// - Without `oidc`: one local user, `dev`, in namespace `default`, with the admin's
 ///   credentials (`kelp console --dev-user dev`).
 /// - With `oidc`: users log in there. The console runs as the ServiceAccount
@@ -136,7 +137,7 @@ async fn config_of(text: &str) -> anyhow::Result<kube::Config> {
 pub async fn console(
     server: &TestApiServer,
     admin: &Client,
-    listen: std::net::SocketAddr,
+    listen: Option<std::net::SocketAddr>,
     oidc: Option<crate::console::auth::OidcConfig>,
     namespace_mode: crate::console::NamespaceMode,
     namespace_prefix: &str,
@@ -190,6 +191,14 @@ pub async fn console(
                 Some(admin.clone()),
             )
         }
+    };
+    // The default port, else any: a second kelp dev on this machine still starts.
+    let listen = match listen {
+        Some(l) => l,
+        None => match std::net::TcpListener::bind(("127.0.0.1", 8090)) {
+            Ok(_) => std::net::SocketAddr::from(([127, 0, 0, 1], 8090)),
+            Err(_) => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        },
     };
     let config = ConsoleConfig {
         listen,

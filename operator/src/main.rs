@@ -73,9 +73,10 @@ enum Command {
         /// Log as JSON lines instead of text (the filter comes from RUST_LOG, default info).
         #[arg(long)]
         log_json: bool,
-        /// Where to serve the web console (port 0: any free port).
-        #[arg(long, default_value = "127.0.0.1:8090")]
-        console_listen: std::net::SocketAddr,
+        /// Where to serve the web console (port 0: any free port). Default
+        /// 127.0.0.1:8090, or any free port when that one is taken.
+        #[arg(long)]
+        console_listen: Option<std::net::SocketAddr>,
         /// Log in through this OIDC provider instead of serving one local user; kelp dev
         /// then makes each user's namespace at their first login.
         #[command(flatten)]

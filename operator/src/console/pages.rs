@@ -649,7 +649,13 @@ fn deploy_data(
         .sites()
         .filter(|s| user.vos.is_empty() || user.vos.iter().any(|vo| s.vo(vo).is_some()))
         .map(|s| {
-            let vos: Vec<&str> = s.vos.iter().map(|v| v.name.as_str()).collect();
+            // The site's VOs the user is in (all of them for the dev user).
+            let vos: Vec<&str> = s
+                .vos
+                .iter()
+                .map(|v| v.name.as_str())
+                .filter(|v| user.vos.is_empty() || user.vos.iter().any(|u| u == v))
+                .collect();
             json!({"name": s.gocdb, "vos": vos.join(", "), "selected": form.egi_site == s.gocdb})
         })
         .collect();
@@ -1203,19 +1209,36 @@ async fn deployments(State(c): State<Shared>, headers: HeaderMap, uri: Uri) -> R
     };
     list.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let rows: Vec<Value> = list.iter().map(row).collect();
+    let v = version(&c.views.render("rows", &json!({"deployments": rows})));
     c.page(
         &cur,
         "deployments",
-        json!({"title": "Deployments", "deployments": rows}),
+        json!({"title": "Deployments", "deployments": rows, "version": v}),
     )
 }
 
 /// How often a live page is refreshed from the API server.
 const LIVE_PERIOD: Duration = Duration::from_secs(1);
 
-/// A server-sent event stream of `event` whenever `render` gives new HTML.
+/// The version of a live fragment: the page carries the one it was rendered with, so
+/// that the stream sends nothing until the fragment changes (replacing it with the same
+/// HTML would only disturb the page).
+fn version(html: &str) -> String {
+    use sha2::Digest;
+    hex::encode(&sha2::Sha256::digest(html.as_bytes())[..8])
+}
+
+#[derive(Deserialize, Default)]
+struct LiveQuery {
+    #[serde(default)]
+    v: String,
+}
+
+/// A server-sent event stream of `event` whenever `render` gives new HTML (unlike the
+/// version `seen` the page has).
 fn live<F, Fut>(
     event: &'static str,
+    seen: String,
     render: F,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>>
 where
@@ -1223,7 +1246,7 @@ where
     Fut: std::future::Future<Output = Option<String>> + Send,
 {
     let stream = futures::stream::unfold(
-        (render, None::<String>, true),
+        (render, seen, true),
         move |(render, last, first)| async move {
             let mut first = first;
             loop {
@@ -1233,9 +1256,10 @@ where
                 first = false;
                 // An error (a deleted object, a lost permission) ends the stream.
                 let html = render().await?;
-                if last.as_deref() != Some(&html) {
-                    let ev = SseEvent::default().event(event).data(html.clone());
-                    return Some((Ok(ev), (render, Some(html), false)));
+                let v = version(&html);
+                if last != v {
+                    let ev = SseEvent::default().event(event).data(html);
+                    return Some((Ok(ev), (render, v, false)));
                 }
             }
         },
@@ -1243,7 +1267,12 @@ where
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
-async fn deployments_live(State(c): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
+async fn deployments_live(
+    State(c): State<Shared>,
+    headers: HeaderMap,
+    uri: Uri,
+    Query(q): Query<LiveQuery>,
+) -> Response {
     let cur = match c.current(&headers, &uri, false) {
         Ok(x) => x,
         Err(r) => return r,
@@ -1254,7 +1283,7 @@ async fn deployments_live(State(c): State<Shared>, headers: HeaderMap, uri: Uri)
     };
     let ns = cur.session.user.namespace.clone();
     let console = c.clone();
-    live("rows", move || {
+    live("rows", q.v, move || {
         let (c, client, ns) = (console.clone(), client.clone(), ns.clone());
         async move { rows_html(&c, &client, &ns).await.ok() }
     })
@@ -1416,6 +1445,7 @@ async fn detail(
         Err(e) => return c.kube_error(&cur, "read the Deployment", &e),
     };
     data["title"] = json!(format!("Deployment {name}"));
+    data["version"] = json!(version(&c.views.render("detail_live", &data)));
     c.page(&cur, "detail", data)
 }
 
@@ -1424,6 +1454,7 @@ async fn detail_live(
     headers: HeaderMap,
     uri: Uri,
     Path(name): Path<String>,
+    Query(q): Query<LiveQuery>,
 ) -> Response {
     let cur = match c.current(&headers, &uri, false) {
         Ok(x) => x,
@@ -1435,7 +1466,7 @@ async fn detail_live(
     };
     let ns = cur.session.user.namespace.clone();
     let console = c.clone();
-    live("detail", move || {
+    live("detail", q.v, move || {
         let (c, client, ns, name) = (console.clone(), client.clone(), ns.clone(), name.clone());
         async move {
             let data = detail_data(&client, &ns, &name).await.ok()?;
