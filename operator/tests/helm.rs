@@ -1,6 +1,7 @@
 //! The chart with real Helm 4 and kubectl against kelp's test API server: lint, template
 //! applied with a server-side dry run, install, upgrade and uninstall (what stays, what
-//! goes), the values schema, and capability-gated templates.
+//! goes), the values schema, capability-gated templates, and the console's part against
+//! the console's code (its RBAC rules and its command line).
 
 mod common;
 
@@ -131,9 +132,37 @@ const ALL_ON: &[&str] = &[
     "serviceAccount.annotations.example\\.org/role=kelp",
     "--set",
     "podLabels.team=ops",
+    "--set",
+    "console.enabled=true",
+    "--set",
+    "console.publicUrl=https://console.example.org",
+    "--set",
+    "console.oidc.clientSecret.name=kelp-console-oidc",
+    "--set",
+    "console.catalogueNamespace=kelp-catalogue",
+    "--set",
+    "console.ingress.enabled=true",
+    "--set",
+    "console.ingress.tlsSecretName=console-tls",
+    "--set",
+    "console.tenants[0].namespace=kelp-vo-imagine-ai-eu",
+    "--set",
+    "console.tenants[0].groups={vo.imagine-ai.eu}",
+    "--set",
+    "console.tenants[0].users={0123abcd@egi.eu}",
     "--api-versions",
     "monitoring.coreos.com/v1/ServiceMonitor",
 ];
+
+/// The console's part of [`ALL_ON`].
+fn console_on() -> Vec<&'static str> {
+    ALL_ON
+        .chunks(2)
+        .filter(|pair| pair[1].starts_with("console."))
+        .flatten()
+        .copied()
+        .collect()
+}
 
 fn documents(yaml: &str) -> Vec<Value> {
     kelp_crds::parse::documents(yaml).unwrap()
@@ -167,6 +196,19 @@ fn the_values_schema_refuses_wrong_types() {
             "/networkPolicy/cloudCIDRs/0",
         ),
         ("unknownValue=1", "unknownValue"),
+        ("console.namespaceMode=team", "/console/namespaceMode"),
+        ("console.enabled=yes", "/console/enabled"),
+        ("console.replicas=2", "/console/replicas"),
+        ("console.listenPort=0", "/console/listenPort"),
+        ("console.service.type=External", "/console/service/type"),
+        (
+            "console.tenants[0].namespace=Not_A_Name",
+            "/console/tenants/0",
+        ),
+        (
+            "console.oidc.clientSecret=hunter2",
+            "/console/oidc/clientSecret",
+        ),
     ] {
         let out = t.helm(&["template", "kelp", chart(), "--set", set]);
         assert!(!out.status.success(), "--set {set} was accepted");
@@ -216,9 +258,11 @@ fn templates_render_what_each_switch_says() {
         );
     }
     assert!(
-        !default
-            .iter()
-            .any(|k| k.starts_with("ServiceMonitor") || k.starts_with("NetworkPolicy"))
+        !default.iter().any(|k| k.starts_with("ServiceMonitor")
+            || k.starts_with("NetworkPolicy")
+            || k.contains("console")
+            || k.starts_with("Namespace/")),
+        "{default:?}"
     );
     // A ServiceMonitor only where the cluster serves monitoring.coreos.com/v1.
     let asked = kinds(&[]);
@@ -229,6 +273,19 @@ fn templates_render_what_each_switch_says() {
     let all = kinds(ALL_ON);
     assert!(all.contains(&"ServiceMonitor/kelp".to_string()), "{all:?}");
     assert!(all.contains(&"NetworkPolicy/kelp".to_string()), "{all:?}");
+    for k in [
+        "ServiceAccount/kelp-console",
+        "ClusterRole/kelp-console",
+        "ClusterRoleBinding/kelp-console",
+        "ClusterRole/kelp-console-user",
+        "Deployment/kelp-console",
+        "Service/kelp-console",
+        "Ingress/kelp-console",
+        "Namespace/kelp-vo-imagine-ai-eu",
+        "RoleBinding/kelp-console-user",
+    ] {
+        assert!(all.contains(&k.to_string()), "{k} not rendered: {all:?}");
+    }
     let none = kinds(&[
         "--set",
         "crds.install=false",
@@ -327,6 +384,210 @@ fn templates_render_what_each_switch_says() {
     }
 }
 
+#[test]
+fn the_console_needs_its_public_url() {
+    let Some(helm) = common::helm() else { return };
+    let t = Tools::new(helm, None);
+    let out = t.helm(&["template", "kelp", chart(), "--set", "console.enabled=true"]);
+    assert!(!out.status.success(), "rendered without console.publicUrl");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("console.enabled needs console.publicUrl: the URL users reach the console at"),
+        "{err}"
+    );
+}
+
+/// The console's part of the chart against the console's code: the ClusterRoles' rules
+/// are rbac.rs's, the tenants' RoleBindings bind the names the console impersonates, and
+/// the rendered command line is one `kelp console` takes and serves /healthz with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_chart_matches_the_console_code() {
+    use kelp_operator::console::rbac;
+    use serde_json::json;
+    let Some(helm) = common::helm() else { return };
+    let server = TestApiServer::start().await.unwrap();
+    let t = Tools::new(helm, Some(&server));
+    let port = common::process::free_port();
+    let listen = format!("console.listenPort={port}");
+    let mut args = vec![
+        "template",
+        "kelp",
+        chart(),
+        "-n",
+        NS,
+        "--show-only",
+        "templates/console.yaml",
+        "--set",
+        &listen,
+    ];
+    args.extend(console_on());
+    let docs = documents(&t.ok(t.helm(&args), "helm template"));
+    let find = |kind: &str, name: &str| -> &Value {
+        docs.iter()
+            .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no {kind}/{name}"))
+    };
+
+    assert_eq!(
+        find("ClusterRole", rbac::CONSOLE_ROLE)["rules"],
+        rbac::console_rules()
+    );
+    assert_eq!(
+        find("ClusterRole", rbac::USER_ROLE)["rules"],
+        rbac::user_rules()
+    );
+    let crb = find("ClusterRoleBinding", "kelp-console");
+    assert_eq!(crb["roleRef"]["name"], rbac::CONSOLE_ROLE);
+    assert_eq!(
+        crb["subjects"],
+        json!([{"kind": "ServiceAccount", "name": "kelp-console", "namespace": NS}])
+    );
+    let tenant = find("Namespace", "kelp-vo-imagine-ai-eu");
+    assert_eq!(
+        tenant["metadata"]["annotations"]["helm.sh/resource-policy"],
+        "keep"
+    );
+    let rb = find("RoleBinding", rbac::USER_ROLE);
+    assert_eq!(rb["metadata"]["namespace"], "kelp-vo-imagine-ai-eu");
+    assert_eq!(
+        rb["roleRef"],
+        json!({"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac::USER_ROLE})
+    );
+    assert_eq!(
+        rb["subjects"],
+        json!([
+            {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "oidc:0123abcd@egi.eu"},
+            {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": "oidc:vo:vo.imagine-ai.eu"},
+        ])
+    );
+
+    let d = find("Deployment", "kelp-console");
+    assert_eq!(d["metadata"]["namespace"], NS);
+    // Sessions are in memory: one replica, never two at once.
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    let pod = &d["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], "kelp-console");
+    // The operator's Service, PodDisruptionBudget and NetworkPolicy select
+    // name=kelp: the console's Pods are not theirs.
+    let labels = &d["spec"]["template"]["metadata"]["labels"];
+    assert_eq!(labels["app.kubernetes.io/name"], "kelp-console");
+    assert_eq!(
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "kelp-console"
+    );
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    let c = &pod["containers"][0];
+    // The operator's image, which holds `kelp console` too.
+    assert_eq!(c["image"], "kelp:0.1.0");
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["securityContext"]["capabilities"]["drop"], json!(["ALL"]));
+    let listen_arg = format!("--listen=0.0.0.0:{port}");
+    assert_eq!(
+        c["args"],
+        json!([
+            "console",
+            listen_arg,
+            "--public-url=https://console.example.org",
+            "--oidc-issuer=https://aai.egi.eu/auth/realms/egi",
+            "--oidc-client-id=kelp-console",
+            "--oidc-scopes=openid profile email eduperson_entitlement",
+            "--allowed-vo=vo.imagine-ai.eu",
+            "--namespace-mode=user",
+            "--namespace-prefix=kelp-",
+            "--catalogue-namespace=kelp-catalogue",
+        ])
+    );
+    // The client secret comes from its Secret, never from a value.
+    let secret = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "KELP_OIDC_CLIENT_SECRET")
+        .expect("KELP_OIDC_CLIENT_SECRET");
+    assert_eq!(
+        secret["valueFrom"]["secretKeyRef"],
+        json!({"name": "kelp-console-oidc", "key": "client-secret"})
+    );
+    assert!(secret.get("value").is_none());
+    assert_eq!(c["ports"][0]["containerPort"], port);
+    for probe in ["livenessProbe", "readinessProbe"] {
+        assert_eq!(
+            c[probe]["httpGet"],
+            json!({"path": "/healthz", "port": "http"})
+        );
+    }
+
+    let svc = find("Service", "kelp-console");
+    assert_eq!(svc["spec"]["type"], "ClusterIP");
+    assert_eq!(
+        svc["spec"]["selector"],
+        d["spec"]["selector"]["matchLabels"]
+    );
+    assert_eq!(
+        svc["spec"]["ports"][0],
+        json!({"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"})
+    );
+    let ing = find("Ingress", "kelp-console");
+    assert_eq!(ing["spec"]["rules"][0]["host"], "console.example.org");
+    assert_eq!(
+        ing["spec"]["tls"],
+        json!([{"hosts": ["console.example.org"], "secretName": "console-tls"}])
+    );
+    assert_eq!(
+        ing["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"],
+        json!({"name": "kelp-console", "port": {"name": "http"}})
+    );
+
+    // `kelp console` with the Pod's command line (and its env: the API server from the
+    // kubeconfig instead of the in-cluster account) serves /healthz on the Pod's port.
+    let argv: Vec<String> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let log = t.dir.join("console.log");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(&argv)
+        .env("KUBECONFIG", &t.kubeconfig)
+        .env("KELP_OIDC_CLIENT_SECRET", "not-a-real-secret")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Ok(r) = http.get(&url).send().await {
+            assert!(r.status().is_success(), "{url}: {}", r.status());
+            assert_eq!(r.text().await.unwrap(), "ok");
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!(
+                "kelp console {argv:?} exited ({status}):\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "kelp console did not serve {url}:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    child.kill().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn helm_template_passes_a_server_side_dry_run() {
     let Some(helm) = common::helm() else { return };
@@ -345,9 +606,16 @@ async fn helm_template_passes_a_server_side_dry_run() {
     );
     // The cluster has no Prometheus Operator: no ServiceMonitor either.
     let rendered = t.ok(t.helm(&args), "helm template");
+    // A dry run makes no namespace, so the tenant's RoleBinding needs it to exist; its
+    // Namespace is then a dry-run update.
+    t.ok(
+        t.kubectl(&["create", "namespace", "kelp-vo-imagine-ai-eu"], None),
+        "kubectl create namespace",
+    );
+    // Every namespaced object names its namespace (a tenant's is its own), so no `-n`.
     let out = t.ok(
         t.kubectl(
-            &["apply", "--dry-run=server", "-n", NS, "-f", "-"],
+            &["apply", "--dry-run=server", "-f", "-"],
             Some(rendered.as_bytes()),
         ),
         "kubectl apply --dry-run=server",
@@ -357,11 +625,30 @@ async fn helm_template_passes_a_server_side_dry_run() {
         "clusterrole.rbac.authorization.k8s.io/kelp-view created (server dry run)",
         "networkpolicy.networking.k8s.io/kelp created (server dry run)",
         "customresourcedefinition.apiextensions.k8s.io/clusters.kelp.imagine-ai.eu created (server dry run)",
+        "serviceaccount/kelp-console created (server dry run)",
+        "clusterrole.rbac.authorization.k8s.io/kelp-console created (server dry run)",
+        "clusterrole.rbac.authorization.k8s.io/kelp-console-user created (server dry run)",
+        "clusterrolebinding.rbac.authorization.k8s.io/kelp-console created (server dry run)",
+        "deployment.apps/kelp-console created (server dry run)",
+        "service/kelp-console created (server dry run)",
+        "ingress.networking.k8s.io/kelp-console created (server dry run)",
+        "namespace/kelp-vo-imagine-ai-eu configured (server dry run)",
+        "rolebinding.rbac.authorization.k8s.io/kelp-console-user created (server dry run)",
     ] {
         assert!(out.contains(k), "{k}: {out}");
     }
     // A dry run stores nothing.
     assert!(t.get(&["deployment", "kelp", "-n", NS]).is_none());
+    assert!(t.get(&["deployment", "kelp-console", "-n", NS]).is_none());
+    assert!(
+        t.get(&[
+            "rolebinding",
+            "kelp-console-user",
+            "-n",
+            "kelp-vo-imagine-ai-eu"
+        ])
+        .is_none()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
