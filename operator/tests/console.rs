@@ -542,3 +542,319 @@ async fn a_researcher_goes_from_the_dashboard_link_to_a_ready_endpoint_in_a_brow
     );
     assert!(log.contains("console login"), "{log}");
 }
+
+/// The value of cookie `name` in a response's `Set-Cookie` headers.
+fn set_cookie(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// Logs in without a browser, the way one does: the console's /login, the provider's
+/// form (its hidden fields sent back), the callback with the login cookie. Returns the
+/// session cookie.
+async fn http_login(http: &reqwest::Client, console: &str, user: &str, password: &str) -> String {
+    let r = http
+        .get(format!("{console}/login?return_to=/deployments"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let login_cookie = set_cookie(&r, "kelp_login").expect("a login cookie");
+    let authorize = location(&r);
+    let form = http
+        .get(&authorize)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let hidden =
+        regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)">"#).unwrap();
+    let mut fields: Vec<(String, String)> = hidden
+        .captures_iter(&form)
+        .map(|c| (c[1].to_string(), unescape(&c[2])))
+        .collect();
+    fields.push(("username".into(), user.into()));
+    fields.push(("password".into(), password.into()));
+    let base = authorize.split("/authorize").next().unwrap();
+    let r = http
+        .post(format!("{base}/authorize"))
+        .form(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    let callback = location(&r);
+    let r = http
+        .get(&callback)
+        .header("cookie", format!("kelp_login={login_cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    assert_eq!(location(&r), "/deployments");
+    set_cookie(&r, "kelp_session").expect("a session cookie")
+}
+
+/// The CSRF token of a page.
+fn csrf_of(html: &str) -> String {
+    let re = regex::Regex::new(r#"name="_csrf" value="([^"]+)""#).unwrap();
+    re.captures(html).expect("a CSRF token")[1].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kelp_console_acts_as_the_user_with_an_account_that_may_only_impersonate() {
+    use kelp_operator::console::{NamespaceMode, auth, rbac};
+    let (server, admin) = common::process::api_server(&["kelp-system"]).await;
+    for doc in rbac::cluster_roles() {
+        kelp_operator::dev::apply_manifest(&admin, "default", "test", &doc)
+            .await
+            .unwrap();
+    }
+    common::process::apply(
+        &admin,
+        "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: kelp-console, namespace: kelp-system}\n---\n\
+         apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: kelp-console}\n\
+         roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: kelp-console}\n\
+         subjects: [{kind: ServiceAccount, name: kelp-console, namespace: kelp-system}]\n",
+    )
+    .await;
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/api/v1/namespaces/kelp-system/serviceaccounts/kelp-console/token")
+        .header("content-type", "application/json")
+        .body(
+            br#"{"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":{}}"#
+                .to_vec(),
+        )
+        .unwrap();
+    let out: Value = admin.request(req).await.unwrap();
+    let kc = kelp_testapi::kubeconfig_for(
+        &server.url(),
+        server.ca_pem(),
+        out["status"]["token"].as_str().unwrap(),
+    );
+    let dir = std::env::temp_dir().join(format!("kelp-console-http-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("kc"), &kc).unwrap();
+
+    let idp = Checkin::start().await;
+    let alice = OidcUser::new("alice", "alice-pw");
+    let carol = OidcUser::new("carol", "carol-pw");
+    idp.add_user(alice.clone());
+    idp.add_user(carol.clone());
+    let port = common::process::free_port();
+    let console = format!("http://127.0.0.1:{port}");
+    idp.add_client(CLIENT, CLIENT_SECRET, &[&format!("{console}/callback")]);
+    // The administrator gives alice her namespace; carol has none.
+    let alice_user = auth::oidc_user(
+        &alice.sub,
+        &alice.name,
+        &alice.entitlements,
+        &[],
+        NamespaceMode::User,
+        "kelp-",
+    )
+    .unwrap();
+    for doc in rbac::tenant(&alice_user, NamespaceMode::User) {
+        kelp_operator::dev::apply_manifest(&admin, &alice_user.namespace, "test", &doc)
+            .await
+            .unwrap();
+    }
+    let ns = alice_user.namespace.clone();
+    let log = std::fs::File::create(dir.join("log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kelp"))
+        .args(["console", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--kubeconfig")
+        .arg(dir.join("kc"))
+        .args(["--oidc-issuer", &idp.issuer(), "--oidc-client-id", CLIENT])
+        .env("KELP_OIDC_CLIENT_SECRET", CLIENT_SECRET)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let start = Instant::now();
+    while http.get(format!("{console}/healthz")).send().await.is_err() {
+        assert!(start.elapsed() < WAIT, "kelp console did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A callback this browser did not start is refused (login CSRF).
+    let r = http
+        .get(format!("{console}/callback?code=x&state=y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("not started in this browser")
+    );
+
+    // Alice deploys on a new EC2 Cluster; only impersonation makes it hers.
+    let session = http_login(&http, &console, "alice", "alice-pw").await;
+    let get = |path: &str| {
+        http.get(format!("{console}{path}"))
+            .header("cookie", format!("kelp_session={session}"))
+            .send()
+    };
+    let page = get("/deploy").await.unwrap().text().await.unwrap();
+    assert!(
+        !page.contains("Simulated cloud"),
+        "no sim without --allow-sim"
+    );
+    let csrf = csrf_of(&page);
+    let aws_secret = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzEXAMPLEKEY";
+    let form = [
+        ("_csrf", csrf.as_str()),
+        ("image", "ai4oshub/ai4os-yolov8-torch"),
+        ("name", "fish"),
+        ("target", "new"),
+        ("cloud", "ec2"),
+        ("ec2_region", "eu-west-1"),
+        ("ec2_access_key_id", "AKIAIOSFODNN7EXAMPLE"),
+        ("ec2_secret_access_key", aws_secret),
+        ("cpu", "4"),
+        ("memory_gb", "8"),
+        ("gpu", "1"),
+        ("replicas", "1"),
+    ];
+    let r = http
+        .post(format!("{console}/deploy/preview"))
+        .header("cookie", format!("kelp_session={session}"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    let preview = r.text().await.unwrap();
+    assert!(
+        preview.contains("g4dn.2xlarge"),
+        "kelp plan's EC2 choice for 5 vCPUs and a GPU: {preview}"
+    );
+    assert!(!preview.contains(aws_secret));
+    let r = http
+        .post(format!("{console}/deploy"))
+        .header("cookie", format!("kelp_session={session}"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.text().await.unwrap());
+    assert_eq!(location(&r), "/deployments/fish");
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(admin.clone(), &ns);
+    let s = secrets.get("fish-aws").await.unwrap();
+    let fields: Vec<String> = s
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(fields.contains(&"kelp-console".to_string()), "{fields:?}");
+    let owner = &s.metadata.owner_references.expect("the Cluster owns it")[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str()),
+        ("Cluster", "fish")
+    );
+    let clusters: kube::Api<kelp_crds::Cluster> = kube::Api::namespaced(admin.clone(), &ns);
+    let cluster = serde_json::to_string(&clusters.get("fish").await.unwrap()).unwrap();
+    assert!(
+        !cluster.contains(aws_secret),
+        "the credential is only in the Secret"
+    );
+    let detail = get("/deployments/fish")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!detail.contains(aws_secret));
+
+    // The sim cloud is refused where it is not offered, naming the field.
+    let mut sim = form.to_vec();
+    sim.retain(|(k, _)| *k != "cloud" && *k != "name");
+    sim.push(("cloud", "sim"));
+    sim.push(("name", "fish2"));
+    let r = http
+        .post(format!("{console}/deploy"))
+        .header("cookie", format!("kelp_session={session}"))
+        .form(&sim)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("does not offer the simulated cloud")
+    );
+
+    // Carol has no namespace yet: told which, and who gives it.
+    let carol_session = http_login(&http, &console, "carol", "carol-pw").await;
+    let r = http
+        .get(format!("{console}/deployments"))
+        .header("cookie", format!("kelp_session={carol_session}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("kelp-u-carol-") && body.contains("administrator"),
+        "{body}"
+    );
+
+    // The console's own account reads nothing by itself.
+    let sa = kelp_operator::targets::client_from_kubeconfig(&kc)
+        .await
+        .unwrap();
+    let as_console: kube::Api<kelp_crds::Deployment> = kube::Api::namespaced(sa, &ns);
+    let e = as_console.list(&Default::default()).await.unwrap_err();
+    assert!(
+        matches!(e, kube::Error::Api(ref ae) if ae.code == 403),
+        "{e}"
+    );
+
+    let _ = child.kill();
+    let _ = child.wait();
+    let log = std::fs::read_to_string(dir.join("log")).unwrap();
+    assert!(log.contains("console login"), "{log}");
+    assert!(
+        !log.contains(aws_secret),
+        "the console logged the credential"
+    );
+    assert!(
+        !log.contains(CLIENT_SECRET),
+        "the console logged its client secret"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
