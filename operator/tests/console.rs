@@ -818,6 +818,32 @@ async fn kelp_console_acts_as_the_user_with_an_account_that_may_only_impersonate
             .contains("does not offer the simulated cloud")
     );
 
+    // Deleting with the Cluster: the credentials go once the Cluster is gone (the test
+    // API server has no garbage collector; the console removes them itself).
+    let csrf = csrf_of(&detail);
+    assert!(
+        detail.contains("fish-aws"),
+        "the delete section names the Secret"
+    );
+    let r = http
+        .post(format!("{console}/deployments/fish/delete"))
+        .header("cookie", format!("kelp_session={session}"))
+        .form(&[("_csrf", csrf.as_str()), ("with_cluster", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("the Cluster fish"));
+    let start = Instant::now();
+    while secrets.get_opt("fish-aws").await.unwrap().is_some() {
+        assert!(
+            start.elapsed() < WAIT,
+            "the credentials outlived their Cluster"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(clusters.get_opt("fish").await.unwrap().is_none());
+
     // Carol has no namespace yet: told which, and who gives it.
     let carol_session = http_login(&http, &console, "carol", "carol-pw").await;
     let r = http

@@ -445,13 +445,11 @@ async fn visible_modules(
             .list(&ListParams::default())
             .await
     {
-        {
-            shared = l
-                .items
-                .into_iter()
-                .filter(|m| !own.iter().any(|o| o.metadata.name == m.metadata.name))
-                .collect();
-        }
+        shared = l
+            .items
+            .into_iter()
+            .filter(|m| !own.iter().any(|o| o.metadata.name == m.metadata.name))
+            .collect();
     }
     Ok((own, shared))
 }
@@ -1092,40 +1090,36 @@ async fn apply(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let answer: Value = match o["kind"].as_str() {
-        Some("Secret") => serde_json::to_value(
-            Api::<Secret>::namespaced(client.clone(), ns)
-                .patch(&name, &params, &Patch::Apply(&*o))
-                .await?
-                .metadata,
-        )
-        .map_err(kube::Error::SerdeError)?,
-        Some("Module") => serde_json::to_value(
-            Api::<Module>::namespaced(client.clone(), ns)
-                .patch(&name, &params, &Patch::Apply(&*o))
-                .await?
-                .metadata,
-        )
-        .map_err(kube::Error::SerdeError)?,
-        Some("Cluster") => serde_json::to_value(
-            Api::<Cluster>::namespaced(client.clone(), ns)
-                .patch(&name, &params, &Patch::Apply(&*o))
-                .await?
-                .metadata,
-        )
-        .map_err(kube::Error::SerdeError)?,
-        _ => serde_json::to_value(
-            Api::<Deployment>::namespaced(client.clone(), ns)
-                .patch(&name, &params, &Patch::Apply(&*o))
-                .await?
-                .metadata,
-        )
-        .map_err(kube::Error::SerdeError)?,
+    let meta = match o["kind"].as_str() {
+        Some("Secret") => patch_as::<Secret>(client, ns, &name, &params, o).await?,
+        Some("Module") => patch_as::<Module>(client, ns, &name, &params, o).await?,
+        Some("Cluster") => patch_as::<Cluster>(client, ns, &name, &params, o).await?,
+        _ => patch_as::<Deployment>(client, ns, &name, &params, o).await?,
     };
     if !dry_run {
-        o["metadata"]["uid"] = answer["uid"].clone();
+        o["metadata"]["uid"] = json!(meta.uid);
     }
     Ok(())
+}
+
+/// Server-side applies `o` as a `K` and returns the stored object's metadata.
+async fn patch_as<K>(
+    client: &kube::Client,
+    ns: &str,
+    name: &str,
+    params: &PatchParams,
+    o: &Value,
+) -> Result<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, kube::Error>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let stored = Api::<K>::namespaced(client.clone(), ns)
+        .patch(name, params, &Patch::Apply(o))
+        .await?;
+    Ok(stored.meta().clone())
 }
 
 /// The credentials Secrets of a new Cluster get it as their owner, so that Kubernetes'
@@ -1392,6 +1386,33 @@ async fn detail_data(client: &kube::Client, ns: &str, name: &str) -> Result<Valu
     Ok(data)
 }
 
+/// Deletes the Secrets the console made for Deployment `name` once its Cluster is gone
+/// (checked every 2 s, for at most an hour). Kubernetes' garbage collector does the same
+/// through their owner reference; this covers an API server without one. A Secret
+/// already gone is fine.
+fn forget_credentials_after(client: kube::Client, ns: String, cluster: String, name: String) {
+    tokio::spawn(async move {
+        let clusters = Api::<Cluster>::namespaced(client.clone(), &ns);
+        for _ in 0..1800 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match clusters.get_opt(&cluster).await {
+                Ok(None) => break,
+                Ok(Some(_)) => continue,
+                Err(_) => return,
+            }
+        }
+        if clusters.get_opt(&cluster).await.ok().flatten().is_some() {
+            return;
+        }
+        if let Ok(secrets) = created_secrets(&client, &ns, &name).await {
+            let api = Api::<Secret>::namespaced(client.clone(), &ns);
+            for s in secrets {
+                let _ = api.delete(&s, &DeleteParams::default()).await;
+            }
+        }
+    });
+}
+
 /// The Secrets the console made for Deployment `name`.
 async fn created_secrets(
     client: &kube::Client,
@@ -1509,27 +1530,31 @@ async fn delete(
     if f.with_cluster == "yes"
         && let Some(cluster) = data["created_cluster"]["name"].as_str()
     {
+        if let Err(e) = Api::<Cluster>::namespaced(client.clone(), &ns)
+            .delete(cluster, &DeleteParams::default())
+            .await
         {
-            if let Err(e) = Api::<Cluster>::namespaced(client.clone(), &ns)
-                .delete(cluster, &DeleteParams::default())
-                .await
-            {
-                return c.kube_error(&cur, "delete the Cluster", &e);
-            }
-            removed.push(format!(
-                "the Cluster {cluster} (its machines are being deleted)"
-            ));
-            // The storage Secret goes now; the cloud credentials go with the Cluster
-            // (their owner), once the operator has deleted its machines.
-            if let Ok(secrets) = created_secrets(&client, &ns, &name).await {
-                for s in secrets.iter().filter(|s| s.ends_with("-storage")) {
-                    if Api::<Secret>::namespaced(client.clone(), &ns)
-                        .delete(s, &DeleteParams::default())
-                        .await
-                        .is_ok()
-                    {
-                        removed.push(format!("the Secret {s}"));
-                    }
+            return c.kube_error(&cur, "delete the Cluster", &e);
+        }
+        removed.push(format!(
+            "the Cluster {cluster} (its machines are being deleted)"
+        ));
+        // The storage Secret goes now; the cloud credentials go with the Cluster
+        // (their owner), once the operator has deleted its machines.
+        forget_credentials_after(
+            client.clone(),
+            ns.clone(),
+            cluster.to_string(),
+            name.clone(),
+        );
+        if let Ok(secrets) = created_secrets(&client, &ns, &name).await {
+            for s in secrets.iter().filter(|s| s.ends_with("-storage")) {
+                if Api::<Secret>::namespaced(client.clone(), &ns)
+                    .delete(s, &DeleteParams::default())
+                    .await
+                    .is_ok()
+                {
+                    removed.push(format!("the Secret {s}"));
                 }
             }
         }
