@@ -27,8 +27,8 @@ pub const SESSION_TTL: Duration = Duration::from_secs(8 * 3600);
 /// How long a login may take, from the redirect to the provider to the callback.
 pub const LOGIN_TTL: Duration = Duration::from_secs(600);
 
-/// The OIDC client the console is.
-#[derive(Clone, Debug)]
+/// The OIDC client the console is. Its `Debug` leaves the client secret out.
+#[derive(Clone)]
 pub struct OidcConfig {
     /// The issuer URL; `<issuer>/.well-known/openid-configuration` is read.
     pub issuer: String,
@@ -37,6 +37,21 @@ pub struct OidcConfig {
     pub scopes: Vec<String>,
     /// VOs whose members may use the console; empty: every authenticated user.
     pub allowed_vos: Vec<String>,
+}
+
+impl std::fmt::Debug for OidcConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcConfig")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<hidden>"),
+            )
+            .field("scopes", &self.scopes)
+            .field("allowed_vos", &self.allowed_vos)
+            .finish()
+    }
 }
 
 /// What the provider's discovery document says.
@@ -322,7 +337,13 @@ pub fn begin_login(
 
 /// A return path after login: only a path on this console (no `//host`, no scheme).
 pub fn safe_return(to: &str) -> String {
-    if to.starts_with('/') && !to.starts_with("//") && !to.contains('\\') {
+    // No control or space characters either: browsers drop tabs and newlines from a URL,
+    // which would turn `/\t/host` into `//host`.
+    if to.starts_with('/')
+        && !to.starts_with("//")
+        && !to.contains('\\')
+        && !to.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
         to.to_string()
     } else {
         "/".to_string()
@@ -655,5 +676,7 @@ mod tests {
         assert_eq!(safe_return("//evil.example/x"), "/");
         assert_eq!(safe_return("https://evil.example/"), "/");
         assert_eq!(safe_return("/configure?a=b"), "/configure?a=b");
+        assert_eq!(safe_return("/\t/evil.example"), "/");
+        assert_eq!(safe_return("/\n/evil.example"), "/");
     }
 }

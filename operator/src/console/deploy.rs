@@ -247,7 +247,7 @@ pub fn manifests(
     let storage_url = form.storage_url.trim();
     let mut storage = Vec::new();
     if !storage_url.is_empty() {
-        if !(storage_url.starts_with("https://") || storage_url.starts_with("http://")) {
+        if !storage_url.starts_with("https://") {
             errors.push(err(
                 "storage_url",
                 "The Nextcloud URL must start with https://",

@@ -146,6 +146,37 @@ pub async fn page(
     c.page(&cur, "import", json!({"title": "Import TOSCA"}))
 }
 
+/// A Secret with its given values hidden (placeholders stay, they say what to put).
+fn hide_secret_values(o: &Value) -> Value {
+    let mut o = o.clone();
+    if o["kind"] == "Secret"
+        && let Some(data) = o["stringData"].as_object_mut()
+    {
+        for v in data.values_mut() {
+            if !v
+                .as_str()
+                .is_some_and(|s| s.starts_with('<') && s.ends_with('>'))
+            {
+                *v = json!("<given, hidden>");
+            }
+        }
+    }
+    o
+}
+
+/// The input lines shown again: those naming a password, token, secret or key left out.
+fn shown_inputs(text: &str) -> String {
+    text.lines()
+        .filter(|l| {
+            let name = l.split('=').next().unwrap_or_default().to_lowercase();
+            !["pass", "token", "secret", "key"]
+                .iter()
+                .any(|w| name.contains(w))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Parses `name=value` lines.
 fn input_lines(text: &str) -> Result<Vec<(String, String)>, String> {
     text.lines()
@@ -213,7 +244,7 @@ pub async fn upload(
         let mut r = c.page(
             &cur,
             "import",
-            json!({"title": "Import TOSCA", "errors": errors, "inputs": inputs}),
+            json!({"title": "Import TOSCA", "errors": errors, "inputs": shown_inputs(inputs)}),
         );
         *r.status_mut() = StatusCode::UNPROCESSABLE_ENTITY;
         r
@@ -244,10 +275,17 @@ pub async fn upload(
             ),
         );
     }
+    // What the page shows holds no credential: Secret values given are hidden.
+    let shown = tosca::Imported {
+        manifests: imported.manifests.iter().map(hide_secret_values).collect(),
+        notes: imported.notes.clone(),
+        warnings: imported.warnings.clone(),
+    };
+    let inputs = shown_inputs(&inputs);
     c.page(
         &cur,
         "import",
-        json!({"title": "Import TOSCA", "inputs": inputs, "manifests": tosca::to_yaml(&imported),
+        json!({"title": "Import TOSCA", "inputs": inputs, "manifests": tosca::to_yaml(&shown),
             "notes": imported.notes, "warnings": imported.warnings, "token": token}),
     )
 }
@@ -372,4 +410,38 @@ fn has_placeholders(secret: &Value) -> bool {
                 .is_some_and(|s| s.starts_with('<') && s.ends_with('>'))
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_import_page_shows_no_credential() {
+        let s = json!({"kind": "Secret", "stringData": {"user": "alice", "password": "hunter2-app", "refreshToken": "<your EGI Check-in refresh token>"}});
+        let shown = hide_secret_values(&s).to_string();
+        assert!(
+            !shown.contains("hunter2-app") && !shown.contains("alice"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("<your EGI Check-in refresh token>"),
+            "{shown}"
+        );
+        let m = json!({"kind": "Module", "spec": {"title": "x"}});
+        assert_eq!(hide_secret_values(&m), m);
+        assert_eq!(
+            shown_inputs("kelp.cloud=sim://\nrclone_password=hunter2\nnum_cpus=2\naccess_token=x"),
+            "kelp.cloud=sim://\nnum_cpus=2"
+        );
+    }
+
+    #[test]
+    fn the_dashboard_image_rule() {
+        assert_eq!(
+            dashboard_image("ai4os-yolov8-torch"),
+            "ai4oshub/ai4os-yolov8-torch"
+        );
+        assert_eq!(dashboard_image("deephdc/x:gpu"), "deephdc/x:gpu");
+    }
 }

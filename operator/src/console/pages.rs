@@ -677,7 +677,7 @@ fn deploy_data(
         "target_existing": form.target == "existing",
         "clouds": clouds,
         "egi_sites": egi_sites,
-        "vos": vos,
+        "vos": vos.iter().map(|v| json!({"value": v, "selected": form.egi_vo == *v})).collect::<Vec<_>>(),
         "form": serde_json::to_value(form.without_credentials()).unwrap_or_default(),
         "errors": errors.iter().map(|e| json!({"field": e.field, "message": e.message})).collect::<Vec<_>>(),
         "from_link": from_link,
@@ -1348,6 +1348,12 @@ async fn detail_data(client: &kube::Client, ns: &str, name: &str) -> Result<Valu
             "object": e.regarding.as_ref().map(|r| format!("{}/{}", r.kind.clone().unwrap_or_default(), r.name.clone().unwrap_or_default())),
             "note": e.note}))
         .collect::<Vec<_>>());
+    let storage: Vec<String> = created_secrets(client, ns, name)
+        .await?
+        .into_iter()
+        .filter(|s| s.ends_with("-storage"))
+        .collect();
+    data["storage_secret"] = json!((!storage.is_empty()).then(|| storage.join(", ")));
     // The Cluster made for this Deployment, which deleting may remove too.
     if let Some(cl) = cluster.filter(|cl| {
         cl.metadata
@@ -1406,7 +1412,9 @@ fn forget_credentials_after(client: kube::Client, ns: String, cluster: String, n
         }
         if let Ok(secrets) = created_secrets(&client, &ns, &name).await {
             let api = Api::<Secret>::namespaced(client.clone(), &ns);
-            for s in secrets {
+            // The cloud credentials only: the storage Secret went with the Deployment,
+            // and one of that name now belongs to a newer Deployment.
+            for s in secrets.into_iter().filter(|s| !s.ends_with("-storage")) {
                 let _ = api.delete(&s, &DeleteParams::default()).await;
             }
         }
@@ -1539,23 +1547,24 @@ async fn delete(
         removed.push(format!(
             "the Cluster {cluster} (its machines are being deleted)"
         ));
-        // The storage Secret goes now; the cloud credentials go with the Cluster
-        // (their owner), once the operator has deleted its machines.
+        // The cloud credentials go with the Cluster (their owner), once the operator
+        // has deleted its machines.
         forget_credentials_after(
             client.clone(),
             ns.clone(),
             cluster.to_string(),
             name.clone(),
         );
-        if let Ok(secrets) = created_secrets(&client, &ns, &name).await {
-            for s in secrets.iter().filter(|s| s.ends_with("-storage")) {
-                if Api::<Secret>::namespaced(client.clone(), &ns)
-                    .delete(s, &DeleteParams::default())
-                    .await
-                    .is_ok()
-                {
-                    removed.push(format!("the Secret {s}"));
-                }
+    }
+    // The storage credentials go with the Deployment.
+    if let Ok(secrets) = created_secrets(&client, &ns, &name).await {
+        for s in secrets.iter().filter(|s| s.ends_with("-storage")) {
+            if Api::<Secret>::namespaced(client.clone(), &ns)
+                .delete(s, &DeleteParams::default())
+                .await
+                .is_ok()
+            {
+                removed.push(format!("the Secret {s}"));
             }
         }
     }
