@@ -334,10 +334,14 @@ async fn no_valid_host_and_server_errors_converge_on_the_next_flavor_with_bounde
     // Bounded: the injected faults and the failed flavor cost a handful of calls.
     let posts = proxy.count("POST /v2.1/servers");
     assert!((3..=5).contains(&posts), "{:?}", proxy.summary());
+    // Every call but the pending machines' status list is bounded; that list is the poll
+    // while the peer boots them, so its count follows how slow the peer is (a loaded
+    // machine once made 195 of them in a run that was otherwise right).
+    let lists = proxy.count("GET /v2.1/servers/detail");
     assert!(
-        proxy.total() < 200,
-        "{} Nova calls: {:?}",
-        proxy.total(),
+        proxy.total() - lists < 40,
+        "{} Nova calls besides {lists} lists: {:?}",
+        proxy.total() - lists,
         proxy.summary()
     );
     finish(h, &peer, &project, &["nvh"], kubelets).await;

@@ -193,6 +193,18 @@ impl Console {
         })
     }
 
+    /// The session of this request and the user's client (see [`Console::current`]).
+    pub fn user(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        method_get: bool,
+    ) -> Result<(Current, kube::Client), Response> {
+        let cur = self.current(headers, uri, method_get)?;
+        let client = self.client(&cur)?;
+        Ok((cur, client))
+    }
+
     /// Refuses a POST whose CSRF token is not the session's.
     pub fn check_csrf(&self, current: &Current, token: Option<&str>) -> Result<(), Response> {
         if auth::csrf_ok(&current.session, token) {
@@ -455,11 +467,7 @@ async fn visible_modules(
 }
 
 async fn modules(State(c): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    let cur = match c.current(&headers, &uri, true) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let client = match c.client(&cur) {
+    let (cur, client) = match c.user(&headers, &uri, true) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -768,11 +776,7 @@ async fn deploy_page(
     uri: Uri,
     Query(q): Query<DeployQuery>,
 ) -> Response {
-    let cur = match c.current(&headers, &uri, true) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let client = match c.client(&cur) {
+    let (cur, client) = match c.user(&headers, &uri, true) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -816,11 +820,7 @@ async fn configure(
     uri: Uri,
     Query(q): Query<BTreeMap<String, String>>,
 ) -> Response {
-    let cur = match c.current(&headers, &uri, true) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let client = match c.client(&cur) {
+    let (cur, client) = match c.user(&headers, &uri, true) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -1186,11 +1186,7 @@ async fn rows_html(c: &Console, client: &kube::Client, ns: &str) -> Result<Strin
 }
 
 async fn deployments(State(c): State<Shared>, headers: HeaderMap, uri: Uri) -> Response {
-    let cur = match c.current(&headers, &uri, true) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let client = match c.client(&cur) {
+    let (cur, client) = match c.user(&headers, &uri, true) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -1267,11 +1263,7 @@ async fn deployments_live(
     uri: Uri,
     Query(q): Query<LiveQuery>,
 ) -> Response {
-    let cur = match c.current(&headers, &uri, false) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let client = match c.client(&cur) {
+    let (cur, client) = match c.user(&headers, &uri, false) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -1452,11 +1444,7 @@ async fn detail(
     uri: Uri,
     Path(name): Path<String>,
 ) -> Response {
-    let cur = match c.current(&headers, &uri, true) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let client = match c.client(&cur) {
+    let (cur, client) = match c.user(&headers, &uri, true) {
         Ok(x) => x,
         Err(r) => return r,
     };
@@ -1485,11 +1473,7 @@ async fn detail_live(
     Path(name): Path<String>,
     Query(q): Query<LiveQuery>,
 ) -> Response {
-    let cur = match c.current(&headers, &uri, false) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    let client = match c.client(&cur) {
+    let (cur, client) = match c.user(&headers, &uri, false) {
         Ok(x) => x,
         Err(r) => return r,
     };
