@@ -126,13 +126,11 @@ impl Console {
         data["user"] = json!({"display": s.user.display, "namespace": s.user.namespace});
         data["csrf"] = json!(s.csrf);
         data["logout"] = json!(matches!(self.config.auth, AuthMode::Oidc(_)));
-        let mut r = Html(self.views.render(template, &data)).into_response();
-        if let Some(c) = &current.set_cookie
-            && let Ok(v) = HeaderValue::from_str(c)
-        {
-            r.headers_mut().append(header::SET_COOKIE, v);
+        let r = Html(self.views.render(template, &data)).into_response();
+        match &current.set_cookie {
+            Some(c) => with_cookie(r, c),
+            None => r,
         }
-        r
     }
 
     /// An error page.
@@ -220,13 +218,28 @@ impl Console {
         }
     }
 
-    async fn discovery(&self) -> Result<&auth::Discovery, String> {
-        let AuthMode::Oidc(cfg) = &self.config.auth else {
-            return Err("this console has no login: it serves one local user".into());
+    /// The provider's discovery document (read once), or the page saying login is not
+    /// available.
+    async fn discovery(&self) -> Result<&auth::Discovery, Response> {
+        let found = match &self.config.auth {
+            AuthMode::Oidc(cfg) => {
+                self.oidc
+                    .get_or_try_init(|| auth::discover(&self.http, &cfg.issuer))
+                    .await
+            }
+            AuthMode::Dev { .. } => {
+                Err("this console has no login: it serves one local user".into())
+            }
         };
-        self.oidc
-            .get_or_try_init(|| auth::discover(&self.http, &cfg.issuer))
-            .await
+        found.map_err(|e| {
+            self.error(
+                StatusCode::BAD_GATEWAY,
+                None,
+                "Login is not available",
+                &e,
+                false,
+            )
+        })
     }
 
     fn redirect_uri(&self) -> String {
@@ -266,15 +279,7 @@ async fn login(State(c): State<Shared>, Query(q): Query<LoginQuery>) -> Response
     };
     let discovery = match c.discovery().await {
         Ok(d) => d,
-        Err(e) => {
-            return c.error(
-                StatusCode::BAD_GATEWAY,
-                None,
-                "Login is not available",
-                &e,
-                false,
-            );
-        }
+        Err(r) => return r,
     };
     let (url, state) =
         auth::begin_login(&c.sessions, discovery, cfg, &c.redirect_uri(), &q.return_to);
@@ -313,15 +318,7 @@ async fn callback(
     }
     let discovery = match c.discovery().await {
         Ok(d) => d,
-        Err(e) => {
-            return c.error(
-                StatusCode::BAD_GATEWAY,
-                None,
-                "Login is not available",
-                &e,
-                false,
-            );
-        }
+        Err(r) => return r,
     };
     let login_cookie = auth::cookie(&headers, auth::LOGIN_COOKIE);
     let (claims, to) = match auth::finish_login(
@@ -1340,12 +1337,16 @@ async fn detail_data(client: &kube::Client, ns: &str, name: &str) -> Result<Valu
             "object": e.regarding.as_ref().map(|r| format!("{}/{}", r.kind.clone().unwrap_or_default(), r.name.clone().unwrap_or_default())),
             "note": e.note}))
         .collect::<Vec<_>>());
-    let storage: Vec<String> = created_secrets(client, ns, name)
-        .await?
-        .into_iter()
-        .filter(|s| s.ends_with("-storage"))
-        .collect();
-    data["storage_secret"] = json!((!storage.is_empty()).then(|| storage.join(", ")));
+    // Read once: the storage Secret for the delete section, all of them for the Cluster.
+    let secrets = created_secrets(client, ns, name).await?;
+    let storage: Vec<&String> = secrets.iter().filter(|s| s.ends_with("-storage")).collect();
+    data["storage_secret"] = json!((!storage.is_empty()).then(|| {
+        storage
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }));
     // The Cluster made for this Deployment, which deleting may remove too.
     if let Some(cl) = cluster.filter(|cl| {
         cl.metadata
@@ -1364,7 +1365,6 @@ async fn detail_data(client: &kube::Client, ns: &str, name: &str) -> Result<Valu
                     .sum()
             })
             .unwrap_or(0);
-        let secrets = created_secrets(client, ns, name).await?;
         let others: Vec<String> = Api::<Deployment>::namespaced(client.clone(), ns)
             .list(&ListParams::default())
             .await?
