@@ -7,7 +7,7 @@
 //! `validate`, the same order the API server applies them in.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -512,7 +512,85 @@ impl std::ops::Deref for Schema {
     }
 }
 
-type CelCache = Mutex<HashMap<usize, Arc<CompiledSchema>>>;
+/// What the CEL walk needs of each schema node, worked out once per node (by its
+/// address, as [`Schema`] says): the whole schema is walked on every write, so none of
+/// this is computed again per write.
+#[derive(Debug, Default)]
+struct NodeRules {
+    /// The node's own rules, compiled; None when it has none.
+    compiled: Option<CompiledSchema>,
+    /// Whether the node or a node below it has a rule at all.
+    any: bool,
+    /// Whether a rule of the node or below compares with `oldSelf`.
+    old_self: bool,
+    /// The fields of `self` the node's own rules read, when every use of `self` in them
+    /// (rules and message expressions) selects a plain field: only those are converted
+    /// to CEL. A root rule on `self.metadata.name` then converts the metadata, not the
+    /// whole object with its status, on every status write. None: the whole value.
+    reads: Option<BTreeSet<String>>,
+}
+
+type CelCache = Mutex<HashMap<usize, Arc<NodeRules>>>;
+
+fn node_rules(s: &Value, cache: &CelCache) -> Arc<NodeRules> {
+    let key = s as *const Value as usize;
+    if let Some(n) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return n.clone();
+    }
+    let rules = own_rules(s);
+    let n = Arc::new(NodeRules {
+        compiled: rules.map(|_| compile_node(s)),
+        any: has_any_rules(s),
+        old_self: mentions_old_self(s),
+        reads: rules.and_then(|r| fields_read(r)),
+    });
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, n.clone());
+    n
+}
+
+/// The fields of `self` that `rules` read, if every `self` in their expressions is
+/// followed by `.field` with a plain name; None if any is used otherwise (`self`
+/// alone, `self[...]`, an escaped name such as `self.__dash__x`), or a rule is a
+/// transition rule. Over-approximating is safe (a `self.x` inside a string literal
+/// keeps `x`); missing a read is not, so anything unusual reads the whole value.
+fn fields_read(rules: &[Value]) -> Option<BTreeSet<String>> {
+    let mut out = BTreeSet::new();
+    for r in rules {
+        for key in ["rule", "messageExpression"] {
+            let Some(expr) = r.get(key).and_then(Value::as_str) else {
+                continue;
+            };
+            if expr.contains("oldSelf") {
+                return None;
+            }
+            let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
+            let b = expr.as_bytes();
+            let mut from = 0;
+            while let Some(at) = expr[from..].find("self").map(|i| i + from) {
+                from = at + 4;
+                if (at > 0 && ident(b[at - 1])) || b.get(from).copied().is_some_and(ident) {
+                    continue;
+                }
+                if b.get(from) != Some(&b'.') {
+                    return None;
+                }
+                let name: String = expr[from + 1..]
+                    .bytes()
+                    .take_while(|c| ident(*c))
+                    .map(char::from)
+                    .collect();
+                if name.is_empty() || name.contains("__") {
+                    return None;
+                }
+                out.insert(name);
+            }
+        }
+    }
+    Some(out)
+}
 
 fn validate_cached(
     schema: &Value,
@@ -525,7 +603,7 @@ fn validate_cached(
     let mut errs = e.schema;
     errs.extend(e.embedded);
     errs.extend(e.lists);
-    if !has_any_rules(schema) {
+    if !node_rules(schema, cache).any {
         return errs;
     }
     let blocking = errs.iter().any(|e| {
@@ -1198,17 +1276,26 @@ fn cel_node(
     let old = old.filter(|o| !o.is_null());
     // Ratcheting, as the API server does it: a value an update leaves unchanged is not
     // validated again, unless a rule in it compares with `oldSelf`.
-    if old == Some(v) && !mentions_old_self(s) {
+    let node = node_rules(s, cache);
+    if !node.any || (old == Some(v) && !node.old_self) {
         return;
     }
-    if own_rules(s).is_some() {
-        let compiled = cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(s as *const Value as usize)
-            .or_insert_with(|| Arc::new(compile_node(s)))
-            .clone();
-        if let Err(errors) = kube_cel::validate_compiled(&compiled, v, old) {
+    if let Some(compiled) = &node.compiled {
+        let read;
+        let (v, old) = match (&node.reads, v) {
+            (Some(fields), Value::Object(map)) => {
+                read = Value::Object(
+                    fields
+                        .iter()
+                        .filter_map(|f| map.get(f).map(|x| (f.clone(), x.clone())))
+                        .collect(),
+                );
+                // `reads` is only set without transition rules, which alone read `old`.
+                (&read, None)
+            }
+            _ => (v, old),
+        };
+        if let Err(errors) = kube_cel::validate_compiled(compiled, v, old) {
             out.extend(errors.into_iter().map(|err| cel_error(s, path, err)));
         }
     }

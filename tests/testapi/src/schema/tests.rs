@@ -899,3 +899,70 @@ fn an_update_that_leaves_a_value_unchanged_does_not_validate_it_again_except_wit
         ["spec.epoch: Invalid value: \"integer\": epoch must grow"]
     );
 }
+
+#[test]
+fn rules_convert_only_the_fields_of_self_they_read() {
+    let rules = |exprs: &[&str]| -> Vec<Value> {
+        exprs
+            .iter()
+            .map(|r| json!({"rule": r, "messageExpression": "'bad ' + self.kind"}))
+            .collect()
+    };
+    let read =
+        |exprs: &[&str]| fields_read(&rules(exprs)).map(|f| f.into_iter().collect::<Vec<_>>());
+    assert_eq!(
+        read(&[
+            "self.metadata.name.size() <= 63",
+            "has(self.spec) && myself == 1"
+        ]),
+        Some(vec!["kind".into(), "metadata".into(), "spec".into()])
+    );
+    // Anything but a plain field read converts the whole value.
+    for whole in [
+        "size(self) > 0",
+        "self['metadata'].name != ''",
+        "self.__namespace__ == 'a'",
+        "self == oldSelf",
+        "self .spec == 1",
+    ] {
+        assert_eq!(read(&[whole]), None, "{whole}");
+    }
+
+    // The outcome is the same as with the whole value: a root rule on the name, with
+    // a status it does not read, and a rule reading the whole object beside it.
+    let schema = json!({
+        "type": "object",
+        "x-kubernetes-validations": [
+            {"rule": "self.metadata.name.size() <= 5", "messageExpression": "'name ' + self.metadata.name + ' is long'"},
+        ],
+        "properties": {
+            "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "spec": {
+                "type": "object",
+                "x-kubernetes-validations": [{"rule": "size(self) == 1", "message": "one field"}],
+                "x-kubernetes-preserve-unknown-fields": true
+            }
+        }
+    });
+    let messages = |obj: &Value| -> Vec<String> {
+        validate(&schema, obj, None)
+            .into_iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect()
+    };
+    let status = json!({"conditions": [{"type": "Ready", "status": "True"}]});
+    assert_eq!(
+        messages(
+            &json!({"metadata": {"name": "toolong"}, "spec": {"a": 1, "b": 2}, "status": status})
+        ),
+        [
+            ": Invalid value: \"object\": name toolong is long",
+            "spec: Invalid value: \"object\": one field"
+        ]
+    );
+    assert_eq!(
+        messages(&json!({"metadata": {"name": "ok"}, "spec": {"a": 1}, "status": status})),
+        Vec::<String>::new()
+    );
+}
