@@ -7,7 +7,7 @@
 //! `validate`, the same order the API server applies them in.
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -523,11 +523,11 @@ struct NodeRules {
     any: bool,
     /// Whether a rule of the node or below compares with `oldSelf`.
     old_self: bool,
-    /// The fields of `self` the node's own rules read, when every use of `self` in them
-    /// (rules and message expressions) selects a plain field: only those are converted
-    /// to CEL. A root rule on `self.metadata.name` then converts the metadata, not the
-    /// whole object with its status, on every status write. None: the whole value.
-    reads: Option<BTreeSet<String>>,
+    /// What of `self` the node's own rules read ([`fields_read`]): only that is
+    /// converted to CEL. A root rule on `self.metadata.name` then converts the name, not
+    /// the whole object with its status and managed fields, on every status write.
+    /// None: the whole value.
+    reads: Option<Reads>,
 }
 
 type CelCache = Mutex<HashMap<usize, Arc<NodeRules>>>;
@@ -551,13 +551,54 @@ fn node_rules(s: &Value, cache: &CelCache) -> Arc<NodeRules> {
     n
 }
 
-/// The fields of `self` that `rules` read, if every `self` in their expressions is
-/// followed by `.field` with a plain name; None if any is used otherwise (`self`
-/// alone, `self[...]`, an escaped name such as `self.__dash__x`), or a rule is a
-/// transition rule. Over-approximating is safe (a `self.x` inside a string literal
-/// keeps `x`); missing a read is not, so anything unusual reads the whole value.
-fn fields_read(rules: &[Value]) -> Option<BTreeSet<String>> {
-    let mut out = BTreeSet::new();
+/// What of a value a node's rules read: all of it, or some of its fields (each read
+/// in part or whole).
+#[derive(Debug, Clone, PartialEq)]
+enum Reads {
+    Whole,
+    Fields(BTreeMap<String, Reads>),
+}
+
+impl Reads {
+    /// Adds the read of `path` (`["metadata", "name"]` for `self.metadata.name`).
+    fn add(&mut self, path: &[String]) {
+        let Reads::Fields(fields) = self else {
+            return;
+        };
+        match path.split_first() {
+            None => *self = Reads::Whole,
+            Some((first, rest)) => fields
+                .entry(first.clone())
+                .or_insert_with(|| Reads::Fields(BTreeMap::new()))
+                .add(rest),
+        }
+    }
+
+    /// The part of `v` read: objects keep only the fields read, anything else is whole.
+    fn cut(&self, v: &Value) -> Value {
+        match (self, v) {
+            (Reads::Fields(fields), Value::Object(map)) => Value::Object(
+                fields
+                    .iter()
+                    .filter_map(|(k, r)| map.get(k).map(|x| (k.clone(), r.cut(x))))
+                    .collect(),
+            ),
+            _ => v.clone(),
+        }
+    }
+}
+
+/// What of `self` `rules` read, if every `self` in their expressions (rules and message
+/// expressions) starts a chain of plain field selections, as in
+/// `self.metadata.name.size()` (reads `metadata.name`; a name followed by `(` is a
+/// method); None if any is used otherwise (`self` alone, an escaped name such as
+/// `self.__dash__x`), or a rule is a transition rule. A chain ending in an index
+/// (`self.a[0]`) reads all of `a`. Over-approximating is safe (a `self.x` inside a
+/// string literal keeps `x`); missing a read is not, so anything unusual reads the
+/// whole value.
+fn fields_read(rules: &[Value]) -> Option<Reads> {
+    let mut out = Reads::Fields(BTreeMap::new());
+    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
     for r in rules {
         for key in ["rule", "messageExpression"] {
             let Some(expr) = r.get(key).and_then(Value::as_str) else {
@@ -566,7 +607,6 @@ fn fields_read(rules: &[Value]) -> Option<BTreeSet<String>> {
             if expr.contains("oldSelf") {
                 return None;
             }
-            let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_';
             let b = expr.as_bytes();
             let mut from = 0;
             while let Some(at) = expr[from..].find("self").map(|i| i + from) {
@@ -574,18 +614,24 @@ fn fields_read(rules: &[Value]) -> Option<BTreeSet<String>> {
                 if (at > 0 && ident(b[at - 1])) || b.get(from).copied().is_some_and(ident) {
                     continue;
                 }
-                if b.get(from) != Some(&b'.') {
+                let mut path = Vec::new();
+                let mut i = from;
+                while b.get(i) == Some(&b'.') {
+                    let len = b[i + 1..].iter().take_while(|c| ident(**c)).count();
+                    let name = &expr[i + 1..i + 1 + len];
+                    if name.is_empty() || name.contains("__") {
+                        return None;
+                    }
+                    i += 1 + len;
+                    if b.get(i) == Some(&b'(') {
+                        break; // a method of what the chain selected so far
+                    }
+                    path.push(name.to_string());
+                }
+                if path.is_empty() {
                     return None;
                 }
-                let name: String = expr[from + 1..]
-                    .bytes()
-                    .take_while(|c| ident(*c))
-                    .map(char::from)
-                    .collect();
-                if name.is_empty() || name.contains("__") {
-                    return None;
-                }
-                out.insert(name);
+                out.add(&path);
             }
         }
     }
@@ -1282,18 +1328,13 @@ fn cel_node(
     }
     if let Some(compiled) = &node.compiled {
         let read;
-        let (v, old) = match (&node.reads, v) {
-            (Some(fields), Value::Object(map)) => {
-                read = Value::Object(
-                    fields
-                        .iter()
-                        .filter_map(|f| map.get(f).map(|x| (f.clone(), x.clone())))
-                        .collect(),
-                );
+        let (v, old) = match &node.reads {
+            Some(reads) => {
+                read = reads.cut(v);
                 // `reads` is only set without transition rules, which alone read `old`.
                 (&read, None)
             }
-            _ => (v, old),
+            None => (v, old),
         };
         if let Err(errors) = kube_cel::validate_compiled(compiled, v, old) {
             out.extend(errors.into_iter().map(|err| cel_error(s, path, err)));

@@ -908,14 +908,28 @@ fn rules_convert_only_the_fields_of_self_they_read() {
             .map(|r| json!({"rule": r, "messageExpression": "'bad ' + self.kind"}))
             .collect()
     };
-    let read =
-        |exprs: &[&str]| fields_read(&rules(exprs)).map(|f| f.into_iter().collect::<Vec<_>>());
+    let read = |exprs: &[&str]| fields_read(&rules(exprs)).map(|r| r.cut(&full()));
+    fn full() -> Value {
+        json!({
+            "kind": "K",
+            "metadata": {"name": "a", "managedFields": [{"manager": "m"}]},
+            "spec": {"x": {"y": 1}, "list": [1, 2]},
+            "status": {"ready": true}
+        })
+    }
     assert_eq!(
         read(&[
             "self.metadata.name.size() <= 63",
-            "has(self.spec) && myself == 1"
+            "has(self.spec.x) && myself == 1"
         ]),
-        Some(vec!["kind".into(), "metadata".into(), "spec".into()])
+        Some(json!({"kind": "K", "metadata": {"name": "a"}, "spec": {"x": {"y": 1}}}))
+    );
+    assert_eq!(
+        read(&[
+            "self.spec.list[0] == 1 && self.spec.x.y == 1",
+            "has(self.spec)"
+        ]),
+        Some(json!({"kind": "K", "spec": {"x": {"y": 1}, "list": [1, 2]}}))
     );
     // Anything but a plain field read converts the whole value.
     for whole in [
@@ -923,7 +937,9 @@ fn rules_convert_only_the_fields_of_self_they_read() {
         "self['metadata'].name != ''",
         "self.__namespace__ == 'a'",
         "self == oldSelf",
+        "self.size() > 0",
         "self .spec == 1",
+        "self.size() > 0",
     ] {
         assert_eq!(read(&[whole]), None, "{whole}");
     }
