@@ -9,7 +9,11 @@
 //! Three phases, each with a fresh API server and a fresh operator, in one process:
 //! 1. idle: CRDs installed, no objects (the baseline of peak RSS);
 //! 2. one: 1 Cluster and 1 Deployment (the baseline of time to Ready);
-//! 3. scale: N Clusters, one Module, M Deployments spread evenly over the Clusters.
+//! 3. scale: N Clusters, one Module, M Deployments spread evenly over the Clusters;
+//!    once all are Ready, a second wave of Deployments on the Ready Clusters, whose
+//!    reconciles are counted apart (a Deployment created on a Ready Cluster shows two
+//!    states, applied and Ready; one created with its Cluster shows three, waiting
+//!    first, and the report says how many did).
 //!
 //! Figures are ratios against the baselines of the same run; the last line sums them
 //! up for scripts: `BENCH scale clusters=N deployments=M ...`. The sim control planes
@@ -17,10 +21,11 @@
 //! process too, so the RSS figures include them.
 //!
 //! Environment: KELP_BENCH_CLUSTERS (100), KELP_BENCH_DEPLOYMENTS (1000),
-//! KELP_BENCH_TIMEOUT_SECS (600): how long to wait for Ready before reporting anyway;
+//! KELP_BENCH_WAVE (as many as fit in the room the first wave leaves on the cpu pools:
+//! 200 at the defaults; 0 for none), KELP_BENCH_TIMEOUT_SECS (600): how long to wait for Ready before reporting anyway;
 //! RUST_LOG (unset: no logs) for the operator's logs on stderr.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -201,6 +206,11 @@ struct Report {
     deployments_ready: Option<Duration>,
     clusters_ready_count: usize,
     deployments_ready_count: usize,
+    /// Deployments first seen waiting for their Module or Cluster (before Ready).
+    waited: usize,
+    /// The second wave, if there was one.
+    wave: Option<Wave>,
+    /// Of the first wave (the second's are in `wave`).
     reconciles: u64,
     /// Reconciles by controller, and their mean duration in ms.
     reconciles_by_controller: BTreeMap<String, (u64, u64)>,
@@ -215,6 +225,138 @@ struct Report {
     clusters_curve: String,
     deployments_curve: String,
     after_cluster: String,
+}
+
+/// Deployments created on Ready Clusters after the first wave is Ready.
+struct Wave {
+    deployments: usize,
+    ready: Option<Duration>,
+    deployment_reconciles: u64,
+    cluster_reconciles: u64,
+}
+
+impl Wave {
+    fn per_deployment(&self) -> f64 {
+        self.deployment_reconciles as f64 / self.deployments.max(1) as f64
+    }
+}
+
+/// What a scenario has seen so far on its watches of Clusters and Deployments.
+struct Watched<S> {
+    events: S,
+    cluster_at: BTreeMap<String, Duration>,
+    deployment_at: BTreeMap<String, (String, Duration)>,
+    waited: BTreeSet<String>,
+}
+
+enum Seen {
+    Cluster(String),
+    Deployment(String, String),
+    /// Not Ready, waiting for its Module or Cluster.
+    Waiting(String),
+    Other,
+}
+
+impl<S: futures::Stream<Item = Seen> + Unpin> Watched<S> {
+    /// Follows the watches until `n` Clusters and `m` Deployments named `prefix*` have
+    /// been seen Ready, or `timeout` after `start`; when each was, measured from `start`.
+    async fn until(
+        &mut self,
+        n: usize,
+        m: usize,
+        prefix: &str,
+        start: Instant,
+        timeout: Duration,
+        deployments: &Api<Deployment>,
+    ) -> (Option<Duration>, Option<Duration>) {
+        let (mut clusters_ready, mut deployments_ready) = (None, None);
+        let mut last_print = Instant::now();
+        loop {
+            let nc = self.cluster_at.len();
+            let nd = self
+                .deployment_at
+                .keys()
+                .filter(|d| d.starts_with(prefix))
+                .count();
+            if clusters_ready.is_none() && nc == n {
+                clusters_ready = Some(start.elapsed());
+            }
+            if deployments_ready.is_none() && nd == m {
+                deployments_ready = Some(start.elapsed());
+            }
+            if clusters_ready.is_some() && deployments_ready.is_some() {
+                break;
+            }
+            if start.elapsed() > timeout {
+                eprintln!(
+                    "  timed out after {timeout:?}: {nc}/{n} Clusters, {nd}/{m} Deployments Ready"
+                );
+                // What the first few that are not Ready say.
+                if let Ok(list) = deployments.list(&ListParams::default()).await {
+                    for d in list
+                        .items
+                        .iter()
+                        .filter(|d| !self.deployment_at.contains_key(&d.name_any()))
+                        .take(3)
+                    {
+                        eprintln!(
+                            "  not Ready: {} on {}: {}",
+                            d.name_any(),
+                            d.target_cluster().unwrap_or_default(),
+                            serde_json::to_string(&d.status).unwrap_or_default()
+                        );
+                    }
+                }
+                break;
+            }
+            if last_print.elapsed() > Duration::from_secs(10) {
+                eprintln!(
+                    "  ... {:.0} s: {nc}/{n} Clusters, {nd}/{m} Deployments Ready",
+                    start.elapsed().as_secs_f64()
+                );
+                last_print = Instant::now();
+            }
+            match tokio::time::timeout(Duration::from_secs(1), self.events.next()).await {
+                Ok(Some(Seen::Cluster(name))) => {
+                    self.cluster_at
+                        .entry(name)
+                        .or_insert_with(|| start.elapsed());
+                }
+                Ok(Some(Seen::Deployment(name, cluster))) => {
+                    self.deployment_at
+                        .entry(name)
+                        .or_insert_with(|| (cluster, start.elapsed()));
+                }
+                Ok(Some(Seen::Waiting(name))) => {
+                    self.waited.insert(name);
+                }
+                Ok(Some(Seen::Other)) | Err(_) => {}
+                Ok(None) => break,
+            }
+        }
+        (clusters_ready, deployments_ready)
+    }
+}
+
+/// Creates `m` Deployments `{prefix}-00000`... spread evenly over `clusters`, 16 at a time.
+async fn create_deployments(api: &Api<Deployment>, prefix: &str, m: usize, clusters: &[String]) {
+    let pp = PostParams::default();
+    futures::stream::iter(0..m)
+        .map(|i| {
+            let (api, pp) = (api.clone(), pp.clone());
+            let cluster = clusters[i % clusters.len()].clone();
+            async move {
+                api.create(
+                    &pp,
+                    &deployment_object(&format!("{prefix}-{i:05}"), &cluster),
+                )
+                .await
+                .expect("Deployment created");
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<Vec<()>>()
+        .await;
 }
 
 /// "p10 0.52 s, p50 1.10 s, p90 2.31 s, max 2.60 s" of a set of times.
@@ -234,6 +376,13 @@ fn curve(mut times: Vec<Duration>) -> String {
 }
 
 impl Report {
+    /// Reconciles per Deployment if each wrote one state the user sees: 3 for those that
+    /// waited (waiting, applied, Ready), 2 for the others (applied, Ready).
+    fn visible_floor(&self) -> f64 {
+        let waited = self.waited.min(self.deployments);
+        (3 * waited + 2 * (self.deployments - waited)) as f64 / self.deployments.max(1) as f64
+    }
+
     fn objects(&self) -> u64 {
         // The Clusters, the Deployments and the one Module.
         (self.clusters + self.deployments + 1) as u64
@@ -242,14 +391,18 @@ impl Report {
 
 /// Creates `n` Clusters, one Module and `m` Deployments, waits until all are Ready (or
 /// `timeout`), stops the operator and reads its metrics.
-async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
+async fn scenario(n: usize, m: usize, wave: usize, timeout: Duration) -> Report {
     let (server, client) = api_server().await;
     let env = environment();
+    let metrics = env.metrics.clone();
     let sim_kube = env.sim_kube.clone().expect("built with the dev feature");
     let operator = Operator::start(client.clone(), env);
 
     let per_cluster = m.div_ceil(n.max(1));
     let cpu_machines = per_cluster.div_ceil(CPU_MACHINE_CPUS).max(2);
+    // The second wave fits in the room the first leaves on the cpu pools (their size
+    // stays that of the first wave alone, so the first is measured as before).
+    let wave = wave.min((cpu_machines * CPU_MACHINE_CPUS).saturating_sub(per_cluster) * n);
     let clusters: Api<Cluster> = Api::namespaced(client.clone(), NAMESPACE);
     let modules: Api<Module> = Api::namespaced(client.clone(), NAMESPACE);
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
@@ -274,32 +427,12 @@ async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
         .buffer_unordered(16)
         .collect::<Vec<()>>()
         .await;
-    futures::stream::iter(0..m)
-        .map(|i| {
-            let (api, pp) = (deployments.clone(), pp.clone());
-            let cluster = cluster_names[i % n].clone();
-            async move {
-                api.create(&pp, &deployment_object(&format!("dep-{i:05}"), &cluster))
-                    .await
-                    .expect("Deployment created");
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<Vec<()>>()
-        .await;
+    create_deployments(&deployments, "dep", m, &cluster_names).await;
     let create = start.elapsed();
 
-    let (mut clusters_ready, mut deployments_ready) = (None, None);
     // When each object was first seen Ready. The benchmark watches rather than lists, so
     // that it loads the API server it measures with one event per change, not with
     // every object several times a second.
-    let mut cluster_at: BTreeMap<String, Duration> = BTreeMap::new();
-    let mut deployment_at: BTreeMap<String, (String, Duration)> = BTreeMap::new();
-    enum Seen {
-        Cluster(String),
-        Deployment(String, String),
-        Other,
-    }
     let cluster_events = watcher(clusters.clone(), watcher::Config::default()).map(|e| match e {
         Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c))
             if ready(c.status.as_ref().map(|s| &s.conditions)) =>
@@ -310,71 +443,65 @@ async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
     });
     let deployment_events =
         watcher(deployments.clone(), watcher::Config::default()).map(|e| match e {
-            Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d))
-                if ready(d.status.as_ref().map(|s| &s.conditions)) =>
-            {
-                Seen::Deployment(
-                    d.name_any(),
-                    d.target_cluster().unwrap_or_default().to_string(),
-                )
+            Ok(watcher::Event::Apply(d) | watcher::Event::InitApply(d)) => {
+                let conditions = d.status.as_ref().map(|s| &s.conditions);
+                let cluster = d.target_cluster().unwrap_or_default().to_string();
+                if ready(conditions) {
+                    Seen::Deployment(d.name_any(), cluster)
+                } else if conditions
+                    .and_then(|c| kelp_operator::conditions::get(c, "Ready"))
+                    .is_some_and(|r| r.reason == "ClusterNotReady" || r.reason == "ModuleNotReady")
+                {
+                    Seen::Waiting(d.name_any())
+                } else {
+                    Seen::Other
+                }
             }
             _ => Seen::Other,
         });
-    let mut events = futures::stream::select(cluster_events.boxed(), deployment_events.boxed());
-    let mut last_print = Instant::now();
-    loop {
-        let (nc, nd) = (cluster_at.len(), deployment_at.len());
-        if clusters_ready.is_none() && nc == n {
-            clusters_ready = Some(start.elapsed());
-        }
-        if deployments_ready.is_none() && nd == m {
-            deployments_ready = Some(start.elapsed());
-        }
-        if clusters_ready.is_some() && deployments_ready.is_some() {
-            break;
-        }
-        if start.elapsed() > timeout {
-            eprintln!(
-                "  timed out after {timeout:?}: {nc}/{n} Clusters, {nd}/{m} Deployments Ready"
-            );
-            // What the first few that are not Ready say.
-            if let Ok(list) = deployments.list(&ListParams::default()).await {
-                for d in list
-                    .items
-                    .iter()
-                    .filter(|d| !deployment_at.contains_key(&d.name_any()))
-                    .take(3)
-                {
-                    eprintln!(
-                        "  not Ready: {} on {}: {}",
-                        d.name_any(),
-                        d.target_cluster().unwrap_or_default(),
-                        serde_json::to_string(&d.status).unwrap_or_default()
-                    );
-                }
-            }
-            break;
-        }
-        if last_print.elapsed() > Duration::from_secs(10) {
-            eprintln!(
-                "  ... {:.0} s: {nc}/{n} Clusters, {nd}/{m} Deployments Ready",
-                start.elapsed().as_secs_f64()
-            );
-            last_print = Instant::now();
-        }
-        match tokio::time::timeout(Duration::from_secs(1), events.next()).await {
-            Ok(Some(Seen::Cluster(name))) => {
-                cluster_at.entry(name).or_insert_with(|| start.elapsed());
-            }
-            Ok(Some(Seen::Deployment(name, cluster))) => {
-                deployment_at
-                    .entry(name)
-                    .or_insert_with(|| (cluster, start.elapsed()));
-            }
-            Ok(Some(Seen::Other)) | Err(_) => {}
-            Ok(None) => break,
-        }
+    let mut seen = Watched {
+        events: futures::stream::select(cluster_events.boxed(), deployment_events.boxed()),
+        cluster_at: BTreeMap::new(),
+        deployment_at: BTreeMap::new(),
+        waited: BTreeSet::new(),
+    };
+    let (clusters_ready, deployments_ready) =
+        seen.until(n, m, "", start, timeout, &deployments).await;
+    // The first wave's reconciles (the operator keeps counting during the second).
+    let first_reconciles = metrics.reconcile_count();
+    let first_by_controller = metrics.reconciles_by_controller.lock().unwrap().clone();
+
+    // The second wave: Deployments created on Clusters that are Ready, with the
+    // operator otherwise idle. Their reconciles are counted apart.
+    let mut wave_report = None;
+    if wave > 0 && clusters_ready.is_some() && deployments_ready.is_some() {
+        let count = |c: &str| {
+            metrics
+                .reconciles_by_controller
+                .lock()
+                .unwrap()
+                .get(c)
+                .map_or(0, |(n, _)| *n)
+        };
+        let before = (count("deployment"), count("cluster"));
+        let wave_start = Instant::now();
+        create_deployments(&deployments, "wave", wave, &cluster_names).await;
+        let (_, ready) = seen
+            .until(n, wave, "wave-", wave_start, timeout, &deployments)
+            .await;
+        wave_report = Some(Wave {
+            deployments: wave,
+            ready,
+            deployment_reconciles: count("deployment") - before.0,
+            cluster_reconciles: count("cluster") - before.1,
+        });
     }
+    let Watched {
+        cluster_at,
+        deployment_at,
+        waited,
+        ..
+    } = seen;
     let peak_rss_kib = proc_status_kib("VmHWM");
     let rss_kib = proc_status_kib("VmRSS");
     let control_planes = sim_kube.control_planes().await;
@@ -392,14 +519,27 @@ async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
     for record in ctx.drivers.stats.snapshot() {
         *cloud_calls_by_verb.entry(record.verb).or_default() += record.calls;
     }
-    let (nc, nd) = (cluster_at.len(), deployment_at.len());
+    let (nc, nd) = (
+        cluster_at.len(),
+        deployment_at
+            .keys()
+            .filter(|d| !d.starts_with("wave-"))
+            .count(),
+    );
+    let waited = waited.len();
     let after_cluster: Vec<Duration> = deployment_at
         .values()
         .filter_map(|(c, at)| cluster_at.get(c).map(|c| at.saturating_sub(*c)))
         .collect();
     let report = Report {
         clusters_curve: curve(cluster_at.into_values().collect()),
-        deployments_curve: curve(deployment_at.into_values().map(|(_, at)| at).collect()),
+        deployments_curve: curve(
+            deployment_at
+                .iter()
+                .filter(|(d, _)| !d.starts_with("wave-"))
+                .map(|(_, (_, at))| *at)
+                .collect(),
+        ),
         after_cluster: curve(after_cluster),
         clusters: n,
         deployments: m,
@@ -408,12 +548,10 @@ async fn scenario(n: usize, m: usize, timeout: Duration) -> Report {
         deployments_ready,
         clusters_ready_count: nc,
         deployments_ready_count: nd,
-        reconciles: ctx.metrics.reconcile_count(),
-        reconciles_by_controller: ctx
-            .metrics
-            .reconciles_by_controller
-            .lock()
-            .unwrap()
+        waited,
+        wave: wave_report,
+        reconciles: first_reconciles,
+        reconciles_by_controller: first_by_controller
             .iter()
             .map(|(k, (n, secs))| (k.clone(), (*n, (secs * 1000.0 / *n as f64) as u64)))
             .collect(),
@@ -466,6 +604,27 @@ fn print_report(label: &str, r: &Report) {
         r.reconciles_by_controller,
         r.failures
     );
+    let deployment_reconciles = r
+        .reconciles_by_controller
+        .get("deployment")
+        .map_or(0, |(n, _)| *n);
+    println!(
+        "  Deployments: {:.2} reconciles each; {} of {} were first seen waiting for their Module or Cluster, so the states they show (waiting, applied, Ready) take at least {:.2} each",
+        deployment_reconciles as f64 / r.deployments.max(1) as f64,
+        r.waited,
+        r.deployments,
+        r.visible_floor()
+    );
+    if let Some(w) = &r.wave {
+        println!(
+            "  second wave: {} Deployments on Ready Clusters, all Ready after {}; {} Deployment reconciles ({:.2} each), {} Cluster reconciles",
+            thousands(w.deployments as u64),
+            secs(w.ready),
+            thousands(w.deployment_reconciles),
+            w.per_deployment(),
+            w.cluster_reconciles
+        );
+    }
     println!(
         "  {} cloud calls ({:.1} per Cluster): {:?}",
         thousands(r.cloud_calls),
@@ -492,6 +651,7 @@ const LAST_RECONCILES: f64 = 2.4;
 async fn bench() {
     let n = env_usize("KELP_BENCH_CLUSTERS", 100).max(1);
     let m = env_usize("KELP_BENCH_DEPLOYMENTS", 1000);
+    let wave = env_usize("KELP_BENCH_WAVE", usize::MAX);
     let timeout = Duration::from_secs(env_usize("KELP_BENCH_TIMEOUT_SECS", 600) as u64);
     println!(
         "kelp scale benchmark: {} Clusters x 3 node pools, 1 Module, {} Deployments; sim cloud (SimConfig::fast, latencyMs 1), Ready seen by a watch, {} CPU(s)",
@@ -521,11 +681,11 @@ async fn bench() {
     server.shutdown().await;
 
     // 2. Time baseline: one Cluster, one Deployment.
-    let one = scenario(1, 1, timeout).await;
+    let one = scenario(1, 1, 0, timeout).await;
     print_report("one-object baseline", &one);
 
     // 3. Scale.
-    let scale = scenario(n, m, timeout).await;
+    let scale = scenario(n, m, wave, timeout).await;
     print_report("scale", &scale);
 
     let idle_mib = mib(idle_peak);
@@ -564,11 +724,25 @@ async fn bench() {
     );
     let value = |t: Option<f64>| t.map_or("none".to_string(), |t| format!("{t:.2}"));
     println!(
-        "BENCH scale clusters={n} deployments={m} clusters_ready_s={} deployments_ready_s={} deployments_ratio={} reconciles_per_object={:.1} cloud_calls_per_cluster={:.1} idle_mib={idle_mib:.1} peak_mib={peak_mib:.1} last_deployments_ready_s={LAST_READY_S} ready_vs_last={} last_reconciles_per_object={LAST_RECONCILES}",
+        "BENCH scale clusters={n} deployments={m} clusters_ready_s={} deployments_ready_s={} deployments_ratio={} reconciles_per_object={:.1} waited={} visible_floor={:.2} wave={} wave_ready_s={} wave_reconciles_per_deployment={} cloud_calls_per_cluster={:.1} idle_mib={idle_mib:.1} peak_mib={peak_mib:.1} last_deployments_ready_s={LAST_READY_S} ready_vs_last={} last_reconciles_per_object={LAST_RECONCILES}",
         value(t_clusters),
         value(t_deps),
         t_deps.map_or("none".into(), |t| ratio(t, t_one)),
         scale.reconciles as f64 / scale.objects() as f64,
+        scale.waited,
+        scale.visible_floor(),
+        scale.wave.as_ref().map_or(0, |w| w.deployments),
+        value(
+            scale
+                .wave
+                .as_ref()
+                .and_then(|w| w.ready)
+                .map(|d| d.as_secs_f64())
+        ),
+        scale
+            .wave
+            .as_ref()
+            .map_or("none".into(), |w| format!("{:.2}", w.per_deployment())),
         scale.cloud_calls as f64 / n as f64,
         t_deps.map_or("none".into(), |t| ratio(t, LAST_READY_S)),
     );
