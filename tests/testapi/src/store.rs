@@ -244,6 +244,9 @@ impl Store {
                 .create(&ns_type, None, obj, &opts)
                 .expect("built-in namespace");
         }
+        // The bootstrap roles are aggregated once, after all are stored, not again after
+        // each one (which made every new API server's start quadratic in them).
+        store.lock().aggregating = true;
         for obj in crate::auth::bootstrap_objects() {
             let plural = match obj["kind"].as_str() {
                 Some("ClusterRole") => "clusterroles",
@@ -255,6 +258,14 @@ impl Store {
             store
                 .create(&rt, None, obj, &opts)
                 .expect("bootstrap RBAC object");
+        }
+        let roles = store
+            .resolve("rbac.authorization.k8s.io", "v1", "clusterroles")
+            .expect("the clusterroles type");
+        {
+            let mut inner = store.lock();
+            inner.aggregating = false;
+            store.aggregate_cluster_roles(&mut inner, &roles);
         }
         Arc::new(store)
     }
@@ -1366,6 +1377,27 @@ fn strip_nulls(v: Value) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_store_starts_with_its_bootstrap_roles_aggregated() {
+        let store = Store::new(Config::default());
+        let rt = store
+            .resolve("rbac.authorization.k8s.io", "v1", "clusterroles")
+            .unwrap();
+        let (roles, ..) = store.list(&rt, None, &|_| true, None, None);
+        let aggregating: Vec<&Value> = roles
+            .iter()
+            .filter(|r| r.get("aggregationRule").is_some())
+            .collect();
+        assert!(!aggregating.is_empty());
+        assert!(
+            aggregating
+                .iter()
+                .all(|r| r["rules"].as_array().is_some_and(|a| !a.is_empty())),
+            "{aggregating:?}"
+        );
+        assert_eq!(crate::auth::aggregate(&roles), Vec::new());
+    }
 
     #[test]
     fn a_write_is_a_no_op_only_when_nothing_but_versions_and_times_changed() {
