@@ -496,12 +496,15 @@ async fn scenario(n: usize, m: usize, wave: usize, timeout: Duration) -> Report 
             cluster_reconciles: count("cluster") - before.1,
         });
     }
+    // The first wave's figures from here on; the second's are in `wave_report`.
     let Watched {
         cluster_at,
-        deployment_at,
-        waited,
+        mut deployment_at,
+        mut waited,
         ..
     } = seen;
+    deployment_at.retain(|d, _| !d.starts_with("wave-"));
+    waited.retain(|d| !d.starts_with("wave-"));
     let peak_rss_kib = proc_status_kib("VmHWM");
     let rss_kib = proc_status_kib("VmRSS");
     let control_planes = sim_kube.control_planes().await;
@@ -519,13 +522,7 @@ async fn scenario(n: usize, m: usize, wave: usize, timeout: Duration) -> Report 
     for record in ctx.drivers.stats.snapshot() {
         *cloud_calls_by_verb.entry(record.verb).or_default() += record.calls;
     }
-    let (nc, nd) = (
-        cluster_at.len(),
-        deployment_at
-            .keys()
-            .filter(|d| !d.starts_with("wave-"))
-            .count(),
-    );
+    let (nc, nd) = (cluster_at.len(), deployment_at.len());
     let waited = waited.len();
     let after_cluster: Vec<Duration> = deployment_at
         .values()
@@ -533,13 +530,7 @@ async fn scenario(n: usize, m: usize, wave: usize, timeout: Duration) -> Report 
         .collect();
     let report = Report {
         clusters_curve: curve(cluster_at.into_values().collect()),
-        deployments_curve: curve(
-            deployment_at
-                .iter()
-                .filter(|(d, _)| !d.starts_with("wave-"))
-                .map(|(_, (_, at))| *at)
-                .collect(),
-        ),
+        deployments_curve: curve(deployment_at.into_values().map(|(_, at)| at).collect()),
         after_cluster: curve(after_cluster),
         clusters: n,
         deployments: m,

@@ -515,7 +515,7 @@ impl std::ops::Deref for Schema {
 /// What the CEL walk needs of each schema node, worked out once per node (by its
 /// address, as [`Schema`] says): the whole schema is walked on every write, so none of
 /// this is computed again per write.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct NodeRules {
     /// The node's own rules, compiled; None when it has none.
     compiled: Option<CompiledSchema>,
@@ -553,7 +553,7 @@ fn node_rules(s: &Value, cache: &CelCache) -> Arc<NodeRules> {
 
 /// What of a value a node's rules read: all of it, or some of its fields (each read
 /// in part or whole).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 enum Reads {
     Whole,
     Fields(BTreeMap<String, Reads>),
