@@ -283,7 +283,8 @@ async fn servers_are_created_in_one_request_tagged_listed_and_deleted_leaving_no
     }
     assert!(d.list(&owner(uid, "gpu")).await.unwrap().is_empty());
     d.release(&owner(uid, "gpu")).await.unwrap();
-    assert!(peer.servers(&project).await.is_empty());
+    let left = peer.servers_left(&project).await;
+    assert!(left.is_empty(), "servers left in Nova: {left:?}");
     assert!(
         peer.neutron("ports", &project).await.is_empty(),
         "Nova deleted its ports"

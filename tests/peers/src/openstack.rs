@@ -151,6 +151,22 @@ impl OsPeer {
         v["servers"].as_array().cloned().unwrap_or_default()
     }
 
+    /// The servers of `project` that are not on their way out. Nova's compute service
+    /// saves a deleted server as `DELETED` before it destroys the row, so a listing
+    /// can show one for a moment after it is gone for every client: those are waited
+    /// for (up to 30 s), and only what is still there, or not `DELETED`, is returned.
+    pub async fn servers_left(&self, project: &str) -> Vec<Value> {
+        let mut left = self.servers(project).await;
+        for _ in 0..60 {
+            if left.is_empty() || left.iter().any(|s| s["status"] != "DELETED") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            left = self.servers(project).await;
+        }
+        left
+    }
+
     /// Every object of a Neutron collection (`ports`, `floatingips`, `security-groups`)
     /// of `project`.
     pub async fn neutron(&self, collection: &str, project: &str) -> Vec<Value> {
