@@ -100,14 +100,8 @@ async fn condition(h: &Harness, name: &str, kind: &str, status: &str) -> String 
 }
 
 async fn nothing_left(peer: &OsPeer, project: &str) {
-    // Nova lists a deleted server for a moment after its ports and tags are gone.
-    for _ in 0..120 {
-        if peer.servers(project).await.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(peer.servers(project).await.is_empty(), "servers left");
+    let left = peer.servers_left(project).await;
+    assert!(left.is_empty(), "servers left: {left:?}");
     assert!(
         peer.neutron("ports", project).await.is_empty(),
         "ports left"
