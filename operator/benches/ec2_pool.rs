@@ -356,7 +356,6 @@ async fn main() {
     let hold = |on: bool| held.store(on, Ordering::SeqCst);
     hold(true);
     let (t_floor, floor_calls) = floor(&proxy, n).await;
-    hold(false);
     let by_gpu = serde_json::json!({"cpu": 4, "gpu": {"count": 1, "model": "T4"}});
     let named = serde_json::json!({"instanceType": "g4dn.xlarge"});
     let idle = Duration::from_secs(10);
